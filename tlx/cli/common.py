@@ -1,0 +1,31 @@
+"""What every command shares: turning user errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import typer
+
+from tlx.errors import TlxError
+
+#: Exit code after Ctrl-C, as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+@contextmanager
+def user_errors():
+    """A TlxError becomes 'Error: ...' on stderr and a non-zero exit; Ctrl-C exits 130."""
+    try:
+        yield
+    except TlxError as exc:
+        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.secho("Interrupted.", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
