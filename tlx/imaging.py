@@ -95,8 +95,10 @@ def _open(source: ImageInput, name) -> Image.Image:
         raise ImageError(name, "not an image file (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(name, f"refused as a possible decompression bomb ({exc})") from None
-    except OSError as exc:
+    except (PermissionError, IsADirectoryError) as exc:
         raise ImageError(name, f"cannot read ({exc.strerror or exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "truncated", "broken data"...
+        raise ImageError(name, f"cannot decode image ({exc})") from None
     return image
 
 

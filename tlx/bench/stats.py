@@ -1,0 +1,76 @@
+"""Small, dependency-free statistics for honest reports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: z for a two-sided 95% interval.
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k successes out of n, with a Wilson score interval (sound for small n and for
+    accuracies near 0 or 1, where the normal approximation is not)."""
+
+    successes: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.successes / self.n if self.n else float("nan")
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "successes": self.successes, "n": self.n,
+                "ci95": [self.low, self.high]}
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> Proportion:
+    if n <= 0:
+        return Proportion(successes, n, float("nan"), float("nan"))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return Proportion(successes, n, max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds per call, after warm-up runs were discarded."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    runs: int
+
+    @property
+    def throughput(self) -> float:
+        """Calls per second at the median latency."""
+        return 1000.0 / self.p50 if self.p50 > 0 else float("inf")
+
+    def to_json(self) -> dict:
+        return {"p50_ms": self.p50, "p90_ms": self.p90, "p99_ms": self.p99,
+                "mean_ms": self.mean, "runs": self.runs, "throughput_per_s": self.throughput}
+
+
+def latency_from_seconds(seconds) -> Latency:
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    if ms.size == 0:
+        raise ValueError("no timings")
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return Latency(float(p50), float(p90), float(p99), float(ms.mean()), int(ms.size))
+
+
+def confusion_matrix(true, predicted, num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted ones."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for t, p in zip(true, predicted):
+        matrix[int(t), int(p)] += 1
+    return matrix
