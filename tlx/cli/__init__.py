@@ -33,6 +33,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 # Each module adds its command(s) to `app` when imported.
 from tlx.cli import backbones_cmd  # noqa: E402,F401
+from tlx.cli import predict_cmd  # noqa: E402,F401
+from tlx.cli import bench_cmd  # noqa: E402,F401
 
 
 def main() -> None:
