@@ -69,8 +69,9 @@ def latency_from_seconds(seconds) -> Latency:
 
 
 def confusion_matrix(true, predicted, num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted ones."""
+    """Rows are true classes, columns predicted ones; predictions of -1 (failures) are left out."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     for t, p in zip(true, predicted):
-        matrix[int(t), int(p)] += 1
+        if p >= 0:
+            matrix[int(t), int(p)] += 1
     return matrix

@@ -12,6 +12,9 @@ from tlx.errors import TlxError
 
 #: Exit code after Ctrl-C, as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit code when a quality gate (--max-drop) fails: the work is done and kept, but the
+#: int8 model lost more accuracy than allowed. Distinct from 1 (an error) for scripts.
+EXIT_QUALITY_GATE = 3
 
 
 @contextmanager

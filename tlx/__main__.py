@@ -1,0 +1,5 @@
+"""`python -m tlx` is the `tlx` command."""
+
+from tlx.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""`tlx bench`: every exported model of a run (and the Keras model when TensorFlow is
+installed) on the run's held-out test split, through tlx.runtime."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+import tlx
+from tlx import files
+from tlx.bench import evaluate, measure, plots
+from tlx.bench.stats import Latency, Proportion, confusion_matrix, wilson
+from tlx.errors import TlxError
+from tlx.run_dir import RunDir
+
+KERAS = "keras"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `tlx bench` measures and how."""
+
+    #: A finished `tlx train` run with `tlx export` output in RUN_DIR/export.
+    run_dir: Path
+    #: Interpreter thread counts to time.
+    threads: tuple[int, ...] = (1, 2)
+    #: Timed runs per model and thread count (after the warm-up).
+    runs: int = 50
+    #: Discarded warm-up runs before timing.
+    warmup: int = 5
+    #: Interpreter backend (None: tlx.runtime's automatic choice).
+    backend: Optional[str] = None
+    #: Time each .tflite on every installed backend, side by side.
+    compare_backends: bool = False
+    #: Fail (exit non-zero) when int8 loses more than this many accuracy points.
+    max_drop: Optional[float] = None
+    #: Evaluate the Keras model too (needs TensorFlow).
+    include_keras: bool = True
+    #: Measure `tlx predict` cold start and peak memory in a fresh process.
+    cold_start: bool = True
+
+
+@dataclass
+class ModelResult:
+    name: str
+    path: str
+    backend: Optional[str]
+    size_bytes: int
+    accuracy: Proportion
+    #: Predicted class per test image (-1 where the model failed on it).
+    predicted: np.ndarray
+    confusion: np.ndarray
+    failures: list = field(default_factory=list)
+    agreement: Optional[Proportion] = None
+    drop_points: Optional[float] = None
+    latency: dict = field(default_factory=dict)  # threads -> Latency
+    cold_start: Optional[measure.ProcessCost] = None
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "path": self.path, "backend": self.backend, "size_bytes": self.size_bytes,
+            "accuracy": self.accuracy.to_json(),
+            "drop_points": self.drop_points,
+            "agreement": self.agreement.to_json() if self.agreement else None,
+            "latency": {str(t): lat.to_json() for t, lat in self.latency.items()},
+            "cold_start": self.cold_start.to_json() if self.cold_start else None,
+            "failures": [{"path": p, "error": e} for p, e in self.failures],
+            "confusion": self.confusion.tolist(),
+        }
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    labels: list[str]
+    n_test: int
+    unreadable: list
+    reference: Optional[str]
+    models: list[ModelResult]
+    environment: dict
+    failed_drop: bool = False
+
+    def model(self, name: str) -> ModelResult:
+        return next(m for m in self.models if m.name == name)
+
+    def to_json(self) -> dict:
+        return {
+            "run_dir": str(self.config.run_dir),
+            "date": self.environment["date"],
+            "environment": self.environment,
+            "settings": {"threads": list(self.config.threads), "runs": self.config.runs,
+                         "warmup": self.config.warmup, "backend": self.config.backend,
+                         "max_drop": self.config.max_drop},
+            "labels": self.labels,
+            "n_test": self.n_test,
+            "unreadable_test_images": [{"path": p, "error": e} for p, e in self.unreadable],
+            "reference": self.reference,
+            "max_drop_exceeded": self.failed_drop,
+            "models": [m.to_json() for m in self.models],
+        }
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in ("numpy", "pillow", "ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "keras"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "tlx": tlx.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
+        "cpu": _cpu_name(),
+        "cores": __import__("os").cpu_count(),
+        "versions": versions,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def exported_models(run: RunDir) -> list[Path]:
+    models = sorted(run.export.glob("*.tflite")) if run.export.is_dir() else []
+    if not models:
+        raise TlxError(f"{run.root} has no exported models in {run.export}. "
+                       f"Run `tlx export {run.root}` first.")
+    return models
+
+
+def model_name(path: Path) -> str:
+    return path.stem[len("model_"):] if path.stem.startswith("model_") else path.stem
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
+    from tlx.runtime.backends import AUTO_ORDER, BACKENDS, resolve_name
+
+    run = RunDir(config.run_dir)
+    split = run.read_split()
+    labels = run.read_labels()
+    if not split.test:
+        raise TlxError(f"The test split in {run.split} is empty: nothing to measure. "
+                       "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
+    tflite_paths = exported_models(run)
+    progress(f"Decoding {len(split.test)} test images")
+    images = evaluate.load_test_images(split.test, tuple(split.image_size))
+
+    results: list[ModelResult] = []
+    if config.include_keras and evaluate.tensorflow_available() and run.model.is_file():
+        progress("Evaluating the Keras model")
+        results.append(_bench_keras(run.model, labels, images, config))
+
+    backends = [resolve_name(config.backend)]
+    if config.compare_backends:
+        backends = [name for name in AUTO_ORDER if _installed(BACKENDS[name])]
+    for path in tflite_paths:
+        for backend in backends:
+            name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"
+            results.append(_bench_tflite(name, path, backend, labels, images, config, progress))
+
+    # The drop is measured against Keras when it ran, else against the first .tflite.
+    reference = results[0]
+    for result in results[1:]:
+        result.agreement = wilson(int(np.sum(result.predicted == reference.predicted)), len(images.paths))
+        result.drop_points = 100.0 * (reference.accuracy.value - result.accuracy.value)
+    failed = config.max_drop is not None and any(
+        r.drop_points is not None and r.drop_points > config.max_drop
+        for r in results if r.name.startswith("int8"))
+    return BenchResult(config, labels, len(images.paths), images.unreadable, reference.name, results,
+                       environment(), failed)
+
+
+def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> ModelResult:
+    predictions = evaluate.keras_predictions(model_path, len(labels), images)
+    result = _model_result(KERAS, model_path, None, labels, images, predictions)
+    if config.cold_start:
+        result.cold_start = measure.keras_cold_start(model_path, images.paths[0], len(labels))
+    return result
+
+
+def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, progress) -> ModelResult:
+    from tlx.runtime import Classifier
+
+    progress(f"Evaluating {name}")
+    classifier = Classifier.from_file(path, num_threads=config.threads[0], backend=backend)
+    if classifier.num_classes != len(labels):
+        raise TlxError(f"{path} has {classifier.num_classes} outputs but the run has "
+                       f"{len(labels)} labels: it was exported from another run. Re-export it.")
+    predictions = evaluate.tflite_predictions(classifier, images)
+    result = _model_result(name, path, classifier.backend, labels, images, predictions)
+    for threads in config.threads:
+        progress(f"Timing {name}, {threads} thread(s)")
+        timed = Classifier.from_file(path, num_threads=threads, backend=backend)
+        result.latency[threads] = measure.interpreter_latency(timed, images.pixels[0], config.runs,
+                                                              config.warmup)
+    if config.cold_start:
+        progress(f"Cold start of `tlx predict` with {name}")
+        result.cold_start = measure.predict_cold_start(path, images.paths[0], classifier.backend)
+    return result
+
+
+def _model_result(name, path: Path, backend, labels, images, predictions) -> ModelResult:
+    return ModelResult(
+        name, str(path), backend, path.stat().st_size,
+        wilson(predictions.correct(images.labels), len(images.paths)), predictions.predicted,
+        confusion_matrix(images.labels, predictions.predicted, len(labels)),
+        failures=predictions.failures)
+
+
+def _installed(backend) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(backend.module.split(".")[0]) is not None

@@ -1,0 +1,85 @@
+"""Latency of the interpreter, and cold start and peak memory of a whole process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from tlx.bench.stats import Latency, latency_from_seconds
+
+
+def interpreter_latency(classifier, pixels, runs: int, warmup: int) -> Latency:
+    """Milliseconds per `Classifier.run` (input conversion, invoke, dequantization) on one
+    preprocessed image; the first `warmup` calls (allocation, caches) are discarded."""
+    for _ in range(warmup):
+        classifier.run(pixels)
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.run(pixels)
+        timings.append(time.perf_counter() - start)
+    return latency_from_seconds(timings)
+
+
+@dataclass(frozen=True)
+class ProcessCost:
+    """A fresh process: seconds from start to its first line of output, and peak RSS."""
+
+    first_output_s: float
+    peak_rss_mb: float
+    returncode: int
+
+    def to_json(self) -> dict:
+        return {"first_output_s": self.first_output_s, "peak_rss_mb": self.peak_rss_mb}
+
+
+def process_cost(argv: list[str], timeout: float = 300.0) -> ProcessCost:
+    """Run `argv`, time it to its first stdout line, and read its peak RSS from wait4."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    first_line = proc.stdout.readline()
+    first = time.perf_counter() - start
+    proc.stdout.read()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.005)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in kilobytes on Linux.
+    return ProcessCost(first if first_line else float("nan"), usage.ru_maxrss / 1024.0, proc.returncode)
+
+
+def predict_cold_start(model_path, image_path, backend: str | None) -> ProcessCost:
+    """`tlx predict MODEL IMAGE` in a new process: what a device user waits for."""
+    argv = [sys.executable, "-m", "tlx", "predict", str(model_path), str(image_path), "--top-k", "1",
+            "--threads", "1"]
+    if backend:
+        argv += ["--backend", backend]
+    return process_cost(argv)
+
+
+KERAS_COLD_START = (
+    "import sys, numpy as np\n"
+    "from tlx.imaging import load_image\n"
+    "from tlx.export.inference import build_inference_model, load_trained_model\n"
+    "trained = load_trained_model(sys.argv[1])\n"
+    "model = build_inference_model(trained, int(sys.argv[3]))\n"
+    "pixels = load_image(sys.argv[2], tuple(model.input_shape[1:3]))[None].astype('float32')\n"
+    "print(int(np.argmax(model(pixels, training=False)[0])), flush=True)\n"
+)
+
+
+def keras_cold_start(model_path, image_path, num_labels: int) -> ProcessCost:
+    """The same job with TensorFlow and the .keras file, for comparison."""
+    return process_cost([sys.executable, "-c", KERAS_COLD_START, str(model_path), str(image_path),
+                         str(num_labels)])

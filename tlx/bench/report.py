@@ -1,0 +1,95 @@
+"""The bench report: a terminal table, bench.json, bench.md and the charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlx import files
+from tlx.bench import plots
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def table_rows(result) -> tuple[list[str], list[list[str]]]:
+    threads = list(result.config.threads)
+    header = ["model", "backend", "size MB", "top-1 % [95% CI]", "drop pts", "agree %"]
+    header += [f"p50/p90/p99 ms @{t}t" for t in threads]
+    header += ["img/s @1t" if 1 in threads else f"img/s @{threads[0]}t", "cold start s", "peak RSS MB",
+               "failed"]
+    rows = []
+    for m in result.models:
+        acc = m.accuracy
+        row = [m.name, m.backend or "keras", f"{m.size_bytes / 1e6:.2f}",
+               f"{100 * acc.value:.1f} [{100 * acc.low:.1f}, {100 * acc.high:.1f}] n={acc.n}",
+               _fmt(m.drop_points, "+.2f"), _fmt(m.agreement and 100 * m.agreement.value, ".1f")]
+        for t in threads:
+            lat = m.latency.get(t)
+            row.append(f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")
+        first = m.latency.get(1 if 1 in threads else threads[0])
+        row += [_fmt(first and first.throughput, ".0f"),
+                _fmt(m.cold_start and m.cold_start.first_output_s, ".2f"),
+                _fmt(m.cold_start and m.cold_start.peak_rss_mb, ".0f"),
+                str(len(m.failures))]
+        rows.append(row)
+    return header, rows
+
+
+def text_table(result) -> str:
+    header, rows = table_rows(result)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def markdown(result) -> str:
+    header, rows = table_rows(result)
+    env = result.environment
+    out = [
+        f"# tlx bench: {Path(result.config.run_dir).name}",
+        "",
+        f"- date: {env['date']}",
+        f"- machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        f"- test split: {result.n_test} images ({len(result.unreadable)} unreadable, left out); "
+        f"labels: {', '.join(result.labels)}",
+        f"- drop and agreement are against `{result.reference}`; latency is one "
+        f"`Classifier.run` (set input, invoke, dequantize) on one image after "
+        f"{result.config.warmup} warm-up runs, {result.config.runs} timed runs",
+        "- cold start: a new `tlx predict` process (for Keras: a Python process loading the .keras), "
+        "start to first printed result; peak RSS of that process",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    if result.config.max_drop is not None:
+        verdict = "EXCEEDED" if result.failed_drop else "within"
+        out += ["", f"int8 drop limit {result.config.max_drop:g} points: {verdict}."]
+    out += ["", "![accuracy against latency](accuracy_vs_latency.png)", ""]
+    out += [f"![confusion {m.name}]({confusion_name(m.name)})" for m in result.models]
+    return "\n".join(out) + "\n"
+
+
+def confusion_name(model_name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_name)
+    return f"confusion_{safe}.png"
+
+
+def write(result, out_dir: Path) -> dict[str, Path]:
+    """Write every report file into `out_dir`; returns them by kind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md",
+               "chart": out_dir / "accuracy_vs_latency.png"}
+    files.write_json(written["json"], result.to_json())
+    files.write_text(written["markdown"], markdown(result))
+    first_threads = result.config.threads[0]
+    points = [(m.name, m.latency[first_threads].p50, m.accuracy.value, m.accuracy.low, m.accuracy.high,
+               m.size_bytes) for m in result.models if first_threads in m.latency]
+    plots.accuracy_vs_latency(points, written["chart"])
+    for m in result.models:
+        path = out_dir / confusion_name(m.name)
+        plots.confusion(m.confusion, result.labels, f"{m.name}: top-1 {100 * m.accuracy.value:.1f}%", path)
+        written[f"confusion {m.name}"] = path
+    return written

@@ -1,0 +1,65 @@
+"""`tlx bench RUN_DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tlx.cli import app
+from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
+
+
+def _parse_threads(value: str) -> tuple[int, ...]:
+    try:
+        threads = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give thread counts separated by commas, e.g. 1,2,4") from None
+    if not threads or min(threads) < 1:
+        raise typer.BadParameter(f"{value!r}: thread counts must be 1 or more")
+    return threads
+
+
+@app.command()
+def bench(
+    run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder with `tlx export` output.")],
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma separated.")] = "1,2",
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")] = 5,
+    backend: Annotated[Optional[str], typer.Option(
+        help="Interpreter backend: litert, tflite-runtime or tensorflow. Default: the first "
+             "installed of litert and tflite-runtime.")] = None,
+    compare_backends: Annotated[bool, typer.Option(
+        "--compare-backends", help="Run every .tflite on each installed backend, side by side.")] = False,
+    max_drop: Annotated[Optional[float], typer.Option(
+        help="Exit with code 3 when int8 loses more than this many top-1 points against Keras "
+             "(or the first .tflite without TensorFlow).")] = None,
+    keras: Annotated[bool, typer.Option(
+        help="Evaluate the Keras model as the reference (needs TensorFlow).")] = True,
+    cold_start: Annotated[bool, typer.Option(
+        help="Measure `tlx predict` start-up time and peak memory in a fresh process.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print bench.json to stdout.")] = False,
+) -> None:
+    """Accuracy (with a 95% interval), drop against Keras, latency, size, cold start and
+    memory of every exported model, on the run's held-out test split, through tlx.runtime.
+    Writes RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png."""
+    from tlx.bench.bench import BenchConfig, run_bench
+    from tlx.bench.report import text_table, write
+
+    config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
+                         backend=backend, compare_backends=compare_backends, max_drop=max_drop,
+                         include_keras=keras, cold_start=cold_start)
+    say = (lambda message: typer.echo(f"... {message}", err=True))
+    with user_errors():
+        result = run_bench(config, progress=say)
+        written = write(result, Path(run_dir) / "bench")
+    if json_output:
+        print_json(result.to_json())
+    else:
+        typer.echo(text_table(result))
+        typer.echo(f"\nReport: {written['markdown']}")
+    if result.failed_drop:
+        typer.secho(f"int8 lost more than {max_drop:g} points against {result.reference}.",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_QUALITY_GATE)
