@@ -148,8 +148,12 @@ class Classifier:
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Scores (float32, one per class) for preprocessed uint8 pixels."""
-        self._interpreter.set_tensor(self._input["index"], self._to_input(pixels)[np.newaxis])
-        self._interpreter.invoke()
+        try:
+            self._interpreter.set_tensor(self._input["index"], self._to_input(pixels)[np.newaxis])
+            self._interpreter.invoke()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(self.source, f"the {self.backend} interpreter cannot run the model: "
+                                          f"{str(exc).strip()}") from None
         raw = self._interpreter.get_tensor(self._output["index"]).reshape(-1)
         if self.output_quantization is not None:
             scale, zero_point = self.output_quantization
