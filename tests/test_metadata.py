@@ -292,3 +292,19 @@ def test_mediapipe_image_classifier_agrees_with_litert(annotated, tmp_path):
         # Same scores too: MediaPipe fed the raw pixels (mean 0, std 1 from the metadata).
         litert_top = np.sort(_run(annotated[fmt], images), 1)[:, -1]
         np.testing.assert_allclose([r[0]["score"] for r in got], litert_top, atol=0.01)
+
+
+def test_runtime_classifier_needs_no_sidecar(annotated, tmp_path):
+    """tlx's runtime classifies an annotated file alone: labels from the model itself."""
+    from tlx.runtime import Classifier
+
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(annotated["int8"])
+    images = _images(n_per_class=1, seed=4)
+    with Classifier.from_file(path) as classifier:
+        assert classifier.labels == LABELS
+        assert classifier.metadata["run_id"] == TLX_INFO["run_id"]
+        expected = _run(annotated["int8"], images).argmax(1)
+        got = [classifier.classify(image, top_k=1)[0] for image in images]
+    assert [p.index for p in got] == list(expected)
+    assert [p.label for p in got] == [LABELS[i] for i in expected]
