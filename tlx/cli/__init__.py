@@ -35,6 +35,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 from tlx.cli import backbones_cmd  # noqa: E402,F401
 from tlx.cli import predict_cmd  # noqa: E402,F401
 from tlx.cli import bench_cmd  # noqa: E402,F401
+from tlx.cli import train_cmd  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,118 @@
+"""The options of `tlx train`, shared by the CLI and the library. TensorFlow-free."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from tlx.errors import TlxError
+from tlx.imaging import DEFAULT_MAX_PIXELS
+
+
+class Strategy(str, Enum):
+    """How training is placed on devices (through tf.distribute)."""
+
+    #: The default strategy: one device (the GPU if TensorFlow sees one, else the CPU).
+    DEFAULT = "default"
+    #: tf.distribute.MirroredStrategy: synchronous data parallelism over all local GPUs
+    #: (or the CPU as a single replica when there are none).
+    MIRRORED = "mirrored"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run. Defaults are the values of TensorFlow's
+    "Transfer learning and fine-tuning" tutorial."""
+
+    #: Folder with one sub-folder per class, or with train/ and validation/ sub-folders
+    #: that each hold one folder per class.
+    data_dir: Path
+    #: Run directory that receives the model, labels, split, history, metrics and plots.
+    out: Path
+    #: Registry key of the feature extractor (see tlx.trainer.backbones.BACKBONES).
+    backbone: str = "mobilenet_v2"
+    #: "imagenet" (Keras download/cache), "none" (random init) or a path to a weights file.
+    weights: str = "imagenet"
+    #: Side of the square images the model sees, in pixels.
+    image_size: int = 160
+    #: Images per training step.
+    batch_size: int = 32
+    #: Seed for the split, the shuffling, the augmentation and the weight initialisation.
+    seed: int = 0
+    #: Share of each class that goes to validation when `data_dir` holds class folders only.
+    validation_fraction: float = 0.2
+    #: Share of the validation files moved to the test set (the tutorial moves 20%).
+    #: Ignored when `test_dir` is given.
+    test_fraction: float = 0.2
+    #: A separate folder of class folders used as the test set instead.
+    test_dir: Optional[Path] = None
+    #: RandomFlip("horizontal") + RandomRotation(0.2) in front of the backbone while training.
+    augment: bool = True
+    #: Epochs with the backbone frozen (Adam at `learning_rate`).
+    phase1_epochs: int = 10
+    #: Fine-tuning epochs with the top of the backbone unfrozen (RMSprop at learning_rate / 10).
+    phase2_epochs: int = 10
+    #: Phase 1 learning rate; phase 2 uses a tenth of it.
+    learning_rate: float = 1e-4
+    #: First backbone layer trained in phase 2; None takes the backbone's default (100 for MobileNetV2).
+    fine_tune_at: Optional[int] = None
+    #: Dropout rate in front of the logits layer.
+    dropout: float = 0.2
+    #: Phase 1 trains the head on backbone features computed once (needs augment=False).
+    cache_features: bool = False
+    #: tf.distribute strategy.
+    strategy: Strategy = Strategy.DEFAULT
+    #: Images with more pixels than this are skipped (decompression bombs).
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Replace the files of an earlier run in `out` instead of refusing to.
+    overwrite: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.test_dir is not None:
+            object.__setattr__(self, "test_dir", Path(self.test_dir))
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
+
+    @property
+    def total_epochs(self) -> int:
+        return self.phase1_epochs + self.phase2_epochs
+
+    def validate(self) -> None:
+        """Check option values and combinations; raises TlxError naming the option."""
+        if self.cache_features and self.augment:
+            raise TlxError("--cache-features computes the backbone features once, so it cannot "
+                           "see augmented images: add --no-augment, or drop --cache-features.")
+        if self.image_size < 8:
+            raise TlxError(f"--image-size {self.image_size} is too small (at least 8 pixels).")
+        if self.batch_size < 1:
+            raise TlxError("--batch-size must be at least 1.")
+        if self.phase1_epochs < 0 or self.phase2_epochs < 0:
+            raise TlxError("--phase1-epochs and --phase2-epochs must be 0 or more.")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise TlxError("--validation-fraction must be between 0 and 1 (exclusive).")
+        if self.test_dir is None and not 0.0 < self.test_fraction < 1.0:
+            raise TlxError("--test-fraction must be between 0 and 1 (exclusive), or pass --test-dir.")
+        if self.learning_rate <= 0:
+            raise TlxError("--learning-rate must be positive.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TlxError("--dropout must be in [0, 1).")
+        if self.fine_tune_at is not None and self.fine_tune_at < 0:
+            raise TlxError("--fine-tune-at must be 0 or more.")
+
+    def to_json(self) -> dict:
+        obj = dataclasses.asdict(self)
+        for key, value in obj.items():
+            if isinstance(value, Path):
+                obj[key] = str(value)
+            elif isinstance(value, Enum):
+                obj[key] = value.value
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in names})

@@ -1,0 +1,491 @@
+"""The tutorial's two transfer-learning phases, with checkpoints, resume and a summary.
+
+Phase 1: backbone frozen, Adam(lr); evaluated once before training (loss0, accuracy0).
+Phase 2: backbone unfrozen from `fine_tune_at` on, RMSprop(lr / 10), the epoch count
+continues. BatchNorm stays in inference mode in both (the base is called with
+training=False in tlx.trainer.model), so its moving statistics never change.
+
+After every epoch the model (with its optimizer state) and a small state file are
+written to RUN/checkpoints atomically; Ctrl-C leaves the last complete epoch there and
+`tlx train --resume RUN` continues from it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+import tlx
+from tlx import files
+from tlx.errors import MissingDependencyError, TlxError
+from tlx.run_dir import RunDir
+from tlx.trainer import data as data_mod
+from tlx.trainer.backbones import get_backbone, parse_weights
+from tlx.trainer.config import Strategy, TrainConfig
+from tlx.trainer.model import BACKBONE, DROPOUT, LOGITS, POOL, build_classifier, num_outputs
+
+Log = Callable[[str], None]
+
+STATE = "state.json"
+#: Files of a finished or started run; a new run refuses to write over them.
+RUN_FILES = ("config.json", "split.json", "model.keras", "checkpoints")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def require_training_dependencies() -> None:
+    """TensorFlow (with Keras) and matplotlib come with the 'train' extra."""
+    try:
+        import keras  # noqa: F401
+        import matplotlib  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("tlx train", "train") from None
+
+
+def versions() -> dict:
+    out = {"tlx": tlx.__version__, "python": platform.python_version()}
+    for name in ("tensorflow", "keras", "numpy", "PIL", "matplotlib"):
+        try:
+            module = __import__(name)
+            out["pillow" if name == "PIL" else name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            out[name] = None
+    return out
+
+
+# -- the model in its phases ---------------------------------------------------
+
+def loss_and_metric(num_classes: int):
+    import keras
+
+    if num_classes == 2:
+        # One logit: the accuracy threshold is 0 on the logit, not 0.5 on a probability.
+        return (keras.losses.BinaryCrossentropy(from_logits=True),
+                keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"))
+    return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+
+
+def compile_phase1(model, num_classes: int, learning_rate: float) -> None:
+    import keras
+
+    loss, metric = loss_and_metric(num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[metric])
+
+
+def unfreeze(model, fine_tune_at: int) -> None:
+    """Train the backbone's layers from `fine_tune_at` on; the earlier ones stay frozen."""
+    base = model.get_layer(BACKBONE)
+    base.trainable = True
+    for layer in base.layers[:fine_tune_at]:
+        layer.trainable = False
+
+
+def compile_phase2(model, num_classes: int, learning_rate: float) -> None:
+    import keras
+
+    loss, metric = loss_and_metric(num_classes)
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate / 10), loss=loss, metrics=[metric])
+
+
+def feature_model(model):
+    """The full model up to the pooled backbone features (no augmentation in it: the
+    caller made the model with augment=False)."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer(POOL).output, name="features")
+
+
+def build_head(feature_dim: int, num_classes: int, dropout: float):
+    """Dropout + Dense on pooled features, named like the full model's layers so its
+    weights go into the full model's "logits" layer unchanged."""
+    import keras
+
+    inputs = keras.Input(shape=(feature_dim,), name="features")
+    x = keras.layers.Dropout(dropout, name=DROPOUT)(inputs)
+    outputs = keras.layers.Dense(num_outputs(num_classes), name=LOGITS)(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def copy_head(head, model) -> None:
+    model.get_layer(LOGITS).set_weights(head.get_layer(LOGITS).get_weights())
+
+
+def make_strategy(strategy: Strategy):
+    import tensorflow as tf
+
+    if Strategy(strategy) is Strategy.MIRRORED:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def save_model(model, path: Path) -> None:
+    """model.save needs a name ending in .keras, so save into a private temp folder
+    beside `path`, then move it in atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=".save-", dir=path.parent)
+    try:
+        staged = Path(tmpdir) / path.name
+        model.save(staged)
+        with files.atomic_path(path) as tmp:
+            os.replace(staged, tmp)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# -- callbacks -------------------------------------------------------------------
+
+def _callbacks_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class _Run:
+    """Mutable state of one run: history, checkpoint bookkeeping, logging."""
+
+    def __init__(self, config: TrainConfig, run: RunDir, log: Log, state: Optional[dict]):
+        self.config = config
+        self.run = run
+        self.log = log
+        state = state or {}
+        self.history: dict = state.get("history") or {"initial": {}, "phase1": {}, "phase2": {},
+                                                      "fine_tune_start_epoch": config.phase1_epochs}
+        self.epochs_done: int = int(state.get("epochs_done", 0))
+        self.phase: int = int(state.get("phase", 1))
+        self.checkpoint_model: Optional[str] = state.get("model")
+        self.checkpoint_file: Optional[str] = state.get("checkpoint")
+
+    def state(self) -> dict:
+        return {"phase": self.phase, "epochs_done": self.epochs_done, "model": self.checkpoint_model,
+                "checkpoint": self.checkpoint_file, "history": self.history}
+
+    def save_checkpoint(self, model, kind: str) -> None:
+        name = f"{kind}_epoch{self.epochs_done:03d}.keras"
+        save_model(model, self.run.checkpoints / name)
+        old = self.checkpoint_file
+        self.checkpoint_model, self.checkpoint_file = kind, name
+        # The state names the model file, and is written after it: a crash between the
+        # two leaves the previous pair intact.
+        files.write_json(self.run.checkpoints / STATE, self.state())
+        if old and old != name:
+            try:
+                (self.run.checkpoints / old).unlink()
+            except FileNotFoundError:
+                pass
+
+    def callback(self, phase: int, kind: str, saved_model=None):
+        """Per epoch: record the history, checkpoint, print one line."""
+        Base = _callbacks_base()
+        owner = self
+
+        class EpochEnd(Base):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds = time.perf_counter() - self._start
+                record = owner.history.setdefault(f"phase{phase}", {})
+                for key, value in (logs or {}).items():
+                    record.setdefault(key, []).append(float(value))
+                record.setdefault("seconds", []).append(seconds)
+                owner.epochs_done = epoch + 1
+                owner.phase = phase
+                owner.save_checkpoint(saved_model if saved_model is not None else self.model, kind)
+                owner.log(_epoch_line(phase, epoch + 1, owner.config.total_epochs, logs or {}, seconds))
+
+        return EpochEnd()
+
+
+def _epoch_line(phase: int, epoch: int, total: int, logs: dict, seconds: float) -> str:
+    parts = [f"phase {phase}  epoch {epoch:>3}/{total}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if key in logs:
+            parts.append(f"{key} {float(logs[key]):.4f}")
+    parts.append(f"{seconds:.1f} s")
+    return "  ".join(parts)
+
+
+def _banner(log: Log, text: str) -> None:
+    log("")
+    log(f"== {text} ".ljust(72, "="))
+
+
+# -- the run ---------------------------------------------------------------------
+
+def prepare_out(out: Path, overwrite: bool) -> RunDir:
+    """Create `out` and check that it is writable and holds no other run."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TlxError(f"--out {out} is a file, not a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TlxError(f"--out {out} is not writable ({exc.strerror or exc}). "
+                       "Choose a folder you can write to.") from None
+    taken = [name for name in RUN_FILES if (out / name).exists()]
+    if taken:
+        if not overwrite:
+            raise TlxError(f"--out {out} already holds a run ({', '.join(taken)}). Continue it with "
+                           f"`tlx train --resume {out}`, replace it with --overwrite, or choose another --out.")
+        for name in taken:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return RunDir(out)
+
+
+def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
+    """Run both phases and write the run dir. Returns the summary (see `summarize`).
+
+    Every check of the input happens before training starts. `callbacks` are extra
+    Keras callbacks added to both phases (tests use them to look inside).
+    """
+    config.validate()
+    if config.fine_tune_at is None:
+        config = _replace(config, fine_tune_at=get_backbone(config.backbone).default_fine_tune_at)
+    get_backbone(config.backbone)
+    weights = parse_weights(config.weights)
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise TlxError(f"--weights {weights}: no such file. Use imagenet, none or a weights file path.")
+    require_training_dependencies()
+    run = prepare_out(config.out, config.overwrite)
+    images = data_mod.load_data(config.data_dir, image_size=config.image_size, seed=config.seed,
+                                validation_fraction=config.validation_fraction,
+                                test_fraction=config.test_fraction, test_dir=config.test_dir,
+                                max_pixels=config.max_pixels, log=log)
+    split = images.split
+    run.write_labels(split.classes)
+    files.write_json(run.split, split.to_json())
+    files.write_json(run.config, {"options": config.to_json(), "versions": versions(),
+                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    log(f"{len(split.classes)} classes ({', '.join(split.classes)}); {len(split.train)} train, "
+        f"{len(split.validation)} validation, {len(split.test)} test images"
+        + (f"; {len(split.skipped)} skipped" if split.skipped else ""))
+    return _run(config, images, run, None, log, callbacks)
+
+
+def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
+    """Continue an interrupted run from its last complete epoch, with its saved options."""
+    require_training_dependencies()
+    run = RunDir(run_dir)
+    saved = run.read_config()
+    config = _replace(TrainConfig.from_json(saved["options"]), out=run.root)
+    state_path = run.checkpoints / STATE
+    if not state_path.is_file():
+        raise TlxError(f"{run.root} has no checkpoint to resume from (no epoch finished yet): "
+                       f"start it again with `tlx train ... --out {run.root} --overwrite`.")
+    state = files.read_json(state_path)
+    if state.get("finished"):
+        raise TlxError(f"The run in {run.root} has finished; there is nothing to resume.")
+    images = data_mod.load_split_images(run.read_split(), config.max_pixels)
+    log(f"Resuming {run.root} after epoch {state['epochs_done']} (phase {state['phase']}).")
+    return _run(config, images, run, state, log, callbacks)
+
+
+def _replace(config: TrainConfig, **changes) -> TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optional[dict],
+         log: Log, callbacks: Sequence) -> dict:
+    import keras
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    split = images.split
+    num_classes = len(split.classes)
+    spec = get_backbone(config.backbone)
+    size = (config.image_size, config.image_size)
+    x_train, y_train = images.arrays("train")
+    x_val, y_val = images.arrays("validation")
+    x_test, y_test = images.arrays("test")
+    train_ds = data_mod.make_dataset(x_train, y_train, num_classes, config.batch_size, shuffle=True,
+                                     seed=config.seed)
+    val_ds = data_mod.make_dataset(x_val, y_val, num_classes, config.batch_size)
+    test_ds = data_mod.make_dataset(x_test, y_test, num_classes, config.batch_size)
+
+    job = _Run(config, run, log, state)
+    p1, total = config.phase1_epochs, config.total_epochs
+    strategy = make_strategy(config.strategy)
+    try:
+        with strategy.scope():
+            resumed_full = state is not None and job.checkpoint_model == "full"
+            if resumed_full:
+                model = keras.models.load_model(run.checkpoints / job.checkpoint_file)
+            else:
+                model = build_classifier(spec, num_classes, size, parse_weights(config.weights),
+                                         augment=config.augment, dropout=config.dropout)
+            n_layers = len(model.get_layer(BACKBONE).layers)
+            if config.fine_tune_at > n_layers:
+                raise TlxError(f"--fine-tune-at {config.fine_tune_at} is past the last layer of "
+                               f"{config.backbone} ({n_layers} layers).")
+
+            # Phase 1 ---------------------------------------------------------
+            if job.phase == 1 and not (resumed_full and job.epochs_done >= p1):
+                _banner(log, f"Phase 1: frozen {config.backbone}, Adam {config.learning_rate:g}, "
+                             f"{p1} epochs" + (", cached features" if config.cache_features else ""))
+                if config.cache_features:
+                    _phase1_cached(model, job, images, num_classes, strategy, callbacks)
+                else:
+                    if not resumed_full:
+                        compile_phase1(model, num_classes, config.learning_rate)
+                        _initial(job, model.evaluate(val_ds, verbose=0, return_dict=True))
+                    if job.epochs_done < p1:
+                        model.fit(train_ds, validation_data=val_ds, initial_epoch=job.epochs_done,
+                                  epochs=p1, verbose=0,
+                                  callbacks=[job.callback(1, "full"), *callbacks])
+
+            # Phase 2 ---------------------------------------------------------
+            if config.phase2_epochs > 0 and job.epochs_done < total:
+                _banner(log, f"Phase 2: fine-tuning from layer {config.fine_tune_at} of {n_layers}, "
+                             f"RMSprop {config.learning_rate / 10:g}, epochs {p1 + 1}-{total}")
+                if job.phase < 2:
+                    unfreeze(model, config.fine_tune_at)
+                    compile_phase2(model, num_classes, config.learning_rate)
+                    job.epochs_done = max(job.epochs_done, p1)
+                    log(f"trainable weights: {len(model.trainable_weights)} tensors, "
+                        f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} values")
+                model.fit(train_ds, validation_data=val_ds, initial_epoch=job.epochs_done,
+                          epochs=total, verbose=0, callbacks=[job.callback(2, "full"), *callbacks])
+            elif model.optimizer is None or not model.compiled:
+                compile_phase1(model, num_classes, config.learning_rate)
+
+            # Test -----------------------------------------------------------
+            _banner(log, "Test")
+            test = model.evaluate(test_ds, verbose=0, return_dict=True)
+            logits = model.predict(x_test[:9].astype(np.float32), verbose=0)
+    except KeyboardInterrupt:
+        if job.checkpoint_file:
+            log(f"\nInterrupted. The last complete epoch ({job.epochs_done}, phase {job.phase}) is saved in "
+                f"{run.checkpoints}.\nContinue with:  tlx train --resume {run.root}")
+        else:
+            log("\nInterrupted before the first epoch finished; nothing to resume.")
+        raise
+
+    metrics = {"test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"]),
+               "num_test": len(split.test)}
+    save_model(model, run.model)
+    files.write_json(run.metrics, metrics)
+    files.write_json(run.history, job.history)
+    from tlx.trainer import plots
+
+    plots.learning_curves(job.history, run.plots / "learning_curves.png")
+    predicted = (logits[:, 0] > 0).astype(int) if num_classes == 2 else np.argmax(logits, axis=1)
+    plots.predictions(x_test[:9], y_test[:9], predicted, split.classes, run.plots / "predictions.png")
+    summary = summarize(config, split, job.history, metrics, time.perf_counter() - started, run)
+    files.write_json(run.checkpoints / STATE, {**job.state(), "finished": True})
+    return summary
+
+
+def _initial(job: _Run, result: dict) -> None:
+    job.history["initial"] = {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
+    job.log(f"before training: loss0 {result['loss']:.4f}  accuracy0 {result['accuracy']:.4f}")
+
+
+def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, strategy,
+                   callbacks: Sequence) -> None:
+    """Phase 1 on pooled backbone features computed once; then the head's weights go
+    into the full model. Exact because the frozen base runs in inference mode and no
+    augmentation is involved (config.validate() enforces that)."""
+    import keras
+    import tensorflow as tf
+
+    config = job.config
+    features = feature_model(model)
+    x_train, y_train = images.arrays("train")
+    x_val, y_val = images.arrays("validation")
+    t0 = time.perf_counter()
+    f_train = features.predict(x_train.astype(np.float32), batch_size=config.batch_size, verbose=0)
+    f_val = features.predict(x_val.astype(np.float32), batch_size=config.batch_size, verbose=0)
+    job.log(f"backbone features of {len(f_train) + len(f_val)} images computed once "
+            f"in {time.perf_counter() - t0:.1f} s")
+    job.history.setdefault("feature_seconds", time.perf_counter() - t0)
+    dtype = data_mod.label_dtype(num_classes)
+
+    def dataset(f, y, shuffle):
+        ds = tf.data.Dataset.from_tensor_slices((f, y.astype(dtype))).cache()
+        if shuffle:
+            ds = ds.shuffle(len(y), seed=config.seed, reshuffle_each_iteration=True)
+        return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    if job.checkpoint_model == "head":
+        head = keras.models.load_model(job.run.checkpoints / job.checkpoint_file)
+    else:
+        head = build_head(f_train.shape[1], num_classes, config.dropout)
+        compile_phase1(head, num_classes, config.learning_rate)
+        _initial(job, head.evaluate(dataset(f_val, y_val, False), verbose=0, return_dict=True))
+    if job.epochs_done < config.phase1_epochs:
+        head.fit(dataset(f_train, y_train, True), validation_data=dataset(f_val, y_val, False),
+                 initial_epoch=job.epochs_done, epochs=config.phase1_epochs, verbose=0,
+                 callbacks=[job.callback(1, "head"), *callbacks])
+    copy_head(head, model)
+    compile_phase1(model, num_classes, config.learning_rate)
+
+
+def summarize(config: TrainConfig, split, history: dict, metrics: dict, seconds: float,
+              run: RunDir) -> dict:
+    def phase(key, epochs):
+        record = history.get(key, {})
+        times = record.get("seconds", [])
+        last = {k: (v[-1] if v else None) for k, v in record.items() if k != "seconds"}
+        return {"epochs": epochs, "accuracy": last.get("accuracy"), "val_accuracy": last.get("val_accuracy"),
+                "loss": last.get("loss"), "val_loss": last.get("val_loss"),
+                "seconds_per_epoch": (sum(times) / len(times)) if times else None}
+
+    return {
+        "run_dir": str(run.root),
+        "classes": list(split.classes),
+        "images": {"train": len(split.train), "validation": len(split.validation),
+                   "test": len(split.test), "skipped": len(split.skipped)},
+        "backbone": config.backbone,
+        "initial": history.get("initial", {}),
+        "phase1": phase("phase1", config.phase1_epochs),
+        "phase2": phase("phase2", config.phase2_epochs),
+        "test_loss": metrics["test_loss"],
+        "test_accuracy": metrics["test_accuracy"],
+        "seconds": seconds,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    def num(value, fmt=".4f"):
+        return "-" if value is None else format(value, fmt)
+
+    rows = [("", "epochs", "loss", "accuracy", "val_loss", "val_acc", "s/epoch")]
+    initial = summary.get("initial") or {}
+    rows.append(("before training", "", "", "", num(initial.get("loss")), num(initial.get("accuracy")), ""))
+    for key, name in (("phase1", "phase 1 (frozen)"), ("phase2", "phase 2 (fine-tune)")):
+        p = summary[key]
+        rows.append((name, str(p["epochs"]), num(p["loss"]), num(p["accuracy"]), num(p["val_loss"]),
+                     num(p["val_accuracy"]), num(p["seconds_per_epoch"], ".1f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    images = summary["images"]
+    lines += [
+        "",
+        f"test: loss {summary['test_loss']:.4f}  accuracy {summary['test_accuracy']:.4f}  "
+        f"({images['test']} images)",
+        f"images: {images['train']} train, {images['validation']} validation, {images['test']} test, "
+        f"{images['skipped']} skipped",
+        f"time: {summary['seconds']:.1f} s",
+        f"run dir: {summary['run_dir']}",
+    ]
+    return "\n".join(lines)
