@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from test_runtime_helpers import build_models, colour_image
+from test_runtime_helpers import colour_image, models_folder
 from tlx.cli import app
+from tlx.runtime.backends import interpreter_class
 
 
 @pytest.fixture(scope="module")
 def models(request) -> Path:
-    return build_models(request.config.cache.mkdir("tlx-runtime-models"))
+    return models_folder(request)
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_json_output(models, images):
     result = invoke(models / "float32.tflite", images / "red.jpg", "--json", "--top-k", "3")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["backend"] == "litert" and doc["labels"] is True
+    assert doc["backend"] == interpreter_class(None)[0] and doc["labels"] is True
     (entry,) = doc["results"]
     assert [p["label"] for p in entry["predictions"]][0] == "red"
     assert len(entry["predictions"]) == 3
@@ -86,8 +87,9 @@ def test_bad_model_is_a_clear_error(models, images, tmp_path):
 
 
 def test_backend_option(models, images):
-    result = invoke(models / "int8.tflite", images, "--backend", "litert", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout)["backend"] == "litert"
+    name = interpreter_class(None)[0]
+    result = invoke(models / "int8.tflite", images, "--backend", name, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["backend"] == name
     result = invoke(models / "int8.tflite", images, "--backend", "onnx")
     assert result.exit_code == 2 and "onnx" in result.output
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_runtime_helpers import build_models
+from test_runtime_helpers import models_folder
 
 #: Mutants per seed model. Loading a tiny model takes milliseconds.
 MUTANTS = 150
@@ -91,7 +91,7 @@ def run_loader(paths: list[Path], backend: str = "") -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def models(request) -> Path:
-    return build_models(request.config.cache.mkdir("tlx-runtime-models"))
+    return models_folder(request)
 
 
 @pytest.mark.parametrize("seed_model", ["int8", "float32_nometa"])

@@ -131,6 +131,14 @@ def _key() -> str:
     return digest.hexdigest()[:16]
 
 
+def models_folder(request) -> Path:
+    """The test models: $TLX_TEST_MODELS if set (prebuilt, e.g. for the emulated aarch64
+    run where there is no TensorFlow), else built once into pytest's cache."""
+    if os.environ.get("TLX_TEST_MODELS"):
+        return Path(os.environ["TLX_TEST_MODELS"])
+    return build_models(request.config.cache.mkdir("tlx-runtime-models"))
+
+
 def build_models(cache_root: Path) -> Path:
     """The folder of test models, built on first use (a child process, ~20 s)."""
     folder = Path(cache_root) / _key()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_runtime_helpers import REPO, build_models, colour_image
+from test_runtime_helpers import REPO, colour_image, models_folder
 
 pytestmark = pytest.mark.venv
 
@@ -71,7 +71,7 @@ def ensure_venv(name: str, extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def models(request) -> Path:
-    return build_models(request.config.cache.mkdir("tlx-runtime-models"))
+    return models_folder(request)
 
 
 @pytest.fixture(scope="module")
