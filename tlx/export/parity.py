@@ -1,0 +1,154 @@
+"""Parity: the exported files against the Keras model, on the run's held-out test split.
+
+For every file: top-1 agreement with Keras, accuracy, and the largest absolute difference
+of the output probabilities (each file outputs probabilities; Keras' are the inference
+model's, i.e. the trained logits through the same softmax).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tlx.errors import ImageError, TlxError
+from tlx.imaging import load_image
+
+Advance = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class TestImages:
+    """The test split read through load_image: uint8 pixels (n, h, w, 3) and label indices."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class FormatParity:
+    """One file against Keras."""
+
+    format: str
+    #: Fraction of test images where the file's top-1 label equals Keras' top-1.
+    top1_agreement: float
+    #: Fraction of test images the file classifies correctly.
+    accuracy: float
+    #: Keras accuracy minus this accuracy, in percentage points (positive = lost).
+    accuracy_drop_points: float
+    #: Largest |probability_file - probability_keras| over all images and labels.
+    max_abs_prob_diff: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    test_images: int
+    keras_accuracy: float
+    formats: tuple[FormatParity, ...]
+
+    def get(self, name: str) -> FormatParity | None:
+        return next((f for f in self.formats if f.format == name), None)
+
+    def to_json(self) -> dict:
+        return {"test_images": self.test_images, "keras_accuracy": self.keras_accuracy,
+                "formats": {f.format: f.to_json() for f in self.formats}}
+
+
+def load_test_images(items: Sequence[tuple[str, int]], image_size: tuple[int, int],
+                     advance: Advance | None = None) -> TestImages:
+    arrays, labels, skipped = [], [], []
+    for path, label in items:
+        try:
+            arrays.append(load_image(path, image_size))
+            labels.append(int(label))
+        except ImageError as exc:
+            skipped.append((str(path), exc.reason))
+        if advance is not None:
+            advance(1)
+    height, width = image_size
+    pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), np.uint8)
+    return TestImages(pixels, np.asarray(labels, dtype=np.int64), tuple(skipped))
+
+
+def keras_probabilities(model, images: TestImages, batch_size: int = 32) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
+    return np.asarray(model.predict(images.pixels.astype(np.float32), batch_size=batch_size,
+                                    verbose=0), dtype=np.float32)
+
+
+def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str = "<model>",
+                         advance: Advance | None = None) -> np.ndarray:
+    """Run the file through tlx.runtime.Classifier (what `tlx predict` and a device run) on
+    uint8 pixels (n, h, w, 3), one image at a time; dequantized float32 probabilities (n, labels)."""
+    from tlx.runtime import Classifier
+
+    classifier = Classifier(model_content, source=source)
+    try:
+        if classifier.input_quantization not in (None, (1.0, 0)):
+            scale, zero_point = classifier.input_quantization
+            raise TlxError(f"{source}: the input is quantized with scale {scale}, zero point "
+                           f"{zero_point}, not 1.0 and 0 (raw pixels). This is a tlx bug: please report it.")
+        results = []
+        for image in pixels:
+            results.append(classifier.run(image))
+            if advance is not None:
+                advance(1)
+        return np.stack(results) if results else np.zeros((0, classifier.num_classes), np.float32)
+    finally:
+        classifier.close()
+
+
+def compare(name: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> FormatParity:
+    n = len(labels)
+    if n == 0:
+        return FormatParity(name, float("nan"), float("nan"), float("nan"), float("nan"))
+    top1 = probs.argmax(axis=1)
+    ref_top1 = reference.argmax(axis=1)
+    accuracy = float(np.mean(top1 == labels))
+    keras_accuracy = float(np.mean(ref_top1 == labels))
+    return FormatParity(
+        format=name,
+        top1_agreement=float(np.mean(top1 == ref_top1)),
+        accuracy=accuracy,
+        accuracy_drop_points=round(100.0 * (keras_accuracy - accuracy), 6),
+        max_abs_prob_diff=float(np.max(np.abs(probs - reference))),
+    )
+
+
+def measure(keras_model, files: dict[str, bytes], images: TestImages,
+            advance: Advance | None = None) -> ParityReport:
+    """Parity of each {format: tflite bytes} against the Keras inference model."""
+    reference = keras_probabilities(keras_model, images)
+    keras_accuracy = float(np.mean(reference.argmax(axis=1) == images.labels)) if len(images) else float("nan")
+    results = []
+    for name, content in files.items():
+        probs = tflite_probabilities(content, images.pixels, name, advance)
+        results.append(compare(name, probs, reference, images.labels))
+    return ParityReport(len(images), keras_accuracy, tuple(results))
+
+
+def format_table(report: ParityReport) -> str:
+    """The terminal table."""
+    rows = [("format", "top-1 agree", "accuracy", "drop (pts)", "max |dp|"),
+            ("keras", "-", _pct(report.keras_accuracy), "-", "-")]
+    for f in report.formats:
+        rows.append((f.format, _pct(f.top1_agreement), _pct(f.accuracy),
+                     f"{f.accuracy_drop_points:+.2f}", f"{f.max_abs_prob_diff:.2e}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                       for i, cell in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"Parity on {report.test_images} test images:\n" + "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{100 * value:.1f}%"
