@@ -1,0 +1,188 @@
+"""`tlx inspect`: ops, tensors, quantization, metadata and sizes of a .tflite, without TensorFlow.
+
+A tiny classifier (raw pixels in, Rescaling, conv, pooling, dense, softmax) is converted once
+per module to float32 and full-int8 (uint8 in and out), and annotated with tlx's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO
+from tlx.cli import app
+from tlx.export.metadata import with_metadata
+from tlx.inspect import BUILTIN_OPERATORS, builtin_operator_name, inspect_bytes, inspect_model
+from tlx.runtime.validate import ModelError
+
+LABELS = ["red", "green", "blue"]
+SIZE = 16
+TLX_INFO = {"labels": LABELS, "image_size": [SIZE, SIZE], "backbone": "tiny-test",
+            "run_id": "20260101-000000-test", "tlx_version": "0.0.0-test"}
+
+runner = CliRunner()
+
+
+def _tiny_model():
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(len(LABELS), activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, object]:
+    """Paths of {"float32", "int8", "int8_plain" (no metadata)} .tflite files."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("inspect")
+    saved = root / "saved"
+    _tiny_model().export(str(saved), format="tf_saved_model", verbose=False)
+    float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+
+    rng = np.random.default_rng(0)
+    calibration = rng.integers(0, 256, size=(8, SIZE, SIZE, 3)).astype("float32")
+    calibration[0, 0, 0] = 0.0
+    calibration[0, 0, 1] = 255.0
+
+    def representative():
+        for image in calibration:
+            yield [image[None]]
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    int8_model = converter.convert()
+
+    paths = {}
+    for name, data in (("float32", with_metadata(float_model, labels=LABELS,
+                                                  tlx_info={**TLX_INFO, "format": "float32"})),
+                       ("int8", with_metadata(int8_model, labels=LABELS,
+                                              tlx_info={**TLX_INFO, "format": "int8"})),
+                       ("int8_plain", int8_model)):
+        paths[name] = root / f"{name}.tflite"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def test_operator_table_matches_the_installed_schema():
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items()
+             if not k.startswith("_") and isinstance(v, int)}
+    for code, name in enumerate(BUILTIN_OPERATORS):
+        assert names[code] == name
+    assert builtin_operator_name(3) == "CONV_2D"
+    assert builtin_operator_name(100000) == "BUILTIN_100000"
+
+
+def test_float_model(models):
+    report = inspect_model(models["float32"])
+    ops = {op.op: op for op in report.ops}
+    assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
+    assert ops["CONV_2D"].count == 1 and ops["CONV_2D"].dtypes == {"float32": 1}
+    assert sum(op.count for op in report.ops) == report.num_operators
+    assert not report.quantized
+    [inp] = report.inputs
+    assert inp.shape == [1, SIZE, SIZE, 3] and inp.dtype == "float32" and inp.scale is None
+    [out] = report.outputs
+    assert out.shape == [1, 3] and out.dtype == "float32"
+    assert report.labels == LABELS
+    assert report.normalization == {"mean": [0.0], "std": [1.0]}
+    assert report.tlx["format"] == "float32" and report.tlx["backbone"] == "tiny-test"
+    assert report.metadata["author"] == "tlx"
+    assert "TFLITE_METADATA" in report.metadata_entries
+    assert set(report.associated_files) == {"labels.txt", "tlx.json"}
+    assert report.size == models["float32"].stat().st_size
+    assert report.flatbuffer_size < report.size
+    # 3*3*3*4 conv + 4*3 dense float32 weights (+ biases) are the bulk of the constants.
+    assert report.weights_size >= (3 * 3 * 3 * 4 + 4 * 3) * 4
+    assert report.notes == []
+
+
+def test_int8_model(models):
+    report = inspect_model(models["int8"])
+    [inp], [out] = report.inputs, report.outputs
+    assert inp.dtype == "uint8" and inp.scale == pytest.approx(1.0) and inp.zero_point == 0
+    assert out.dtype == "uint8" and out.scale == pytest.approx(1 / 256) and out.zero_point == 0
+    ops = {op.op: op for op in report.ops}
+    assert ops["CONV_2D"].dtypes == {"int8": 1}
+    assert report.quantized and report.float_ops == 0
+    assert report.tlx["format"] == "int8"
+
+
+def test_model_without_metadata(models):
+    report = inspect_model(models["int8_plain"])
+    assert report.metadata is None and report.labels is None and report.tlx is None
+    assert report.normalization is None and report.associated_files == []
+    assert report.flatbuffer_size == report.size
+    assert "no standard TFLite Metadata" in _cli_text(models["int8_plain"])
+
+
+def _cli_text(path) -> str:
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cli_text(models):
+    text = _cli_text(models["int8"])
+    for expected in ("CONV_2D", "uint8  scale 1 zero point 0", "labels       3: red, green, blue",
+                     "normalization mean [0.0] std [1.0]", "tiny-test", "Inputs", "Outputs"):
+        assert expected in text
+
+
+def test_cli_json(models):
+    result = runner.invoke(app, ["inspect", str(models["int8"]), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["inputs"][0]["dtype"] == "uint8" and doc["inputs"][0]["scale"] == 1.0
+    assert doc["labels"] == LABELS and doc["quantized"] is True
+    assert any(op["op"] == "CONV_2D" for op in doc["ops"])
+    assert doc["tlx"]["backbone"] == "tiny-test"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"hello, this is not a model at all", "not a TFLite model"),
+    (b"PK\x03\x04" + b"\0" * 40, "not a TFLite model"),
+])
+def test_not_a_tflite_file(tmp_path, content, message):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_missing_file(tmp_path):
+    result = runner.invoke(app, ["inspect", str(tmp_path / "nope.tflite")])
+    assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_truncated_model(models):
+    data = models["int8_plain"].read_bytes()
+    with pytest.raises(ModelError):
+        inspect_bytes(data[: len(data) // 2])
+
+
+def test_inspect_does_not_import_tensorflow(models):
+    code = ("import sys; from tlx.cli import app; from typer.testing import CliRunner; "
+            f"r = CliRunner().invoke(app, ['inspect', {str(models['int8'])!r}, '--json']); "
+            "assert r.exit_code == 0, r.output; assert 'tensorflow' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

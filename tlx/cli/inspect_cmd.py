@@ -1,0 +1,29 @@
+"""`tlx inspect`: what is inside a .tflite file (ops, tensors, quantization, metadata), no TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlx.cli import app
+from tlx.cli.common import print_json, user_errors
+
+
+@app.command("inspect")
+def inspect(
+    model: Annotated[Path, typer.Argument(help="A .tflite file.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+) -> None:
+    """Show a .tflite model: operators and their counts (and the type each computes in), input
+    and output tensors with quantization, the standard metadata (labels, normalization),
+    tlx.json and sizes."""
+    with user_errors():
+        from tlx.inspect import format_report, inspect_model
+
+        report = inspect_model(model)
+        if as_json:
+            print_json(report.to_dict())
+        else:
+            typer.echo(format_report(report))
