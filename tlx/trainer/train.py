@@ -269,14 +269,19 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> 
                                 test_fraction=config.test_fraction, test_dir=config.test_dir,
                                 max_pixels=config.max_pixels, log=log)
     split = images.split
-    run.write_labels(split.classes)
-    files.write_json(run.split, split.to_json())
-    files.write_json(run.config, {"options": config.to_json(), "versions": versions(),
-                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def write_run_files():
+        # Only once the model is built: a backbone that cannot load its weights leaves
+        # no half-started run behind (the same --out works on the next try).
+        run.write_labels(split.classes)
+        files.write_json(run.split, split.to_json())
+        files.write_json(run.config, {"options": config.to_json(), "versions": versions(),
+                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
     log(f"{len(split.classes)} classes ({', '.join(split.classes)}); {len(split.train)} train, "
         f"{len(split.validation)} validation, {len(split.test)} test images"
         + (f"; {len(split.skipped)} skipped" if split.skipped else ""))
-    return _run(config, images, run, None, log, callbacks)
+    return _run(config, images, run, None, log, callbacks, on_model_ready=write_run_files)
 
 
 def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
@@ -304,7 +309,7 @@ def _replace(config: TrainConfig, **changes) -> TrainConfig:
 
 
 def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optional[dict],
-         log: Log, callbacks: Sequence) -> dict:
+         log: Log, callbacks: Sequence, on_model_ready: Callable[[], None] = lambda: None) -> dict:
     import keras
 
     started = time.perf_counter()
@@ -336,6 +341,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
             if config.fine_tune_at > n_layers:
                 raise TlxError(f"--fine-tune-at {config.fine_tune_at} is past the last layer of "
                                f"{config.backbone} ({n_layers} layers).")
+            on_model_ready()
 
             # Phase 1 ---------------------------------------------------------
             if job.phase == 1 and not (resumed_full and job.epochs_done >= p1):
@@ -349,7 +355,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
                         _initial(job, model.evaluate(val_ds, verbose=0, return_dict=True))
                     if job.epochs_done < p1:
                         model.fit(train_ds, validation_data=val_ds, initial_epoch=job.epochs_done,
-                                  epochs=p1, verbose=0,
+                                  epochs=p1, verbose=0, shuffle=False,
                                   callbacks=[job.callback(1, "full"), *callbacks])
 
             # Phase 2 ---------------------------------------------------------
@@ -363,7 +369,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
                     log(f"trainable weights: {len(model.trainable_weights)} tensors, "
                         f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} values")
                 model.fit(train_ds, validation_data=val_ds, initial_epoch=job.epochs_done,
-                          epochs=total, verbose=0, callbacks=[job.callback(2, "full"), *callbacks])
+                          epochs=total, verbose=0, shuffle=False, callbacks=[job.callback(2, "full"), *callbacks])
             elif model.optimizer is None or not model.compiled:
                 compile_phase1(model, num_classes, config.learning_rate)
 
@@ -433,7 +439,7 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
         _initial(job, head.evaluate(dataset(f_val, y_val, False), verbose=0, return_dict=True))
     if job.epochs_done < config.phase1_epochs:
         head.fit(dataset(f_train, y_train, True), validation_data=dataset(f_val, y_val, False),
-                 initial_epoch=job.epochs_done, epochs=config.phase1_epochs, verbose=0,
+                 initial_epoch=job.epochs_done, epochs=config.phase1_epochs, verbose=0, shuffle=False,
                  callbacks=[job.callback(1, "head"), *callbacks])
     copy_head(head, model)
     compile_phase1(model, num_classes, config.learning_rate)

@@ -1,0 +1,196 @@
+"""Folders -> splits: layouts, determinism, no leaks, bad files, clear errors. No TensorFlow
+except the two tf.data tests at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_image_folder
+from tlx.errors import TlxError
+from tlx.run_dir import Split
+from tlx.trainer.data import check_split, load_data, split_files
+
+
+def _all(split: Split):
+    return [p for name in ("train", "validation", "test") for p, _ in getattr(split, name)]
+
+
+def _assert_disjoint(split: Split):
+    sets = [set(p for p, _ in getattr(split, name)) for name in ("train", "validation", "test")]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert len(_all(split)) == len(set(_all(split)))
+
+
+def test_class_folder_layout_split_is_disjoint_complete_and_seeded(tmp_path):
+    data = make_image_folder(tmp_path / "data", classes=("a", "b", "c"), per_class=15)
+    images = load_data(data, image_size=16, seed=1)
+    split = images.split
+    assert split.classes == ("a", "b", "c")
+    _assert_disjoint(split)
+    every = sorted(str(p) for p in data.rglob("*.png"))
+    assert sorted(_all(split)) == every
+    # Stratified: each class gives round(15 * 0.2) = 3 to validation+test; 20% of 9 -> 2 to test.
+    assert len(split.train) == 36 and len(split.validation) + len(split.test) == 9 and len(split.test) == 2
+    assert {label for _, label in split.validation} == {0, 1, 2}
+    # Labels follow the folder names.
+    for path, label in _all_items(split):
+        assert os.path.basename(os.path.dirname(path)) == split.classes[label]
+    # Same seed, same split; another seed, another split.
+    assert load_data(data, image_size=16, seed=1).split == split
+    assert load_data(data, image_size=16, seed=2).split.test != split.test
+    # Decoded once, to the requested size, uint8 RGB.
+    x, y = images.arrays("train")
+    assert x.shape == (36, 16, 16, 3) and x.dtype == np.uint8 and y.shape == (36,)
+
+
+def _all_items(split):
+    return [item for name in ("train", "validation", "test") for item in getattr(split, name)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_file_in_two_splits_for_any_seed(seed):
+    files = {c: [f"/d/{c}/{i}.png" for i in range(n)] for c, n in (("x", 7), ("y", 23), ("z", 2))}
+    train, val, test = split_files(("x", "y", "z"), files, seed=seed, validation_fraction=0.3,
+                                   test_fraction=0.4)
+    paths = [p for p, _ in train + val + test]
+    assert len(paths) == len(set(paths)) == 32
+    assert test and val
+
+
+def test_tutorial_take_on_reshuffled_dataset_leaks_and_ours_does_not(tmp_path):
+    """The tutorial: test = val.take(k); val = val.skip(k) on a dataset reshuffled every
+    iteration. Two passes give different 'test' sets, so images drift between them. Our
+    split is a fixed file list written to split.json."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.range(50).shuffle(50, seed=0, reshuffle_each_iteration=True)
+    test, val = ds.take(10), ds.skip(10)
+    test_once = {int(v) for v in test}
+    val_once = {int(v) for v in val}
+    assert test_once & val_once, "the tutorial's pattern leaks (the bug we avoid)"
+
+    data = make_image_folder(tmp_path / "data", per_class=25)
+    split = load_data(data, image_size=8, seed=0).split
+    _assert_disjoint(split)
+    round_trip = Split.from_json(json.loads(json.dumps(split.to_json())))
+    assert round_trip == split
+
+
+def test_presplit_layout_and_test_from_validation(tmp_path):
+    make_image_folder(tmp_path / "d" / "train", per_class=8)
+    make_image_folder(tmp_path / "d" / "validation", per_class=5, seed=1)
+    split = load_data(tmp_path / "d", image_size=8, seed=0, test_fraction=0.2).split
+    assert split.classes == ("cat", "dog")
+    assert all("/train/" in p for p, _ in split.train) and len(split.train) == 16
+    assert all("/validation/" in p for p, _ in split.validation + split.test)
+    assert len(split.test) == 2 and len(split.validation) == 8
+    _assert_disjoint(split)
+
+
+def test_test_dir_is_the_test_set_and_may_not_overlap(tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=10)
+    test_dir = make_image_folder(tmp_path / "test", per_class=3, seed=5)
+    split = load_data(data, image_size=8, seed=0, test_dir=test_dir).split
+    assert sorted(p for p, _ in split.test) == sorted(str(p) for p in test_dir.rglob("*.png"))
+    assert len(split.validation) == 4 and len(split.train) == 16
+    with pytest.raises(TlxError, match="both the .* split"):
+        load_data(data, image_size=8, seed=0, test_dir=data)
+    make_image_folder(tmp_path / "test2", classes=("cat", "horse"), per_class=2)
+    with pytest.raises(TlxError, match="horse"):
+        load_data(data, image_size=8, seed=0, test_dir=tmp_path / "test2")
+
+
+def _save_modes(folder):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("L").save(folder / "gray.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray(np.dstack([rgb, np.full((20, 24), 128, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257).save(folder / "deep16.png")
+    assert Image.open(folder / "deep16.png").mode.startswith("I")
+
+
+def test_bad_files_are_skipped_and_listed_odd_modes_become_rgb(tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=10)
+    cat = data / "cat"
+    (cat / "corrupt.jpg").write_bytes(os.urandom(300))
+    good = (cat / "cat_000.png").read_bytes()
+    (cat / "truncated.png").write_bytes(good[: len(good) // 2])
+    (cat / "notes.txt").write_text("not an image")
+    (cat / "text.jpg").write_text("a text file with an image name")
+    Image.new("RGB", (200, 200)).save(cat / "bomb.png")
+    (cat / ".DS_Store").write_bytes(b"\0\1")  # hidden: ignored, not reported
+    _save_modes(data / "dog")
+    messages = []
+    images = load_data(data, image_size=12, seed=0, max_pixels=150 * 150, log=messages.append)
+    split = images.split
+    skipped = {os.path.basename(p): reason for p, reason in split.skipped}
+    assert set(skipped) == {"corrupt.jpg", "truncated.png", "notes.txt", "text.jpg", "bomb.png"}
+    assert "limit" in skipped["bomb.png"] and "suffix" in skipped["notes.txt"]
+    warning = "\n".join(messages)
+    assert "skipped 5 file(s)" in warning
+    for name in skipped:
+        assert name in warning
+    assert not any(name in p for p in _all(split) for name in skipped)
+    for name in ("gray.png", "palette.png", "rgba.png", "cmyk.jpg", "deep16.png"):
+        path = str(data / "dog" / name)
+        assert path in _all(split)
+        assert images.pixels[path].shape == (12, 12, 3) and images.pixels[path].dtype == np.uint8
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "does not exist"),
+    ("no_class_folders", "no class folders"),
+    ("loose_images", "one sub-folder per class"),
+    ("single_class", "single class"),
+    ("empty_class", "empty class folders .*dog"),
+    ("no_readable_images", "without a single readable image"),
+    ("empty_test", "test split is empty"),
+])
+def test_clear_errors_before_training(tmp_path, case, match):
+    data = tmp_path / "data"
+    if case == "no_class_folders":
+        data.mkdir()
+    elif case == "loose_images":
+        data.mkdir()
+        Image.new("RGB", (8, 8)).save(data / "x.png")
+    elif case == "single_class":
+        make_image_folder(data, classes=("cat",))
+    elif case == "empty_class":
+        make_image_folder(data, classes=("cat",))
+        (data / "dog").mkdir()
+    elif case == "no_readable_images":
+        make_image_folder(data, classes=("cat",))
+        (data / "dog").mkdir()
+        (data / "dog" / "broken.jpg").write_bytes(b"nope")
+    elif case == "empty_test":
+        make_image_folder(data, per_class=3)
+    with pytest.raises(TlxError, match=match):
+        load_data(data, image_size=8, seed=0, log=lambda _: None)
+
+
+def test_check_split_rejects_duplicates_across_splits():
+    split = Split(classes=("a", "b"), train=(("/x/1.png", 0),), validation=(("/x/1.png", 0),),
+                  test=(("/x/2.png", 1),))
+    with pytest.raises(TlxError, match="both"):
+        check_split(split)
+
+
+def test_tf_data_pipeline_batches_float_pixels_and_labels(tmp_path):
+    from tlx.trainer.data import make_dataset
+
+    images = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
+    ds = make_dataset(images, np.array([0, 1, 0, 1, 1]), num_classes=2, batch_size=2)
+    batches = list(ds)
+    assert [len(b[0]) for b in batches] == [2, 2, 1]
+    assert batches[0][0].dtype.name == "float32" and batches[0][1].dtype.name == "float32"
+    np.testing.assert_array_equal(batches[0][0].numpy(), images[:2].astype(np.float32))
+    ds3 = make_dataset(images, np.array([0, 1, 2, 1, 0]), num_classes=3, batch_size=5, shuffle=True)
+    x, y = next(iter(ds3))
+    assert y.dtype.name == "int32" and sorted(y.numpy().tolist()) == [0, 0, 1, 1, 2]
