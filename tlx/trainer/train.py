@@ -85,11 +85,33 @@ def compile_phase1(model, num_classes: int, learning_rate: float) -> None:
 
 
 def unfreeze(model, fine_tune_at: int) -> None:
-    """Train the backbone's layers from `fine_tune_at` on; the earlier ones stay frozen."""
+    """Train the backbone's layers from `fine_tune_at` on; the earlier ones stay frozen,
+    and so do all BatchNormalization layers.
+
+    Why BatchNorm too: the tutorial relies on `base(x, training=False)` to keep BatchNorm
+    in inference mode, but in Keras 3 `fit()` calls the outer model with training=True and
+    the functional graph passes that down, overriding the training=False recorded on the
+    base's node (keras-team/keras#20285; seen with Keras 3.15). Keras 3 BatchNormalization
+    runs in inference mode whenever the layer is not trainable, so freezing it is what
+    actually keeps the pretrained moving statistics (the tutorial's "important note").
+    The cost: BatchNorm's gamma/beta are not fine-tuned either.
+    """
+    import keras
+
     base = model.get_layer(BACKBONE)
     base.trainable = True
+    for layer in _all_layers(base):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     for layer in base.layers[:fine_tune_at]:
         layer.trainable = False
+
+
+def _all_layers(layer):
+    """Every layer inside `layer`, descending into nested models."""
+    for child in getattr(layer, "layers", []):
+        yield child
+        yield from _all_layers(child)
 
 
 def compile_phase2(model, num_classes: int, learning_rate: float) -> None:
@@ -443,6 +465,9 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
                  callbacks=[job.callback(1, "head"), *callbacks])
     copy_head(head, model)
     compile_phase1(model, num_classes, config.learning_rate)
+    # Built now so that a saved model.keras carries a complete optimizer (Keras warns on
+    # load about an unbuilt one otherwise).
+    model.optimizer.build(model.trainable_variables)
 
 
 def summarize(config: TrainConfig, split, history: dict, metrics: dict, seconds: float,
