@@ -150,6 +150,8 @@ def model_name(path: Path) -> str:
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
     from tlx.runtime.backends import AUTO_ORDER, BACKENDS, resolve_name
 
+    if config.max_drop is not None and config.max_drop < 0:
+        raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
     run = RunDir(config.run_dir)
     split = run.read_split()
     labels = run.read_labels()
@@ -178,11 +180,16 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     for result in results[1:]:
         result.agreement = wilson(int(np.sum(result.predicted == reference.predicted)), len(images.paths))
         result.drop_points = 100.0 * (reference.accuracy.value - result.accuracy.value)
-    failed = config.max_drop is not None and any(
-        r.drop_points is not None and r.drop_points > config.max_drop
-        for r in results if r.name.startswith("int8"))
+    failed = drop_exceeded(results, config.max_drop)
     return BenchResult(config, labels, len(images.paths), images.unreadable, reference.name, results,
                        environment(), failed)
+
+
+def drop_exceeded(results, max_drop: Optional[float]) -> bool:
+    """True when an int8 model lost more than `max_drop` points against the reference."""
+    return max_drop is not None and any(
+        r.drop_points is not None and r.drop_points > max_drop
+        for r in results if r.name.startswith("int8"))
 
 
 def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> ModelResult:

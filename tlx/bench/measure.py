@@ -36,27 +36,39 @@ class ProcessCost:
         return {"first_output_s": self.first_output_s, "peak_rss_mb": self.peak_rss_mb}
 
 
+# Linux charges a child's peak RSS with the memory of the process it was forked from
+# (the high-water mark survives exec). Forked straight from a bench process that holds
+# TensorFlow, `tlx predict` would look 800 MB big. So a small fresh Python forks the
+# measured command and reports its peak on stderr.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execv(sys.argv[1], sys.argv[1:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "sys.stderr.write(f'\\n{MARKER}={usage.ru_maxrss}\\n')\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+_MARKER = "TLX_PEAK_RSS_KB"
+
+
 def process_cost(argv: list[str], timeout: float = 300.0) -> ProcessCost:
-    """Run `argv`, time it to its first stdout line, and read its peak RSS from wait4."""
+    """Run `argv`, time it to its first stdout line, and read its peak RSS (wait4)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    launcher = _LAUNCHER.replace("{MARKER}", _MARKER)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", launcher, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
     first_line = proc.stdout.readline()
     first = time.perf_counter() - start
-    proc.stdout.read()
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.005)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in kilobytes on Linux.
-    return ProcessCost(first if first_line else float("nan"), usage.ru_maxrss / 1024.0, proc.returncode)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+    peak_kb = next((float(line.split("=", 1)[1]) for line in reversed(stderr.splitlines())
+                    if line.startswith(_MARKER + "=")), float("nan"))
+    return ProcessCost(first if first_line else float("nan"), peak_kb / 1024.0, proc.returncode)
 
 
 def predict_cold_start(model_path, image_path, backend: str | None) -> ProcessCost:

@@ -1,0 +1,136 @@
+"""tlx bench end to end: a tiny trained and exported run, measured through tlx.runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import make_image_folder
+from tests.trainer_support import TINY, TINY_SPEC
+from tlx.bench.bench import ModelResult, drop_exceeded
+from tlx.bench.stats import wilson
+from tlx.cli import app
+
+runner = CliRunner()
+FAST = ["--threads", "1", "--runs", "5", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory):
+    """Three synthetic classes, the tiny test backbone, both phases, float32 + int8."""
+    from tlx.export.export import ExportConfig, export_run
+    from tlx.trainer import backbones
+    from tlx.trainer.config import TrainConfig
+    from tlx.trainer.train import train
+
+    root = tmp_path_factory.mktemp("bench")
+    data = make_image_folder(root / "data", classes=("red", "green", "blue"), per_class=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(backbones.BACKBONES, TINY, TINY_SPEC)
+        train(TrainConfig(data_dir=data, out=root / "run", backbone=TINY, weights="none", image_size=32,
+                          phase1_epochs=3, phase2_epochs=1, batch_size=8, learning_rate=1e-2,
+                          validation_fraction=0.5, test_fraction=0.5), log=lambda message: None)
+        export_run(ExportConfig(run_dir=root / "run", calibration_samples=30))
+    return root / "run"
+
+
+def _bench(run_dir, *extra):
+    return runner.invoke(app, ["bench", str(run_dir), *FAST, *extra])
+
+
+def test_bench_reports_every_model_on_the_test_split(exported_run):
+    result = _bench(exported_run, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    split = json.loads((exported_run / "split.json").read_text())
+    names = [m["name"] for m in report["models"]]
+    assert names == ["keras", "float32", "int8"]
+    assert report["reference"] == "keras" and report["n_test"] == len(split["test"])
+    for model in report["models"]:
+        assert model["accuracy"]["n"] == len(split["test"])
+        low, high = model["accuracy"]["ci95"]
+        assert low <= model["accuracy"]["value"] <= high
+        assert sum(map(sum, model["confusion"])) == len(split["test"])
+    float32, int8 = report["models"][1], report["models"][2]
+    # The float file computes what Keras computes (tiny model: metadata dominates the sizes).
+    assert float32["agreement"]["value"] == 1.0 and float32["drop_points"] == 0.0
+    assert int8["size_bytes"] < float32["size_bytes"]
+    assert set(int8["latency"]) == {"1"} and int8["latency"]["1"]["runs"] == 5
+    # The device path does not load TensorFlow; the Keras process does.
+    assert int8["cold_start"]["peak_rss_mb"] < 250 < report["models"][0]["cold_start"]["peak_rss_mb"]
+    bench_dir = exported_run / "bench"
+    for name in ("bench.json", "bench.md", "accuracy_vs_latency.png", "confusion_keras.png",
+                 "confusion_float32.png", "confusion_int8.png"):
+        assert (bench_dir / name).stat().st_size > 0, name
+    assert "| int8 |" in (bench_dir / "bench.md").read_text()
+
+
+def test_without_keras_the_first_tflite_is_the_reference(exported_run):
+    result = _bench(exported_run, "--no-keras", "--no-cold-start")
+    assert result.exit_code == 0, result.output
+    report = json.loads((exported_run / "bench" / "bench.json").read_text())
+    assert report["reference"] == "float32" and [m["name"] for m in report["models"]] == ["float32", "int8"]
+    assert "int8" in result.stdout and "top-1 %" in result.stdout
+
+
+def test_drop_gate():
+    def result(name, drop):
+        return ModelResult(name, "", None, 0, wilson(1, 2), np.zeros(2), np.zeros((2, 2)), drop_points=drop)
+
+    results = [result("keras", None), result("float32", 0.0), result("int8", 2.5)]
+    assert drop_exceeded(results, 2.0) and not drop_exceeded(results, 2.5) and not drop_exceeded(results, None)
+
+
+def test_negative_max_drop_is_refused(exported_run):
+    result = _bench(exported_run, "--max-drop", "-1")
+    assert result.exit_code == 1 and "--max-drop" in result.output
+
+
+def test_run_without_exports_says_what_to_run(exported_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("export", "bench", "checkpoints"))
+    result = _bench(run)
+    assert result.exit_code == 1 and f"tlx export {run}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_empty_test_split_is_a_clear_error(exported_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    split = json.loads((run / "split.json").read_text())
+    split["test"] = []
+    (run / "split.json").write_text(json.dumps(split))
+    result = _bench(run)
+    assert result.exit_code == 1 and "test split" in result.output and "empty" in result.output
+
+
+def test_model_with_other_class_count_is_refused(exported_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    (run / "labels.txt").write_text("red\ngreen\nblue\nyellow\n")
+    result = _bench(run, "--no-keras", "--no-cold-start")
+    assert result.exit_code == 1 and "3 outputs but the run has 4 labels" in result.output
+
+
+def test_unreadable_test_image_is_reported_not_fatal(exported_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    split = json.loads((run / "split.json").read_text())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    split["test"].append([str(broken), 0])
+    (run / "split.json").write_text(json.dumps(split))
+    result = _bench(run, "--no-keras", "--no-cold-start", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "bench.json").read_text())
+    assert report["unreadable_test_images"][0]["path"] == str(broken)
+    assert report["n_test"] == len(split["test"]) - 1
+
+
+def test_bad_threads_option():
+    result = runner.invoke(app, ["bench", "somewhere", "--threads", "one"])
+    assert result.exit_code == 2 and "thread counts" in result.output
