@@ -112,7 +112,13 @@ class RunDir:
         return labels
 
     def read_config(self) -> dict:
+        """config.json: {"options": {...every TrainConfig field...}, "versions": {...}, ...}."""
         return files.read_json(self.require(self.config, "the training options"))
+
+    def read_options(self) -> dict:
+        """The training options (backbone, image_size, ...) from config.json."""
+        config = self.read_config()
+        return config.get("options", config)
 
     def write_labels(self, labels) -> None:
         files.write_text(self.labels, "".join(f"{label}\n" for label in labels))
