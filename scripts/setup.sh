@@ -11,6 +11,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 apt_packages=()
 [ -d /usr/share/tuxpaint/stamps/animals ] || apt_packages+=(tuxpaint-stamps-default)
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || apt_packages+=(dataset-fashion-mnist)
+# A real browser for the test that opens the HTML report.
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""

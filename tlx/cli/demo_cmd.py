@@ -1,0 +1,65 @@
+"""`tlx demo` and `tlx report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlx.cli import app
+from tlx.cli.common import user_errors
+from tlx.datasets import DATASETS
+from tlx.demo import DemoConfig
+
+_DEFAULTS = DemoConfig()
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(
+        help="Offline dataset: " + "; ".join(f"{name}: {spec.description}" for name, spec in DATASETS.items())
+             + ".")] = _DEFAULTS.dataset,
+    out: Annotated[Path, typer.Option(help="Folder for the prepared data and the run.")] = _DEFAULTS.out,
+    phase1_epochs: Annotated[int, typer.Option(min=0, help="Epochs with the backbone frozen.")]
+        = _DEFAULTS.phase1_epochs,
+    phase2_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs.")] = _DEFAULTS.phase2_epochs,
+    image_size: Annotated[int, typer.Option(min=32, help="Side of the square model input.")]
+        = _DEFAULTS.image_size,
+    limit: Annotated[int, typer.Option(min=0, help="Images per class (0: all).")] = _DEFAULTS.limit,
+) -> None:
+    """The whole story on real photos, offline: prepare a dataset, train (pretrained
+    EfficientNet-Lite0, both phases), export float32 + int8, benchmark, and write
+    OUT/run/report.html. Run it again after an interruption to finish where it stopped."""
+    from tlx.demo import run_demo
+
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"{dataset!r}: choose one of {', '.join(DATASETS)}", param_hint="--dataset")
+    config = DemoConfig(dataset=dataset, out=out, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
+                        image_size=image_size, limit=limit)
+    with user_errors():
+        path = run_demo(config, log=_say)
+    typer.echo(str(path))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder (after export and bench).")],
+) -> None:
+    """Regenerate RUN_DIR/report.html: dataset, learning curves, predictions, float vs int8
+    table, accuracy/latency chart and confusion matrices, in one self-contained file."""
+    from tlx.report import missing_parts, write_report
+    from tlx.run_dir import RunDir
+
+    with user_errors():
+        path = write_report(run_dir)
+        missing = missing_parts(RunDir(run_dir))
+    typer.echo(str(path))
+    if missing:
+        typer.secho(f"The run is incomplete (missing: {', '.join(missing)}); the report says so.",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(1)

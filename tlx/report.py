@@ -1,0 +1,138 @@
+"""One self-contained HTML report of a run: dataset, learning curves, predictions,
+float vs int8 table, accuracy/latency chart, confusion matrices. Images are inlined as
+data URIs so the file can be mailed or attached to an issue as it is."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter
+from pathlib import Path
+
+from tlx import files
+from tlx.errors import TlxError
+from tlx.run_dir import RunDir
+
+REPORT = "report.html"
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #1d2330; padding: 0 1rem; }
+h1 { margin-bottom: .2rem; } .sub { color: #5b6475; margin-top: 0; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; }
+th, td { border: 1px solid #d5d9e2; padding: .35rem .6rem; text-align: right; }
+th { background: #f1f3f8; } td:first-child, th:first-child { text-align: left; }
+.incomplete { background: #fff3cd; border: 1px solid #e0b400; padding: .8rem 1rem; border-radius: 6px; }
+figure { display: inline-block; margin: .5rem 1rem .5rem 0; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #e3e6ee; }
+figcaption { color: #5b6475; font-size: .85rem; }
+"""
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _dataset_section(run: RunDir) -> str:
+    split = run.read_split()
+    rows = []
+    for index, name in enumerate(split.classes):
+        counts = [Counter(label for _, label in items)[index] for items in (split.train, split.validation, split.test)]
+        rows.append([name, *counts])
+    rows.append(["all", len(split.train), len(split.validation), len(split.test)])
+    skipped = f"<p>{len(split.skipped)} unreadable files were skipped.</p>" if split.skipped else ""
+    return (f"<h2>Dataset</h2><p>{html.escape(split.data_dir)}; images resized to "
+            f"{split.image_size[0]}x{split.image_size[1]}; split seed {split.seed}.</p>"
+            + _table(["class", "train", "validation", "test"], rows) + skipped)
+
+
+def _training_section(run: RunDir) -> str:
+    parts = ["<h2>Training</h2>"]
+    if run.config.is_file():
+        config = run.read_options()
+        keys = ["backbone", "weights", "image_size", "phase1_epochs", "phase2_epochs", "fine_tune_at",
+                "learning_rate", "augment"]
+        parts.append(_table(["option", "value"], [[k, config[k]] for k in keys if k in config]))
+    if run.metrics.is_file():
+        metrics = files.read_json(run.metrics)
+        parts.append("<p>Keras test accuracy: "
+                     f"<b>{100 * float(metrics.get('test_accuracy', metrics.get('accuracy', 0))):.1f}%</b></p>")
+    for name, caption in (("learning_curves.png", "Learning curves of both phases"),
+                          ("predictions.png", "Test images: predicted (true) label")):
+        if (run.plots / name).is_file():
+            parts.append(_image(run.plots / name, caption))
+    return "".join(parts)
+
+
+def _bench_section(run: RunDir) -> str:
+    from tlx.bench.report import confusion_name
+
+    bench = files.read_json(run.bench / "bench.json")
+    rows = []
+    for m in bench["models"]:
+        acc = m["accuracy"]
+        first = next(iter(m["latency"].values()), None)
+        rows.append([
+            m["name"], f"{m['size_bytes'] / 1e6:.2f}",
+            f"{100 * acc['value']:.1f} [{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]",
+            "-" if m["drop_points"] is None else f"{m['drop_points']:+.2f}",
+            "-" if first is None else f"{first['p50_ms']:.2f}",
+            "-" if m["cold_start"] is None else f"{m['cold_start']['first_output_s']:.2f}",
+        ])
+    env = bench["environment"]
+    parts = [
+        "<h2>Float vs int8</h2>",
+        f"<p>{bench['n_test']} held-out test images, through tlx.runtime; drop against "
+        f"<code>{html.escape(str(bench['reference']))}</code>. {html.escape(env['date'])}, "
+        f"{html.escape(env['cpu'])}, Python {html.escape(env['python'])}.</p>",
+        _table(["model", "size MB", "top-1 % [95% CI]", "drop pts", "p50 ms (1 image)", "cold start s"], rows),
+        _image(run.bench / "accuracy_vs_latency.png", "Accuracy against latency"),
+    ]
+    for m in bench["models"]:
+        path = run.bench / confusion_name(m["name"])
+        if path.is_file():
+            parts.append(_image(path, f"Confusion matrix: {m['name']}"))
+    return "".join(parts)
+
+
+def missing_parts(run: RunDir) -> list[str]:
+    wanted = {"training metrics": run.metrics, "learning curves": run.plots / "learning_curves.png",
+              "predictions grid": run.plots / "predictions.png", "benchmark": run.bench / "bench.json",
+              "accuracy/latency chart": run.bench / "accuracy_vs_latency.png"}
+    return [name for name, path in wanted.items() if not path.is_file()]
+
+
+def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
+    """Write RUN_DIR/report.html (atomically) and return its path. A run that lacks a part
+    still gets a report, with a banner naming what is missing."""
+    run = RunDir(run_dir)
+    run.read_split()  # a clear error if this is no run folder at all
+    missing = missing_parts(run)
+    sections = [_dataset_section(run), _training_section(run)]
+    if (run.bench / "bench.json").is_file():
+        sections.append(_bench_section(run))
+    banner = ""
+    if missing:
+        banner = ('<p class="incomplete"><b>Incomplete run.</b> Missing: ' + html.escape(", ".join(missing))
+                  + ". Finish it (or run <code>tlx demo</code> again) and regenerate with "
+                  "<code>tlx report</code>.</p>")
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f'<p class="sub">{html.escape(str(run.root))}</p>{banner}{"".join(sections)}</body></html>')
+    path = run.root / REPORT
+    files.write_text(path, page)
+    return path
+
+
+def require_complete(run_dir: Path) -> None:
+    missing = missing_parts(RunDir(run_dir))
+    if missing:
+        raise TlxError(f"{run_dir} is incomplete (missing: {', '.join(missing)}).")
