@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_image_folder
+try:  # tests/ imported as a package, or as a folder on sys.path
+    from tests.conftest import make_image_folder
+except ImportError:
+    from conftest import make_image_folder
 from tlx.errors import TlxError
 from tlx.run_dir import Split
 from tlx.trainer.data import check_split, load_data, split_files

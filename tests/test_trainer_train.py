@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_image_folder
-from trainer_support import TINY, TINY_SPEC, tiny_config
+try:  # tests/ imported as a package, or as a folder on sys.path
+    from tests.trainer_support import TINY, TINY_SPEC, make_image_folder, tiny_config
+except ImportError:
+    from trainer_support import TINY, TINY_SPEC, make_image_folder, tiny_config
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 from tlx.trainer import backbones

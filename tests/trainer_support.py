@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from tlx.trainer import backbones
+
+try:  # tests/ imported as a package, or as a folder on sys.path
+    from tests.conftest import REPO, make_image_folder  # noqa: F401
+except ImportError:
+    from conftest import REPO, make_image_folder  # noqa: F401
 from tlx.trainer.backbones import MINUS_ONE_TO_ONE, BackboneSpec
 
 TINY = "tiny_test"
