@@ -170,4 +170,8 @@ def test_layer_name():
     assert layer_name("functional_1/outlier_conv_1/Relu;functional_1/outlier_conv_1/convolution1") \
         == "outlier_conv"
     assert layer_name("functional_1/mobilenetv2_1.00_160_1/block_3_expand_1/Relu6") == "block_3_expand"
+    assert layer_name("functional_1/efficientnet_lite0_1/block1a_project_bn_1/batchnorm/add_1;"
+                      "functional_1/efficientnet_lite0_1/block1a_project_conv_1/convolution") \
+        == "block1a_project_bn"
+    assert layer_name("functional_1/head_1/MatMul2") == "head"
     assert layer_name("StatefulPartitionedCall_1:0") == "StatefulPartitionedCall_1:0"

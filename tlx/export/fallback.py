@@ -469,11 +469,16 @@ class _ChannelSums:
 
 
 def layer_name(tensor: str) -> str:
-    """A readable layer name from a converted tensor name:
-    'functional_1/block_3_expand_1/Relu6;functional_1/...' -> 'block_3_expand'."""
+    """A readable layer name from a converted tensor name: the deepest Keras layer scope
+    (Keras 3 traces layer `name` under a `name_1` scope), e.g.
+    'functional_1/efficientnet_lite0_1/block1a_project_bn_1/batchnorm/add_1;...'
+    -> 'block1a_project_bn'."""
     first = tensor.split(";")[0]
     parts = [p for p in first.split("/") if p]
-    name = parts[-2] if len(parts) >= 3 else parts[-1] if parts else tensor
+    if len(parts) < 3:
+        return parts[-1] if parts else tensor
+    scopes = [p for p in parts[1:-1] if re.search(r"_\d+$", p)]
+    name = scopes[-1] if scopes else parts[-2]
     return re.sub(r"_\d+$", "", name)
 
 
