@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO
 from tlx.cli import app
 from tlx.export.metadata import with_metadata
 from tlx.inspect import BUILTIN_OPERATORS, builtin_operator_name, inspect_bytes, inspect_model
@@ -26,6 +26,7 @@ TLX_INFO = {"labels": LABELS, "image_size": [SIZE, SIZE], "backbone": "tiny-test
             "run_id": "20260101-000000-test", "tlx_version": "0.0.0-test"}
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _tiny_model():

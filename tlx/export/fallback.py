@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import enum
 import io
 import re
 import time
@@ -46,6 +47,15 @@ import numpy as np
 from tlx.errors import TlxError
 from tlx.export.calibration import cover_full_range
 from tlx.export.formats import OutputType
+
+class FallbackMode(str, enum.Enum):
+    """`tlx export --fallback`: what to do when int8 loses more than --max-drop."""
+
+    #: Keep the plain int8 model (the --max-drop gate only reports).
+    NONE = "none"
+    #: Keep the layers int8 hurts most in float until the validation drop is within --max-drop.
+    AUTO = "auto"
+
 
 #: Per-layer table and chart written next to the model (when an out_dir is given).
 LAYERS_CSV = "fallback_layers.csv"
