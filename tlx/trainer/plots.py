@@ -32,6 +32,8 @@ def learning_curves(history: dict, path: Path) -> Path:
     """Accuracy and loss (train and validation) over both phases, the start of
     fine-tuning marked, as the tutorial plots them. `history` is history.json's content."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     p1, p2 = history.get("phase1", {}), history.get("phase2", {})
 
     def series(key):
@@ -45,9 +47,10 @@ def learning_curves(history: dict, path: Path) -> Path:
                 ("accuracy", "Training and Validation Accuracy", "Accuracy"),
                 ("loss", "Training and Validation Loss", "Cross Entropy"))):
             ax = fig.add_subplot(2, 1, row + 1)
-            ax.plot(epochs, series(metric), marker=".", label=f"Training {ylabel if row else 'Accuracy'}")
-            ax.plot(epochs, series(f"val_{metric}"), marker=".",
-                    label=f"Validation {ylabel if row else 'Accuracy'}")
+            what = "Loss" if row else "Accuracy"
+            ax.plot(epochs, series(metric), marker=".", label=f"Training {what}")
+            ax.plot(epochs, series(f"val_{metric}"), marker=".", label=f"Validation {what}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if p2.get("loss"):
                 # The boundary between the last phase-1 epoch and the first phase-2 epoch.
                 ax.axvline(start + 0.5, color="green", linestyle="--", label="Start Fine Tuning")
