@@ -36,7 +36,9 @@ from tlx.cli import backbones_cmd  # noqa: E402,F401
 from tlx.cli import predict_cmd  # noqa: E402,F401
 from tlx.cli import bench_cmd  # noqa: E402,F401
 from tlx.cli import train_cmd  # noqa: E402,F401
+from tlx.cli import export_cmd  # noqa: E402,F401
 from tlx.cli import inspect_cmd  # noqa: E402,F401
+from tlx.cli import demo_cmd  # noqa: E402,F401
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ prints a few hundred "Captures:" lines.
 from __future__ import annotations
 
 import contextlib
-import io
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -73,47 +72,48 @@ def convert(saved_model_dir: str | Path, spec: FormatSpec, *,
         raise TlxError(explain_converter_error(exc, spec.name)) from None
 
 
-#: Converter messages name an unsupported op as 'tf.OpName' and its source as a
-#: location like "model/layer/.../OpName@__inference_...".
-_OP_PATTERNS = (
-    re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
-    re.compile(r"'tf\.(\w+)' op"),
-    re.compile(r"\bop '(\w+)'"),
-    re.compile(r"ops? (?:are|is) not supported[^:]*: (?:\w+\.)?(\w+)"),
-)
-_LOCATION = re.compile(r'loc\((?:callsite\()?(?:fused\[)?"([^"]+)"')
+#: The converter's error text names each unsupported op as 'tf.OpName' and its source as
+#: fused["OpName:", "model/layer/.../OpName@__inference_..."]; a summary line lists them all.
+_OP_ERROR = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+_OP_SUMMARY = re.compile(r"(?:TF Select|Flex) ops: ([\w, ]+)")
+_OP_LOCATION = re.compile(r'fused\["(\w+):", "([^"@]+)')
 
 
 def explain_converter_error(exc: BaseException, format_name: str) -> str:
-    """A TlxError message naming the op (and the layer it came from) when the text allows."""
+    """A TlxError message naming the unsupported op(s) and the layer each came from."""
     text = str(exc)
-    op = None
-    for pattern in _OP_PATTERNS:
-        match = pattern.search(text)
-        if match:
-            op = match.group(1)
-            break
-    layer = _layer_from_locations(text, op)
-    if op:
-        where = f" in layer {layer!r}" if layer else ""
-        return (f"The TFLite converter cannot handle the op {op}{where} for the {format_name} format. "
-                "Builtin TFLite ops only are allowed (the device runtimes have no TF Select ops); "
-                "replace that layer, or leave out that format.")
-    return f"The TFLite converter failed for the {format_name} format: {_first_line(exc)[:500]}"
+    ops: list[str] = []
+    summary = _OP_SUMMARY.search(text)
+    if summary:
+        ops = [op.strip() for op in summary.group(1).split(",") if op.strip()]
+    for op in _OP_ERROR.findall(text):
+        if op not in ops:
+            ops.append(op)
+    if not ops:
+        return f"The TFLite converter failed for the {format_name} format: {_first_line(exc)[:500]}"
+    layers: dict[str, str] = {}
+    for op, path in _OP_LOCATION.findall(text):
+        if op in ops and op not in layers:
+            layer = _layer_of(path)
+            if layer:
+                layers[op] = layer
+    # The most telling op first: one we can place in a layer.
+    ops.sort(key=lambda op: op not in layers)
+    described = ", ".join(f"{op} (layer {layers[op]!r})" if op in layers else op for op in ops)
+    return (f"The TFLite converter cannot handle the op{'s' if len(ops) > 1 else ''} {described} "
+            f"for the {format_name} format. The device runtimes have builtin TFLite ops only (no TF "
+            "Select ops): replace that layer with standard ones, or leave out that format.")
 
 
-def _layer_from_locations(text: str, op: str | None) -> str | None:
-    for match in _LOCATION.finditer(text):
-        location = match.group(1)
-        if op and op not in location:
-            continue
-        parts = [p for p in re.split(r"[/@]", location) if p]
-        # The first component is the model; drop the op and the function suffix.
-        layers = [p for p in parts[1:] if not p.startswith("__inference") and p != op
-                  and not p.startswith(f"{op}:")] if op else parts[1:-1]
-        if layers:
-            return "/".join(_strip_keras_suffix(p) for p in layers[:2])
-    return None
+def _layer_of(path: str) -> str | None:
+    """'functional_1/augmentation_1/stateless_random_uniform/Op' -> 'augmentation'.
+
+    The first component is the model, the last the op; Keras 3 traces each layer under a
+    "name_N" scope."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) < 3:
+        return None
+    return _strip_keras_suffix(parts[1])
 
 
 def _strip_keras_suffix(name: str) -> str:
@@ -128,8 +128,34 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet():
-    """TensorFlow prints SavedModel and converter chatter to stdout; keep the CLI's output clean
-    (and `--json` parseable)."""
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink):
+    """TensorFlow writes SavedModel and converter chatter to stdout and stderr, much of it from
+    C++ ("fully_quantize: ...", pages of MLIR on a failure). Swallow it: stdout must stay clean
+    for `--json`, and a failure is reported as one TlxError naming the op and layer.
+    Set TLX_DEBUG=1 to see it."""
+    import os
+    import sys
+
+    if os.environ.get("TLX_DEBUG"):
         yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = (os.dup(1), os.dup(2))
+    except OSError:  # no file descriptors (embedded interpreters): best effort
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(sys.stderr):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

@@ -98,7 +98,15 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
         raise TlxError(f"labels.txt ({labels}) and split.json ({list(split.classes)}) list different "
                        "classes. Are they from the same run? Re-run `tlx train`.")
     backbone_name = train_config.get("backbone")
-    normalization = _normalization(backbone_name)
+
+    # Checked before the slow part (loading TensorFlow and the model).
+    calibration_items: list[tuple[str, int]] = []
+    if any(spec.needs_calibration for spec in specs.values()):
+        calibration_items = calib.select(split.train, config.calibration_samples, config.calibration_seed)
+        if not calibration_items:
+            raise TlxError("The calibration set is empty: split.json lists no training images, and "
+                           "int8 is calibrated on training images only (never on test images). "
+                           "Export float formats only (--format float32), or re-run `tlx train`.")
 
     from tlx.export import inference
     from tlx.export.convert import convert, saved_model
@@ -112,16 +120,12 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
         raise TlxError(f"config.json says image_size {configured} but model.keras takes "
                        f"{image_size[0]}x{image_size[1]} pixels. Are they from the same run?")
     model = inference.build_inference_model(trained, len(labels))
+    normalization = inference.normalization(trained)
 
     calibration = None
-    if any(spec.needs_calibration for spec in specs.values()):
-        items = calib.select(split.train, config.calibration_samples, config.calibration_seed)
-        if not items:
-            raise TlxError("The calibration set is empty: split.json lists no training images, and "
-                           "int8 is calibrated on training images only (never on test images). "
-                           "Export float formats only (--format float32), or re-run `tlx train`.")
-        with progress("Calibration images", len(items)) as advance:
-            calibration = calib.load(items, image_size, advance)
+    if calibration_items:
+        with progress("Calibration images", len(calibration_items)) as advance:
+            calibration = calib.load(calibration_items, image_size, advance)
         if calibration.skipped:
             log(f"Skipped {len(calibration.skipped)} unreadable calibration image(s).")
 
@@ -268,18 +272,6 @@ def _tensors(content: bytes) -> dict:
         return described
 
     return {"input": describe(model_info.inputs[0]), "output": describe(model_info.outputs[0])}
-
-
-def _normalization(backbone_name) -> dict | None:
-    if not backbone_name:
-        return None
-    from tlx.trainer.backbones import BACKBONES
-
-    spec = BACKBONES.get(backbone_name)
-    if spec is None:
-        return None
-    norm = spec.normalization
-    return {"scale": norm.scale, "offset": norm.offset, "mean": norm.mean, "std": norm.std}
 
 
 def _pair(value) -> tuple[int, int]:

@@ -71,6 +71,24 @@ def input_size(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+def normalization(model) -> dict:
+    """The trained "normalization" layer as metadata: normalized = pixels * scale + offset,
+    i.e. (pixels - mean) / std. Read from the model itself, not the backbone registry: it is
+    what the exported graph does."""
+    layer = model.get_layer(NORMALIZATION)
+    scale, offset = _scalar(layer.scale), _scalar(layer.offset)
+    if isinstance(scale, float) and isinstance(offset, float) and scale:
+        return {"scale": scale, "offset": offset, "mean": -offset / scale, "std": 1.0 / scale}
+    return {"scale": scale, "offset": offset}
+
+
+def _scalar(value):
+    import numpy as np
+
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    return float(array[0]) if array.size == 1 else [float(v) for v in array]
+
+
 def num_logits(model) -> int:
     return int(model.get_layer(LOGITS).units)
 

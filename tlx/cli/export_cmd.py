@@ -1,0 +1,88 @@
+"""`tlx export`: a `tlx train` run -> .tflite files with preprocessing, metadata and parity."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from tlx.cli import app
+from tlx.cli.common import print_json, user_errors
+from tlx.export.formats import DEFAULT_FORMATS, ExportFormat, OutputType, describe_formats
+
+
+@app.command("export")
+def export(
+    run_dir: Annotated[Path, typer.Argument(
+        help="The --out folder of a `tlx train` run (model.keras, labels.txt, split.json, config.json).",
+        show_default=False)],
+    formats: Annotated[Optional[List[ExportFormat]], typer.Option(
+        "--format", "-f", case_sensitive=False,
+        help=f"Format to write; repeat for several. Default: {' and '.join(DEFAULT_FORMATS)}. "
+             f"{describe_formats()}.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Output folder. Default: RUN_DIR/export. Files of formats not exported "
+                            "this time are removed from it, so it describes one model.",
+        show_default=False)] = None,
+    output_type: Annotated[OutputType, typer.Option(
+        "--output-type", case_sensitive=False,
+        help="Output tensor type of the int8 file (probabilities; uint8 scale 1/256).")] = OutputType.UINT8,
+    calibration_samples: Annotated[int, typer.Option(
+        "--calibration-samples", min=1,
+        help="Training images that calibrate int8: class-balanced, deterministic, "
+             "never test images.")] = 300,
+    max_drop: Annotated[Optional[float], typer.Option(
+        "--max-drop", min=0.0, metavar="POINTS",
+        help="Exit with code 3 if int8 accuracy on the test split is more than POINTS percentage "
+             "points below the Keras model (files are kept and marked in export.json).",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print export.json's content instead of tables.")] = False,
+) -> None:
+    """Export a trained run to TFLite: raw 0..255 RGB pixels in, one probability per label out.
+
+    The backbone's normalization is inside every file, with standard TFLite Metadata (labels,
+    normalization, image properties) and tlx's own; int8 takes uint8 pixels with scale 1 and
+    zero point 0. After writing, each file is checked against the Keras model on the run's
+    test images.
+    """
+    with user_errors():
+        from tlx.export.export import EXIT_MAX_DROP, ExportConfig, export_run
+        from tlx.export.parity import format_table
+
+        names = tuple(f.value for f in formats) if formats else DEFAULT_FORMATS
+        config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
+                              calibration_samples=calibration_samples, max_drop=max_drop)
+        log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
+        result = export_run(config, progress=_progress_bar, log=log)
+
+        if as_json:
+            print_json(result.summary)
+        else:
+            for name, path in result.files.items():
+                typer.echo(f"{name:8} {path}  ({path.stat().st_size / 1e6:.2f} MB)")
+            if result.parity is not None:
+                typer.echo(format_table(result.parity))
+            typer.echo(f"Details: {result.out_dir / 'export.json'}")
+        for warning in result.warnings:
+            typer.secho(f"Warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        if not result.passed:
+            gate = result.summary["max_drop"]
+            typer.secho(f"int8 accuracy is {gate['int8_drop_points']:.2f} points below Keras, more than "
+                        f"--max-drop {gate['limit_points']:g}. The files are kept and marked in export.json.",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(EXIT_MAX_DROP)
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, total: int):
+    # On stderr: stdout carries the results (and --json's document).
+    with typer.progressbar(length=total, label=label, file=_stderr()) as bar:
+        yield bar.update
+
+
+def _stderr():
+    import sys
+
+    return sys.stderr
