@@ -39,7 +39,8 @@ fi
 qemu-aarch64-static --version | head -1
 
 log "2. arm64 bookworm sysroot with python3.11"
-if [ ! -x "$SYSROOT/usr/bin/python3.11" ]; then
+SYSROOT_PACKAGES=(python3.11 libstdc++6 libgcc-s1 zlib1g)  # the wheels' .so files need libstdc++
+if [ "$(cat "$SYSROOT/.packages" 2>/dev/null)" != "${SYSROOT_PACKAGES[*]}" ]; then
   mkdir -p "$APTROOT/etc/apt/sources.list.d" "$APTROOT/etc/apt/preferences.d" \
            "$APTROOT/var/lib/apt/lists/partial" "$APTROOT/var/cache/apt/archives/partial" \
            "$APTROOT/var/lib/dpkg"
@@ -57,9 +58,10 @@ EOF
        -o Dir::Etc::trusted=/etc/apt/trusted.gpg -o Dir::Etc::TrustedParts=/etc/apt/trusted.gpg.d
        -o Debug::NoLocking=1 -q)
   "${APT[@]}" update >/dev/null
-  "${APT[@]}" install -y --download-only --no-install-recommends python3.11 >/dev/null
+  "${APT[@]}" install -y --download-only --no-install-recommends "${SYSROOT_PACKAGES[@]}" >/dev/null
   rm -rf "$SYSROOT"; mkdir -p "$SYSROOT"
   for deb in "$APTROOT"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$SYSROOT"; done
+  echo "${SYSROOT_PACKAGES[*]}" > "$SYSROOT/.packages"
 fi
 echo "sysroot: $(du -sh "$SYSROOT" | cut -f1)"
 qemu-aarch64-static -L "$SYSROOT" "$SYSROOT/usr/bin/python3.11" -c \
@@ -85,9 +87,9 @@ wheels "$WORK/site-litert" "ai-edge-litert==2.3.0" "${COMMON[@]}"
 
 log "4. test models and images (built natively with the main venv)"
 MODELS="$("$PY" - <<EOF
-import sys; sys.path.insert(0, "$REPO/tests")
+import sys; sys.path.insert(0, "$REPO")
 from pathlib import Path
-from test_runtime_helpers import build_models
+from tests.test_runtime_helpers import build_models
 print(build_models(Path("$WORK/models")))
 EOF
 )"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from test_runtime_helpers import colour_image, models_folder
+from tests.test_runtime_helpers import colour_image, models_folder
 from tlx.cli import app
 from tlx.runtime.backends import interpreter_class
 

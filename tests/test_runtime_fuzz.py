@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_runtime_helpers import models_folder
+from tests.test_runtime_helpers import models_folder
 
 #: Mutants per seed model. Loading a tiny model takes milliseconds.
 MUTANTS = 150
@@ -66,12 +66,12 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
     return kind, bytes(buf)
 
 
-def run_loader(paths: list[Path], backend: str = "") -> dict[str, str]:
+def run_loader(paths: list[Path], backend: str = "", python: str = sys.executable) -> dict[str, str]:
     """path -> outcome, restarting the worker after a crash; a crash is 'crash <signal>'."""
     outcomes: dict[str, str] = {}
     todo = [str(p) for p in paths]
     while todo:
-        proc = subprocess.run([sys.executable, "-c", _WORKER, backend], input="\n".join(todo) + "\n",
+        proc = subprocess.run([python, "-c", _WORKER, backend], input="\n".join(todo) + "\n",
                               capture_output=True, text=True, timeout=600)
         started = None
         for line in proc.stdout.splitlines():
@@ -94,8 +94,7 @@ def models(request) -> Path:
     return models_folder(request)
 
 
-@pytest.mark.parametrize("seed_model", ["int8", "float32_nometa"])
-def test_mutated_models_never_crash(models, tmp_path, seed_model):
+def _fuzz(models, tmp_path, seed_model, backend="", python=sys.executable):
     rng = np.random.default_rng({"int8": 1, "float32_nometa": 2}[seed_model])
     data = (models / f"{seed_model}.tflite").read_bytes()
     paths, kinds = [], {}
@@ -105,14 +104,29 @@ def test_mutated_models_never_crash(models, tmp_path, seed_model):
         path.write_bytes(mutant)
         paths.append(path)
         kinds[str(path)] = kind
-    outcomes = run_loader(paths)
+    outcomes = run_loader(paths, backend, python)
     summary = collections.Counter(o.split(" ")[0] for o in outcomes.values())
-    print(f"\n{seed_model}: {MUTANTS} mutants -> {dict(summary)}")
+    print(f"\n{seed_model} ({backend or 'auto'}): {MUTANTS} mutants -> {dict(summary)}")
     bad = {Path(p).name: (kinds[p], o) for p, o in outcomes.items()
            if o.startswith(("crash", "exception"))}
     assert not bad, f"{len(bad)} mutants crashed or raised: {bad}"
     assert len(outcomes) == MUTANTS
     assert summary["model_error"] > MUTANTS // 4  # the validator does real work
+
+
+@pytest.mark.parametrize("seed_model", ["int8", "float32_nometa"])
+def test_mutated_models_never_crash(models, tmp_path, seed_model):
+    _fuzz(models, tmp_path, seed_model)
+
+
+@pytest.mark.venv
+@pytest.mark.parametrize("seed_model", ["int8", "float32_nometa"])
+def test_mutated_models_never_crash_tflite_runtime(models, tmp_path, seed_model):
+    """tflite-runtime 2.14 does not verify the FlatBuffer: without tlx's validator about a
+    third of these mutants segfault it (benchmarks/results/runtime.md). With it: none."""
+    from tests.test_runtime_venv import ensure_venv
+    venv = ensure_venv("runtime-tflite", "tflite")
+    _fuzz(models, tmp_path, seed_model, "tflite-runtime", str(venv / "bin" / "python"))
 
 
 def test_isolated_probe_survives_a_crashing_child(tmp_path):

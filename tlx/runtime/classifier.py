@@ -151,10 +151,10 @@ class Classifier:
         try:
             self._interpreter.set_tensor(self._input["index"], self._to_input(pixels)[np.newaxis])
             self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self._output["index"]).reshape(-1)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(self.source, f"the {self.backend} interpreter cannot run the model: "
                                           f"{str(exc).strip()}") from None
-        raw = self._interpreter.get_tensor(self._output["index"]).reshape(-1)
         if self.output_quantization is not None:
             scale, zero_point = self.output_quantization
             return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)

@@ -49,9 +49,21 @@ _MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_BUFFERS = 1, 2, 4
 _SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 0, 1, 2, 3
 _TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_BUFFER, _TENSOR_NAME, _TENSOR_QUANT = 0, 1, 2, 3, 4
 _TENSOR_SHAPE_SIGNATURE = 7
-_QUANT_SCALE, _QUANT_ZERO_POINT = 2, 3
+_TENSOR_SPARSITY, _TENSOR_VARIANT_TENSORS = 6, 9
+_QUANT_MIN, _QUANT_MAX, _QUANT_SCALE, _QUANT_ZERO_POINT, _QUANT_DETAILS, _QUANT_DIMENSION = 0, 1, 2, 3, 5, 6
 _OPERATOR_OPCODE, _OPERATOR_INPUTS, _OPERATOR_OUTPUTS, _OPERATOR_INTERMEDIATES = 0, 1, 2, 8
-_OPCODE_CUSTOM_CODE = 1
+_OPERATOR_BUILTIN_OPTIONS_TYPE, _OPERATOR_BUILTIN_OPTIONS, _OPERATOR_CUSTOM_OPTIONS = 3, 4, 5
+_OPERATOR_MUTATING_VARIABLE_INPUTS = 7
+_OPERATOR_LARGE_CUSTOM_OFFSET, _OPERATOR_LARGE_CUSTOM_SIZE = 9, 10
+_OPERATOR_BUILTIN_OPTIONS_2_TYPE, _OPERATOR_BUILTIN_OPTIONS_2 = 11, 12
+_OPCODE_DEPRECATED_BUILTIN_CODE, _OPCODE_CUSTOM_CODE, _OPCODE_BUILTIN_CODE = 0, 1, 3
+_MODEL_DESCRIPTION, _MODEL_METADATA_BUFFER, _MODEL_METADATA, _MODEL_SIGNATURE_DEFS = 3, 5, 6, 7
+_SUBGRAPH_NAME = 4
+#: BuiltinOptions union members whose first field is an int vector (ReshapeOptions.new_shape,
+#: SqueezeOptions.squeeze_dims): kernels read them.
+_OPTIONS_WITH_INT_VECTOR = (17, 30)
+#: Builtin operator codes are far below this (schema.fbs has about 210).
+_MAX_BUILTIN_CODE = 1024
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 
 
@@ -160,7 +172,10 @@ class _Reader:
     def string(self, pos: int, what: str) -> str:
         start, count = self.vector(pos, 1, what)
         self._need(start, count + 1, what)  # the terminating zero
-        return bytes(self.data[start:start + count]).decode("utf-8", "replace")
+        try:  # interpreters hand names to Python, which decodes them strictly
+            return bytes(self.data[start:start + count]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Corrupt(f"{what} is not valid UTF-8") from None
 
     def int_vector(self, pos: int, what: str, fmt: str = "<i", size: int = 4) -> list[int]:
         start, count = self.vector(pos, size, what)
@@ -182,6 +197,14 @@ class _Table:
         if offset + size > self.table_size:
             raise _Corrupt(f"{self.what}: field {slot} lies outside its table")
         return self.pos + offset
+
+    def check_fields(self) -> None:
+        """Every field of the vtable lies inside the table (for tables read by kernels whose
+        layout this reader does not spell out: their scalars are then in bounds)."""
+        for entry in range(4, self.vt_size, 2):
+            offset = self.r.u16(self.vtable + entry)
+            if offset and offset >= self.table_size:
+                raise _Corrupt(f"{self.what}: a field lies outside its table")
 
     def scalar(self, slot: int, fmt: str, default=0):
         size = struct.calcsize(fmt)
@@ -248,11 +271,35 @@ def _walk(r: _Reader, source) -> ModelInfo:
     opcodes = model.tables(_MODEL_OPERATOR_CODES, "operator_codes")
     for i, code in enumerate(opcodes):
         code.string(_OPCODE_CUSTOM_CODE, f"operator_codes[{i}].custom_code")
+        builtin = max(code.scalar(_OPCODE_BUILTIN_CODE, "<i"),
+                      code.scalar(_OPCODE_DEPRECATED_BUILTIN_CODE, "<b"))
+        if not 0 <= builtin < _MAX_BUILTIN_CODE:
+            raise _Corrupt(f"operator_codes[{i}] has an invalid builtin code {builtin}")
     buffers = model.tables(_MODEL_BUFFERS, "buffers")
     buffer_sizes = [_buffer_size(r, b, i) for i, b in enumerate(buffers)]
     subgraphs = model.tables(_MODEL_SUBGRAPHS, "subgraphs")
     if not subgraphs:
         raise _Corrupt("the model has no subgraphs")
+    model.string(_MODEL_DESCRIPTION, "description")
+    _check_indices(model.ints(_MODEL_METADATA_BUFFER, "metadata_buffer") or [], len(buffers),
+                   "metadata_buffer", what_kind="buffer")
+    for i, meta in enumerate(model.tables(_MODEL_METADATA, "metadata")):
+        meta.string(0, f"metadata[{i}].name")
+        if meta.scalar(1, "<I") >= len(buffers):
+            raise _Corrupt(f"metadata[{i}] uses a buffer out of range")
+    tensor_counts = [len(sg.tables(_SUBGRAPH_TENSORS, f"subgraphs[{s}].tensors"))
+                     for s, sg in enumerate(subgraphs)]
+    for i, sig in enumerate(model.tables(_MODEL_SIGNATURE_DEFS, "signature_defs")):
+        where = f"signature_defs[{i}]"
+        sig.string(2, f"{where}.signature_key")
+        index = sig.scalar(4, "<I")
+        if index >= len(subgraphs):
+            raise _Corrupt(f"{where} refers to subgraph {index} of {len(subgraphs)}")
+        for slot, name in ((0, "inputs"), (1, "outputs")):
+            for j, tmap in enumerate(sig.tables(slot, f"{where}.{name}")):
+                tmap.string(0, f"{where}.{name}[{j}].name")
+                _check_indices([tmap.scalar(1, "<I")], tensor_counts[index],
+                               f"{where}.{name}[{j}]")
 
     main_tensors = None
     num_tensors = num_operators = 0
@@ -264,6 +311,7 @@ def _walk(r: _Reader, source) -> ModelInfo:
         num_tensors += n
         for slot, name in ((_SUBGRAPH_INPUTS, "inputs"), (_SUBGRAPH_OUTPUTS, "outputs")):
             _check_indices(subgraph.ints(slot, f"{where}.{name}") or [], n, f"{where}.{name}")
+        subgraph.string(_SUBGRAPH_NAME, f"{where}.name")
         operators = subgraph.tables(_SUBGRAPH_OPERATORS, f"{where}.operators")
         num_operators += len(operators)
         for o, op in enumerate(operators):
@@ -271,6 +319,7 @@ def _walk(r: _Reader, source) -> ModelInfo:
             index = op.scalar(_OPERATOR_OPCODE, "<I")
             if index >= len(opcodes):
                 raise _Corrupt(f"{what} uses operator code {index} of {len(opcodes)}")
+            _options(op, what)
             for slot, name in ((_OPERATOR_INPUTS, "inputs"), (_OPERATOR_OUTPUTS, "outputs"),
                                (_OPERATOR_INTERMEDIATES, "intermediates")):
                 # -1 marks an optional input that is not given.
@@ -290,6 +339,30 @@ def _walk(r: _Reader, source) -> ModelInfo:
     )
 
 
+def _options(op: _Table, what: str) -> None:
+    """Operator fields besides inputs/outputs: option tables and byte vectors."""
+    for slot, type_slot in ((_OPERATOR_BUILTIN_OPTIONS, _OPERATOR_BUILTIN_OPTIONS_TYPE),
+                            (_OPERATOR_BUILTIN_OPTIONS_2, _OPERATOR_BUILTIN_OPTIONS_2_TYPE)):
+        pos = op.ref(slot)
+        if pos is None:
+            continue
+        options = op.r.table(pos, f"{what}.builtin_options")
+        options.check_fields()
+        kind = op.scalar(type_slot, "<B")
+        if slot == _OPERATOR_BUILTIN_OPTIONS and kind in _OPTIONS_WITH_INT_VECTOR:
+            options.ints(0, f"{what}.builtin_options vector")
+    custom = op.ref(_OPERATOR_CUSTOM_OPTIONS)
+    if custom is not None:
+        op.r.vector(custom, 1, f"{what}.custom_options")
+    mutating = op.ref(_OPERATOR_MUTATING_VARIABLE_INPUTS)
+    if mutating is not None:
+        op.r.vector(mutating, 1, f"{what}.mutating_variable_inputs")
+    offset = op.scalar(_OPERATOR_LARGE_CUSTOM_OFFSET, "<Q")
+    size = op.scalar(_OPERATOR_LARGE_CUSTOM_SIZE, "<Q")
+    if offset > 1 and offset + size > op.r.n:
+        raise _Corrupt(f"{what}: large custom options point past the end of the file")
+
+
 def _buffer_size(r: _Reader, buffer: _Table, index: int) -> int:
     data = buffer.ref(_BUFFER_DATA)
     size = 0
@@ -304,10 +377,10 @@ def _buffer_size(r: _Reader, buffer: _Table, index: int) -> int:
     return size
 
 
-def _check_indices(indices, n, what, allow_minus_one=False):
+def _check_indices(indices, n, what, allow_minus_one=False, what_kind="tensor"):
     for i in indices:
         if not (0 <= i < n or (allow_minus_one and i == -1)):
-            raise _Corrupt(f"{what} refers to tensor {i} of {n}")
+            raise _Corrupt(f"{what} refers to {what_kind} {i} of {n}")
 
 
 def _tensor(t: _Table, what: str, buffer_sizes: list[int]) -> TensorInfo:
@@ -335,10 +408,26 @@ def _tensor(t: _Table, what: str, buffer_sizes: list[int]) -> TensorInfo:
     qpos = t.ref(_TENSOR_QUANT)
     if qpos is not None:
         q = t.r.table(qpos, f"{what}.quantization")
+        q.floats(_QUANT_MIN, f"{what}.quantization.min")
+        q.floats(_QUANT_MAX, f"{what}.quantization.max")
         scales = q.floats(_QUANT_SCALE, f"{what}.quantization.scale") or []
         zero_points = q.ints(_QUANT_ZERO_POINT, f"{what}.quantization.zero_point", "<q", 8) or []
+        if scales and len(zero_points) != len(scales):
+            # Interpreters read one zero point per scale without checking.
+            raise _Corrupt(f"{what}: {len(scales)} quantization scales but "
+                           f"{len(zero_points)} zero points")
+        dim = q.scalar(_QUANT_DIMENSION, "<i")
+        if len(scales) > 1 and not 0 <= dim < len(shape):
+            raise _Corrupt(f"{what}: quantized dimension {dim} outside shape {shape}")
+        if len(scales) > 1 and shape and shape[dim] != len(scales):
+            raise _Corrupt(f"{what}: {len(scales)} scales for dimension {dim} of size {shape[dim]}")
+        details = q.ref(_QUANT_DETAILS)
+        if details is not None:
+            q.r.table(details, f"{what}.quantization.details").check_fields()
         if scales:
-            quantization = (float(scales[0]), int(zero_points[0]) if zero_points else 0)
+            quantization = (float(scales[0]), int(zero_points[0]))
+    if t.ref(_TENSOR_SPARSITY) is not None:
+        raise _Corrupt(f"{what} is sparse; sparse tensors are not supported by tlx")
     return TensorInfo(name=name, shape=shape, dtype=dtype, quantization=quantization)
 
 
