@@ -263,7 +263,8 @@ def write_report(rows: dict, tf_cold: dict, size: int, repeats: int) -> None:
     ]
     for name, row in rows.items():
         s = row["size"]
-        lines.append(f"| base + `{name.split('-')[1]}` extra | **{s['total_mb']}** | "
+        extra = {"runtime-litert": "runtime", "runtime-tflite": "tflite"}.get(name, name)
+        lines.append(f"| base + `[{extra}]` extra ({row['latency']['backend']}) | **{s['total_mb']}** | "
                      + ", ".join(f"{k} {v}" for k, v in s["largest"].items()) + " |")
     lines += ["", "Goal: under 100 MB.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
