@@ -437,12 +437,27 @@ def test_max_drop_exceeded_exits_non_zero_and_keeps_files_then_reexport_replaces
     assert "Parity on" in result.stdout
 
 
-def test_tiny_model_int8_parity_is_tight(tiny_run, tmp_path):
-    from tlx.export.export import ExportConfig, export_run
+def test_tiny_model_int8_parity_is_tight_and_json_stdout_is_clean(tiny_run, tmp_path):
+    """In a real process: TensorFlow's C++ chatter must not reach stdout, which carries --json."""
+    import subprocess
+    import sys
 
-    result = export_run(ExportConfig(tiny_run, out_dir=tmp_path))
-    int8 = result.summary["parity"]["formats"]["int8"]
-    assert int8["top1_agreement"] >= 0.9 and int8["max_abs_prob_diff"] < 0.1, result.summary["parity"]
+    proc = subprocess.run([sys.executable, "-c", "from tlx.cli import main; main()", "export",
+                           str(tiny_run), "--out", str(tmp_path), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    int8 = summary["parity"]["formats"]["int8"]
+    assert int8["top1_agreement"] >= 0.9 and int8["max_abs_prob_diff"] < 0.1, summary["parity"]
+
+
+def test_max_drop_needs_test_images(tiny_run, tmp_path):
+    bad = copy_run(tiny_run, tmp_path / "run")
+    split = RunDir(bad).read_split()
+    files.write_json(bad / "split.json", Split(classes=split.classes, train=split.train, validation=(),
+                                               test=(), image_size=SIZE).to_json())
+    result = cli(bad, "--max-drop", "1")
+    assert result.exit_code == 1 and "test images" in result.output
 
 
 def test_interrupted_write_leaves_no_file(tiny_run, tmp_path, monkeypatch):

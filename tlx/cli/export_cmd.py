@@ -69,9 +69,11 @@ def export(
             typer.secho(f"Warning: {warning}", fg=typer.colors.YELLOW, err=True)
         if not result.passed:
             gate = result.summary["max_drop"]
-            typer.secho(f"int8 accuracy is {gate['int8_drop_points']:.2f} points below Keras, more than "
-                        f"--max-drop {gate['limit_points']:g}. The files are kept and marked in export.json.",
-                        fg=typer.colors.RED, err=True)
+            drop = gate["int8_drop_points"]
+            what = ("no test image was readable, so the int8 drop is unknown" if drop is None else
+                    f"int8 accuracy is {drop:.2f} points below Keras")
+            typer.secho(f"--max-drop {gate['limit_points']:g}: {what}. The files are kept and "
+                        "marked in export.json.", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_MAX_DROP)
 
 

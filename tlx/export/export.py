@@ -100,6 +100,8 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     backbone_name = train_config.get("backbone")
 
     # Checked before the slow part (loading TensorFlow and the model).
+    if config.max_drop is not None and not split.test:
+        raise TlxError("--max-drop compares accuracy on the run's test images, and split.json lists none.")
     calibration_items: list[tuple[str, int]] = []
     if any(spec.needs_calibration for spec in specs.values()):
         calibration_items = calib.select(split.train, config.calibration_samples, config.calibration_seed)
@@ -181,9 +183,6 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
         test_items = list(split.test)
         if not test_items:
             warnings.append("split.json has no test images: parity not measured.")
-            if config.max_drop is not None:
-                raise TlxError("--max-drop needs test images, and split.json lists none. "
-                               f"The files are written to {out_dir}.")
         else:
             with progress("Test images", len(test_items)) as advance:
                 images = par.load_test_images(test_items, image_size, advance)
@@ -195,10 +194,14 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
 
     gate = None
     passed = True
-    if config.max_drop is not None and report is not None:
-        drop = report.get("int8").accuracy_drop_points
-        passed = drop <= config.max_drop
-        gate = {"limit_points": config.max_drop, "int8_drop_points": drop, "passed": passed}
+    if config.max_drop is not None:
+        if report is None:  # every test image unreadable
+            passed = False
+            gate = {"limit_points": config.max_drop, "int8_drop_points": None, "passed": False}
+        else:
+            drop = report.get("int8").accuracy_drop_points
+            passed = drop <= config.max_drop
+            gate = {"limit_points": config.max_drop, "int8_drop_points": drop, "passed": passed}
 
     removed = _remove_other_formats(out_dir, keep=set(specs))
     summary = {
