@@ -398,7 +398,9 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
             # Test -----------------------------------------------------------
             _banner(log, "Test")
             test = model.evaluate(test_ds, verbose=0, return_dict=True)
-            logits = model.predict(x_test[:9].astype(np.float32), verbose=0)
+            # Nine test images spread over the classes (the split lists them class by class).
+            shown = np.sort(np.random.default_rng(config.seed).permutation(len(x_test))[:9])
+            logits = model.predict(x_test[shown].astype(np.float32), verbose=0)
     except KeyboardInterrupt:
         if job.checkpoint_file:
             log(f"\nInterrupted. The last complete epoch ({job.epochs_done}, phase {job.phase}) is saved in "
@@ -416,7 +418,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
 
     plots.learning_curves(job.history, run.plots / "learning_curves.png")
     predicted = (logits[:, 0] > 0).astype(int) if num_classes == 2 else np.argmax(logits, axis=1)
-    plots.predictions(x_test[:9], y_test[:9], predicted, split.classes, run.plots / "predictions.png")
+    plots.predictions(x_test[shown], y_test[shown], predicted, split.classes, run.plots / "predictions.png")
     summary = summarize(config, split, job.history, metrics, time.perf_counter() - started, run)
     files.write_json(run.checkpoints / STATE, {**job.state(), "finished": True})
     return summary
@@ -457,6 +459,9 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
         head = keras.models.load_model(job.run.checkpoints / job.checkpoint_file)
     else:
         head = build_head(f_train.shape[1], num_classes, config.dropout)
+        # Start from the full model's own initial head, so the cached phase 1 trains the
+        # same weights the tutorial pipeline would.
+        head.get_layer(LOGITS).set_weights(model.get_layer(LOGITS).get_weights())
         compile_phase1(head, num_classes, config.learning_rate)
         _initial(job, head.evaluate(dataset(f_val, y_val, False), verbose=0, return_dict=True))
     if job.epochs_done < config.phase1_epochs:
