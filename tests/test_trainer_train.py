@@ -212,6 +212,26 @@ def test_interrupt_keeps_the_last_checkpoint_and_resume_continues(tmp_path, imag
         resume(run.root, log=lambda _: None)
 
 
+def test_resume_in_cached_phase1_continues_the_head(tmp_path, image_folder):
+    run = RunDir(tmp_path / "out")
+
+    def interrupt(cb, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    config = tiny_config(image_folder, run.root, augment=False, cache_features=True, phase1_epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=lambda _: None, callbacks=[_callback(on_epoch_end=interrupt)])
+    state = json.loads((run.checkpoints / STATE).read_text())
+    assert (state["phase"], state["epochs_done"], state["model"]) == (1, 1, "head")
+    epochs = []
+    resume(run.root, log=lambda _: None,
+           callbacks=[_callback(on_epoch_begin=lambda cb, e, logs=None: epochs.append(e))])
+    assert epochs == [1, 2]  # the second head epoch, then the phase-2 epoch
+    history = json.loads(run.history.read_text())
+    assert len(history["phase1"]["loss"]) == 2 and len(history["phase2"]["loss"]) == 1
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(TlxError, match="not a directory|no config.json"):
         resume(tmp_path / "nothing", log=lambda _: None)

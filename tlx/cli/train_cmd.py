@@ -54,7 +54,7 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Phase 1 learning rate; phase 2 uses a tenth.")]
         = _DEFAULTS.learning_rate,
     fine_tune_at: Annotated[Optional[int], typer.Option(
-        help="First backbone layer trained in phase 2 [default: the backbone's, 100 for mobilenet_v2].",
+        help="First backbone layer trained in phase 2 (default: the backbone's own; 100 for mobilenet_v2).",
         show_default=False)] = None,
     dropout: Annotated[float, typer.Option(help="Dropout rate before the logits layer.")]
         = _DEFAULTS.dropout,
