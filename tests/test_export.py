@@ -262,6 +262,8 @@ def test_parity_in_export_json(export2, export3):
         float32 = parity["formats"]["float32"]
         assert float32["top1_agreement"] == 1.0
         assert float32["max_abs_prob_diff"] < 1e-4
+        assert float32["max_abs_logit_diff"] < 1e-3
+        assert parity["formats"]["int8"]["max_abs_logit_diff"] is None  # quantized output
         int8 = parity["formats"]["int8"]
         # A random-init MobileNetV2 quantizes far worse than a pretrained one (its activation
         # ranges are wide and its logits fragile): a loose bound here; the tiny model below
@@ -408,11 +410,11 @@ def test_max_drop_exceeded_exits_non_zero_and_keeps_files_then_reexport_replaces
     out = tmp_path / "out"
     real_compare = parity.compare
 
-    def pessimistic(name, probs, reference, labels):
+    def pessimistic(name, probs, reference, labels, *args):
         # Make the int8 file look like it gets every image wrong.
         if name == "int8":
             probs = np.roll(reference, 1, axis=1)
-        return real_compare(name, probs, reference, labels)
+        return real_compare(name, probs, reference, labels, *args)
 
     monkeypatch.setattr(parity, "compare", pessimistic)
     result = cli(tiny_run, "--format", "int8", "--out", out, "--max-drop", "1")

@@ -206,3 +206,19 @@ def test_inference_model_drops_augmentation_and_dropout_and_is_deterministic():
     np.testing.assert_allclose(first[:, 1], 1 / (1 + np.exp(-logit)), atol=1e-6)
     with pytest.raises(TlxError, match="labels"):
         build_inference_model(trained, 3)
+
+
+# --- parity --------------------------------------------------------------------------------
+
+def test_centered_logits_recover_logits_up_to_a_shift():
+    from tlx.export.parity import centered_logits, compare
+
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(centered_logits(probs), logits - logits.mean(axis=1, keepdims=True), atol=1e-9)
+    shifted = probs.copy()
+    shifted[0] = np.exp(logits[0] + [0.01, 0, 0]) / np.exp(logits[0] + [0.01, 0, 0]).sum()
+    result = compare("float32", shifted, probs, np.array([0, 1]))
+    assert result.max_abs_logit_diff == pytest.approx(0.01 * 2 / 3, abs=1e-9)
+    assert result.top1_agreement == 1.0 and result.accuracy == 1.0 and result.accuracy_drop_points == 0
+    assert compare("int8", shifted, probs, np.array([0, 1]), float_output=False).max_abs_logit_diff is None

@@ -43,6 +43,10 @@ class FormatParity:
     accuracy_drop_points: float
     #: Largest |probability_file - probability_keras| over all images and labels.
     max_abs_prob_diff: float
+    #: Largest logit difference (float outputs only; None for quantized outputs, whose
+    #: probabilities are steps of 1/256). The files output probabilities, so logits are
+    #: recovered as log p centered per image: softmax cannot see a shift common to all logits.
+    max_abs_logit_diff: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -86,9 +90,10 @@ def keras_probabilities(model, images: TestImages, batch_size: int = 32) -> np.n
 
 
 def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str = "<model>",
-                         advance: Advance | None = None) -> np.ndarray:
+                         advance: Advance | None = None) -> tuple[np.ndarray, bool]:
     """Run the file through tlx.runtime.Classifier (what `tlx predict` and a device run) on
-    uint8 pixels (n, h, w, 3), one image at a time; dequantized float32 probabilities (n, labels)."""
+    uint8 pixels (n, h, w, 3), one image at a time. Returns dequantized float32 probabilities
+    (n, labels) and whether the output tensor is float."""
     from tlx.runtime import Classifier
 
     classifier = Classifier(model_content, source=source)
@@ -102,12 +107,21 @@ def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str =
             results.append(classifier.run(image))
             if advance is not None:
                 advance(1)
-        return np.stack(results) if results else np.zeros((0, classifier.num_classes), np.float32)
+        probs = np.stack(results) if results else np.zeros((0, classifier.num_classes), np.float32)
+        return probs, classifier.output_quantization is None
     finally:
         classifier.close()
 
 
-def compare(name: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> FormatParity:
+def centered_logits(probs: np.ndarray) -> np.ndarray:
+    """Logits up to softmax's shift invariance: log p minus its per-image mean (p clipped at
+    1e-30 so saturated probabilities stay finite)."""
+    log_p = np.log(np.clip(probs.astype(np.float64), 1e-30, None))
+    return log_p - log_p.mean(axis=1, keepdims=True)
+
+
+def compare(name: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndarray,
+            float_output: bool = True) -> FormatParity:
     n = len(labels)
     if n == 0:
         return FormatParity(name, float("nan"), float("nan"), float("nan"), float("nan"))
@@ -121,6 +135,8 @@ def compare(name: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndar
         accuracy=accuracy,
         accuracy_drop_points=round(100.0 * (keras_accuracy - accuracy), 6),
         max_abs_prob_diff=float(np.max(np.abs(probs - reference))),
+        max_abs_logit_diff=(float(np.max(np.abs(centered_logits(probs) - centered_logits(reference))))
+                            if float_output else None),
     )
 
 
@@ -131,18 +147,19 @@ def measure(keras_model, files: dict[str, bytes], images: TestImages,
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == images.labels)) if len(images) else float("nan")
     results = []
     for name, content in files.items():
-        probs = tflite_probabilities(content, images.pixels, name, advance)
-        results.append(compare(name, probs, reference, images.labels))
+        probs, float_output = tflite_probabilities(content, images.pixels, name, advance)
+        results.append(compare(name, probs, reference, images.labels, float_output))
     return ParityReport(len(images), keras_accuracy, tuple(results))
 
 
 def format_table(report: ParityReport) -> str:
     """The terminal table."""
-    rows = [("format", "top-1 agree", "accuracy", "drop (pts)", "max |dp|"),
-            ("keras", "-", _pct(report.keras_accuracy), "-", "-")]
+    rows = [("format", "top-1 agree", "accuracy", "drop (pts)", "max |dp|", "max |dlogit|"),
+            ("keras", "-", _pct(report.keras_accuracy), "-", "-", "-")]
     for f in report.formats:
+        logit = "-" if f.max_abs_logit_diff is None else f"{f.max_abs_logit_diff:.2e}"
         rows.append((f.format, _pct(f.top1_agreement), _pct(f.accuracy),
-                     f"{f.accuracy_drop_points:+.2f}", f"{f.max_abs_prob_diff:.2e}"))
+                     f"{f.accuracy_drop_points:+.2f}", f"{f.max_abs_prob_diff:.2e}", logit))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
                        for i, cell in enumerate(row)) for row in rows]
