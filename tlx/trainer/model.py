@@ -51,9 +51,11 @@ def build_classifier(backbone: BackboneSpec, num_classes: int, image_size: tuple
         base = backbone.build((height, width, 3), weights)
     base.name = BACKBONE
     base.trainable = False
-    # training=False keeps BatchNorm in inference mode even after the base is unfrozen
-    # in phase 2: otherwise its batch statistics would replace the pretrained moving
-    # averages and wreck what the base has learned (the tutorial's "important note").
+    # The tutorial's "important note": BatchNorm must stay in inference mode when the base
+    # is unfrozen, or batch statistics replace the pretrained moving averages and wreck
+    # what the base has learned. training=False is the tutorial's way; under Keras 3,
+    # fit() overrides it for a nested model (keras-team/keras#20285), so phase 2 also
+    # keeps every BatchNormalization layer non-trainable (tlx.trainer.train.unfreeze).
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
     x = keras.layers.Dropout(dropout, name=DROPOUT)(x)
