@@ -43,7 +43,7 @@ def text_table(result) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def markdown(result) -> str:
+def markdown(result, charts: bool = True) -> str:
     header, rows = table_rows(result)
     env = result.environment
     out = [
@@ -67,8 +67,9 @@ def markdown(result) -> str:
     if result.config.max_drop is not None:
         verdict = "EXCEEDED" if result.failed_drop else "within"
         out += ["", f"int8 drop limit {result.config.max_drop:g} points: {verdict}."]
-    out += ["", "![accuracy against latency](accuracy_vs_latency.png)", ""]
-    out += [f"![confusion {m.name}]({confusion_name(m.name)})" for m in result.models]
+    if charts:
+        out += ["", "![accuracy against latency](accuracy_vs_latency.png)", ""]
+        out += [f"![confusion {m.name}]({confusion_name(m.name)})" for m in result.models]
     return "\n".join(out) + "\n"
 
 
@@ -77,13 +78,24 @@ def confusion_name(model_name: str) -> str:
     return f"confusion_{safe}.png"
 
 
+def _can_plot() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def write(result, out_dir: Path) -> dict[str, Path]:
     """Write every report file into `out_dir`; returns them by kind."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md",
                "chart": out_dir / "accuracy_vs_latency.png"}
+    charts = _can_plot()
     files.write_json(written["json"], result.to_json())
-    files.write_text(written["markdown"], markdown(result))
+    files.write_text(written["markdown"], markdown(result, charts))
+    if not charts:
+        # A device install (numpy, pillow, one interpreter) has no matplotlib: numbers only.
+        del written["chart"]
+        return written
     first_threads = result.config.threads[0]
     points = [(m.name, m.latency[first_threads].p50, m.accuracy.value, m.accuracy.low, m.accuracy.high,
                m.size_bytes) for m in result.models if first_threads in m.latency]
