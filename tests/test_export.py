@@ -29,16 +29,20 @@ SIZE = (32, 32)
 RUNNER = CliRunner()
 
 
-def tiny_backbone():
+def tiny_backbone(unsupported_op: bool = False):
     """A 2-conv stand-in with the registry's interface, for the tests that need a run dir but
-    not a real backbone (bad input, the gate, re-export): converts in a second or two."""
+    not a real backbone (bad input, the gate, re-export): converts in a second or two.
+    `unsupported_op`: a bicubic resize inside, whose op builtin TFLite lacks."""
     import keras
 
     from tlx.trainer.backbones import MINUS_ONE_TO_ONE, BackboneSpec
 
     def build(shape, weights):
         inputs = keras.Input(shape)
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        x = inputs
+        if unsupported_op:
+            x = keras.layers.Resizing(shape[0], shape[1], interpolation="bicubic", name="resize")(x)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
         x = keras.layers.BatchNormalization()(x)
         return keras.Model(inputs, keras.layers.Conv2D(16, 3, activation="relu")(x))
 
@@ -60,7 +64,8 @@ def make_run_dir(root: Path, classes: tuple[str, ...], per_class: int = 15, seed
     test = tuple(item for i, item in enumerate(items) if i % 3 == 0)
 
     keras.utils.set_random_seed(seed)
-    spec = tiny_backbone() if backbone == "tiny" else get_backbone(backbone)
+    spec = (tiny_backbone(backbone == "tiny-unsupported") if backbone.startswith("tiny")
+            else get_backbone(backbone))
     model = build_classifier(spec, len(classes), SIZE, weights=None)
     pixels = np.stack([load_image(path, SIZE) for path, _ in train]).astype(np.float32)
     labels = np.array([label for _, label in train])
@@ -438,6 +443,19 @@ def test_max_drop_exceeded_exits_non_zero_and_keeps_files_then_reexport_replaces
     assert summary["removed_stale_files"] == ["model_int8.tflite"]
     assert "Parity on" in result.stdout
 
+    # A conversion that fails leaves the previous export as it was, export.json included.
+    from tlx.export import convert as convert_mod
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def failing(*args, **kwargs):
+        raise TlxError("The TFLite converter cannot handle the op Foo (layer 'x')")
+
+    monkeypatch.setattr(convert_mod, "convert", failing)
+    result = cli(tiny_run, "--format", "float16", "--out", out)
+    assert result.exit_code == 1 and "Foo" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
 
 def test_tiny_model_int8_parity_is_tight_and_json_stdout_is_clean(tiny_run, tmp_path):
     """In a real process: TensorFlow's C++ chatter must not reach stdout, which carries --json."""
@@ -563,6 +581,15 @@ def test_labels_that_do_not_match_the_model(tiny_run, tmp_path):
     result = cli(bad, "--format", "float32")
     assert result.exit_code == 1
     assert "labels" in result.output
+
+
+def test_op_the_converter_cannot_handle(tmp_path):
+    run = make_run_dir(tmp_path, ("a", "b"), per_class=3, backbone="tiny-unsupported")
+    result = cli(run, "--format", "float32")
+    assert result.exit_code == 1, result.output
+    assert "ResizeBicubic (layer 'backbone/resize')" in result.output, result.output
+    assert "Traceback" not in result.output and "loc(" not in result.output
+    assert not (run / "export" / "model_float32.tflite").exists()
 
 
 def test_unknown_format_lists_valid_ones(tiny_run):

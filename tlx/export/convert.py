@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +35,13 @@ def saved_model(model) -> Iterator[Path]:
 
 def convert(saved_model_dir: str | Path, spec: FormatSpec, *,
             representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
-            output_type: OutputType = OutputType.UINT8) -> bytes:
+            output_type: OutputType = OutputType.UINT8,
+            layer_names: Collection[str] = ()) -> bytes:
     """Convert the SavedModel with the settings of `spec`; returns the flatbuffer.
 
     `representative` (int8 only) yields [float32 batch of raw pixels] lists; its dtype must
     match the graph input (float32), while the .tflite input becomes uint8.
+    `layer_names` (see `layer_names()`) lets an error name the nested layer of an op.
     """
     import tensorflow as tf
 
@@ -69,7 +71,7 @@ def convert(saved_model_dir: str | Path, spec: FormatSpec, *,
     except TlxError:
         raise
     except Exception as exc:
-        raise TlxError(explain_converter_error(exc, spec.name)) from None
+        raise TlxError(explain_converter_error(exc, spec.name, layer_names)) from None
 
 
 #: The converter's error text names each unsupported op as 'tf.OpName' and its source as
@@ -79,7 +81,8 @@ _OP_SUMMARY = re.compile(r"(?:TF Select|Flex) ops: ([\w, ]+)")
 _OP_LOCATION = re.compile(r'fused\["(\w+):", "([^"@]+)')
 
 
-def explain_converter_error(exc: BaseException, format_name: str) -> str:
+def explain_converter_error(exc: BaseException, format_name: str,
+                            layer_names: Collection[str] = ()) -> str:
     """A TlxError message naming the unsupported op(s) and the layer each came from."""
     text = str(exc)
     ops: list[str] = []
@@ -94,7 +97,7 @@ def explain_converter_error(exc: BaseException, format_name: str) -> str:
     layers: dict[str, str] = {}
     for op, path in _OP_LOCATION.findall(text):
         if op in ops and op not in layers:
-            layer = _layer_of(path)
+            layer = _layer_of(path, layer_names)
             if layer:
                 layers[op] = layer
     # The most telling op first: one we can place in a layer.
@@ -105,15 +108,34 @@ def explain_converter_error(exc: BaseException, format_name: str) -> str:
             "Select ops): replace that layer with standard ones, or leave out that format.")
 
 
-def _layer_of(path: str) -> str | None:
-    """'functional_1/augmentation_1/stateless_random_uniform/Op' -> 'augmentation'.
+def _layer_of(path: str, layer_names: Collection[str] = ()) -> str | None:
+    """'tlx_inference_1/backbone_1/resize_1/resize/ResizeBicubic' -> 'backbone/resize'.
 
-    The first component is the model, the last the op; Keras 3 traces each layer under a
-    "name_N" scope."""
-    parts = [p for p in path.split("/") if p]
-    if len(parts) < 3:
+    The first component is the model, the last the op. Keras 3 traces each layer call under
+    a "name_N" scope; op scopes inside a layer have no such suffix. Nested components count
+    while they are such scopes and name layers of the model."""
+    raw = [p for p in path.split("/") if p][1:-1]
+    if not raw:
         return None
-    return _strip_keras_suffix(parts[1])
+    names = set(layer_names)
+    nested = [_strip_keras_suffix(raw[0])]
+    for part in raw[1:]:
+        name = _strip_keras_suffix(part)
+        if name == part or name not in names:
+            break
+        nested.append(name)
+    return "/".join(nested)
+
+
+def layer_names(model) -> set[str]:
+    """Names of the model's layers, nested models included."""
+    names: set[str] = set()
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        names.add(layer.name)
+        stack.extend(getattr(layer, "layers", ()))
+    return names
 
 
 def _strip_keras_suffix(name: str) -> str:

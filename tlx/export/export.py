@@ -111,7 +111,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
                            "Export float formats only (--format float32), or re-run `tlx train`.")
 
     from tlx.export import inference
-    from tlx.export.convert import convert, saved_model
+    from tlx.export.convert import convert, layer_names, saved_model
     from tlx.export.metadata import with_metadata
 
     log(f"Loading {run.model}")
@@ -133,75 +133,42 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
 
     run_id = str(train_config.get("run_id") or run.root.resolve().name)
     model_sha = _sha256(run.model)
-    common_info = {
-        "schema": 1,
-        "tlx_version": tlx.__version__,
-        "run_id": run_id,
-        "model_sha256": model_sha,
-        "backbone": backbone_name,
-        "labels": list(labels),
-        "input": {"height": image_size[0], "width": image_size[1], "channels": 3,
-                  "color": "RGB", "range": [0, 255]},
-        "preprocessing": {
-            "function": "tlx.imaging.load_image",
-            "exif_transpose": True,
-            "alpha": "composited on white",
-            "resize": RESAMPLE.name.lower(),
-            "in_graph": {"normalization": normalization,
-                         "description": "pixels * scale + offset, inside the model"},
-        },
-        "output": {"kind": "probabilities", "activation": "softmax", "num_labels": len(labels)},
-    }
+    common_info = _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization)
 
-    written: dict[str, Path] = {}
+    # Convert everything before writing anything: a converter failure leaves an earlier
+    # export in out_dir untouched and consistent with its export.json.
     contents: dict[str, bytes] = {}
-    file_info: dict[str, dict] = {}
-    _remove_stale_temp_files(out_dir)
+    names = layer_names(model)
     with saved_model(model) as saved:
         for name, spec in specs.items():
             log(f"Converting {name}")
             content = convert(
                 saved, spec,
                 representative=calibration.representative_dataset() if spec.needs_calibration else None,
-                output_type=config.output_type)
-            info = _file_tlx_info(common_info, spec, config.output_type)
-            content = with_metadata(content, labels=list(labels), tlx_info=info,
-                                    name=f"tlx {backbone_name or 'image'} classifier ({name})")
-            path = out_dir / spec.filename
-            files.write_bytes(path, content)
-            written[name] = path
-            contents[name] = content
-            file_info[name] = {"file": spec.filename, "bytes": len(content),
-                               "sha256": hashlib.sha256(content).hexdigest(),
-                               "quantization": spec.quantization.value,
-                               **_tensors(content)}
-            log(f"Wrote {path} ({len(content) / 1e6:.2f} MB)")
+                output_type=config.output_type, layer_names=names)
+            contents[name] = with_metadata(
+                content, labels=list(labels), tlx_info=_file_tlx_info(common_info, spec, config.output_type),
+                name=f"tlx {backbone_name or 'image'} classifier ({name})")
 
-    report = None
-    warnings: list[str] = []
-    if config.parity:
-        test_items = list(split.test)
-        if not test_items:
-            warnings.append("split.json has no test images: parity not measured.")
-        else:
-            with progress("Test images", len(test_items)) as advance:
-                images = par.load_test_images(test_items, image_size, advance)
-            if len(images) == 0:
-                warnings.append("No test image was readable: parity not measured.")
-            else:
-                with progress("Parity", len(images) * len(contents)) as advance:
-                    report = par.measure(model, contents, images, advance)
+    # From here the folder changes: an old export.json would describe files being replaced.
+    _remove_stale_temp_files(out_dir)
+    (out_dir / EXPORT_JSON).unlink(missing_ok=True)
+    written: dict[str, Path] = {}
+    file_info: dict[str, dict] = {}
+    for name, content in contents.items():
+        spec = specs[name]
+        path = out_dir / spec.filename
+        files.write_bytes(path, content)
+        written[name] = path
+        file_info[name] = {"file": spec.filename, "bytes": len(content),
+                           "sha256": hashlib.sha256(content).hexdigest(),
+                           "quantization": spec.quantization.value, **_tensors(content)}
+        log(f"Wrote {path} ({len(content) / 1e6:.2f} MB)")
 
-    gate = None
-    passed = True
-    if config.max_drop is not None:
-        if report is None:  # every test image unreadable
-            passed = False
-            gate = {"limit_points": config.max_drop, "int8_drop_points": None, "passed": False}
-        else:
-            drop = report.get("int8").accuracy_drop_points
-            passed = drop <= config.max_drop
-            gate = {"limit_points": config.max_drop, "int8_drop_points": drop, "passed": passed}
+    report, warnings = (_measure_parity(model, contents, split.test, image_size, progress)
+                        if config.parity else (None, []))
+    gate = _gate(config.max_drop, report)
+    passed = gate is None or gate["passed"]
 
     removed = _remove_other_formats(out_dir, keep=set(specs))
     summary = {
@@ -236,6 +203,52 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     files.write_json(out_dir / EXPORT_JSON, summary)
     return ExportResult(out_dir=out_dir, files=written, parity=report, summary=summary,
                         passed=passed, warnings=warnings)
+
+
+def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization) -> dict:
+    """tlx's own metadata, the part shared by every file (tlx.json inside the .tflite)."""
+    return {
+        "schema": 1,
+        "tlx_version": tlx.__version__,
+        "run_id": run_id,
+        "model_sha256": model_sha,
+        "backbone": backbone_name,
+        "labels": list(labels),
+        "input": {"height": image_size[0], "width": image_size[1], "channels": 3,
+                  "color": "RGB", "range": [0, 255]},
+        "preprocessing": {
+            "function": "tlx.imaging.load_image",
+            "exif_transpose": True,
+            "alpha": "composited on white",
+            "resize": RESAMPLE.name.lower(),
+            "in_graph": {"normalization": normalization,
+                         "description": "pixels * scale + offset, inside the model"},
+        },
+        "output": {"kind": "probabilities", "activation": "softmax", "num_labels": len(labels)},
+    }
+
+
+def _measure_parity(model, contents: dict[str, bytes], test_items, image_size,
+                    progress: Progress) -> tuple[par.ParityReport | None, list[str]]:
+    if not test_items:
+        return None, ["split.json has no test images: parity not measured."]
+    with progress("Test images", len(test_items)) as advance:
+        images = par.load_test_images(list(test_items), image_size, advance)
+    if len(images) == 0:
+        return None, ["No test image was readable: parity not measured."]
+    warnings = [f"{len(images.skipped)} test image(s) unreadable, left out of parity."] if images.skipped else []
+    with progress("Parity", len(images) * len(contents)) as advance:
+        return par.measure(model, contents, images, advance), warnings
+
+
+def _gate(max_drop: float | None, report: par.ParityReport | None) -> dict | None:
+    """The --max-drop verdict for export.json, or None without a limit."""
+    if max_drop is None:
+        return None
+    if report is None:  # every test image unreadable: the drop is unknown, so not within limits
+        return {"limit_points": max_drop, "int8_drop_points": None, "passed": False}
+    drop = report.get("int8").accuracy_drop_points
+    return {"limit_points": max_drop, "int8_drop_points": drop, "passed": drop <= max_drop}
 
 
 def _check_formats(names) -> dict[str, FormatSpec]:
