@@ -274,6 +274,10 @@ def test_parity_in_export_json(export2, export3):
         # ranges are wide and its logits fragile): a loose bound here; the tiny model below
         # and the benchmark hold the tight ones.
         assert int8["top1_agreement"] >= 0.5, parity
+        # The same file on the builtin kernels (tflite-runtime's int8 path) has its own row.
+        builtin = parity["formats"]["int8/builtin"]
+        assert builtin["top1_agreement"] >= 0.5, parity
+        assert set(parity["formats"]) == {"float32", "int8", "int8/builtin"}
         assert 0.0 <= int8["accuracy"] <= 1.0
         assert int8["accuracy_drop_points"] == pytest.approx(
             100 * (parity["keras_accuracy"] - int8["accuracy"]), abs=1e-6)
@@ -430,6 +434,7 @@ def test_max_drop_exceeded_exits_non_zero_and_keeps_files_then_reexport_replaces
     assert summary["status"] == "max_drop_exceeded"
     assert summary["max_drop"]["passed"] is False
     assert summary["max_drop"]["limit_points"] == 1.0
+    assert summary["max_drop"]["measured_on"] == "int8"  # the worse of int8 and int8/builtin
     monkeypatch.undo()
 
     # Exporting again into the same dir replaces it cleanly: a leftover temp file of a killed
@@ -467,8 +472,9 @@ def test_tiny_model_int8_parity_is_tight_and_json_stdout_is_clean(tiny_run, tmp_
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
-    int8 = summary["parity"]["formats"]["int8"]
-    assert int8["top1_agreement"] >= 0.9 and int8["max_abs_prob_diff"] < 0.1, summary["parity"]
+    for row in ("int8", "int8/builtin"):
+        int8 = summary["parity"]["formats"][row]
+        assert int8["top1_agreement"] >= 0.9 and int8["max_abs_prob_diff"] < 0.1, summary["parity"]
 
 
 def test_max_drop_needs_test_images(tiny_run, tmp_path):

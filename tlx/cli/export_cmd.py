@@ -36,7 +36,8 @@ def export(
     max_drop: Annotated[Optional[float], typer.Option(
         "--max-drop", min=0.0, metavar="POINTS",
         help="Exit with code 3 if int8 accuracy on the test split is more than POINTS percentage "
-             "points below the Keras model (files are kept and marked in export.json).",
+             "points below the Keras model, on ai-edge-litert's default kernels or on the builtin "
+             "ones tflite-runtime uses (files are kept and marked in export.json).",
         show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print export.json's content instead of tables.")] = False,
 ) -> None:

@@ -7,7 +7,7 @@ model's, i.e. the trained logits through the same softmax).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -113,6 +113,39 @@ def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str =
         classifier.close()
 
 
+#: Suffix of the extra parity row of a full-integer file run on the builtin kernels.
+BUILTIN_SUFFIX = "/builtin"
+
+
+def builtin_kernel_probabilities(model_content: bytes, pixels: np.ndarray,
+                                 advance: Advance | None = None) -> np.ndarray | None:
+    """The file on ai-edge-litert's builtin kernels, without the default XNNPACK delegate.
+
+    tflite-runtime 2.14 (Raspberry Pi OS Bookworm) runs int8 this way, and those kernels
+    round differently from XNNPACK's: measured identical to tflite-runtime, and a few 1/256
+    steps away from ai-edge-litert's default path. None when ai-edge-litert is missing."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        return None
+    interpreter = Interpreter(model_content=model_content, num_threads=1,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for image in pixels:
+        interpreter.set_tensor(inp["index"], image[np.newaxis].astype(inp["dtype"]))
+        interpreter.invoke()
+        raw = interpreter.get_tensor(out["index"])[0]
+        if out["dtype"] != np.float32:
+            scale, zero_point = out["quantization"]
+            raw = (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+        results.append(raw.astype(np.float32))
+        if advance is not None:
+            advance(1)
+    return np.stack(results) if results else None
+
+
 def centered_logits(probs: np.ndarray) -> np.ndarray:
     """Logits up to softmax's shift invariance: log p minus its per-image mean (p clipped at
     1e-30 so saturated probabilities stay finite)."""
@@ -141,14 +174,20 @@ def compare(name: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndar
 
 
 def measure(keras_model, files: dict[str, bytes], images: TestImages,
-            advance: Advance | None = None) -> ParityReport:
-    """Parity of each {format: tflite bytes} against the Keras inference model."""
+            advance: Advance | None = None, builtin_kernels: Collection[str] = ()) -> ParityReport:
+    """Parity of each {format: tflite bytes} against the Keras inference model, through
+    tlx.runtime (ai-edge-litert's default path: XNNPACK). Formats named in `builtin_kernels`
+    get a second row, "<format>/builtin", run on the builtin kernels as tflite-runtime does."""
     reference = keras_probabilities(keras_model, images)
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == images.labels)) if len(images) else float("nan")
     results = []
     for name, content in files.items():
         probs, float_output = tflite_probabilities(content, images.pixels, name, advance)
         results.append(compare(name, probs, reference, images.labels, float_output))
+        if name in builtin_kernels:
+            probs = builtin_kernel_probabilities(content, images.pixels, advance)
+            if probs is not None:
+                results.append(compare(name + BUILTIN_SUFFIX, probs, reference, images.labels, float_output))
     return ParityReport(len(images), keras_accuracy, tuple(results))
 
 
