@@ -43,10 +43,11 @@ def export(
 ) -> None:
     """Export a trained run to TFLite: raw 0..255 RGB pixels in, one probability per label out.
 
-    The backbone's normalization is inside every file, with standard TFLite Metadata (labels,
-    normalization, image properties) and tlx's own; int8 takes uint8 pixels with scale 1 and
-    zero point 0. After writing, each file is checked against the Keras model on the run's
-    test images.
+    Every file has the backbone's normalization inside, standard TFLite Metadata and tlx's own.
+
+    int8 takes uint8 pixels with scale 1 and zero point 0.
+
+    Each file is then checked against the Keras model on the run's test images.
     """
     with user_errors():
         from tlx.export.export import EXIT_MAX_DROP, ExportConfig, export_run
