@@ -580,6 +580,18 @@ def test_empty_calibration_set(tiny_run, tmp_path):
     assert not (bad / "export").exists()
 
 
+def test_calibration_never_uses_test_images(tiny_run, tmp_path):
+    from tlx.export.export import ExportConfig, export_run
+
+    bad = copy_run(tiny_run, tmp_path / "run")
+    split = RunDir(bad).read_split()
+    # A split that (wrongly) lists the test images under train as well.
+    files.write_json(bad / "split.json", Split(classes=split.classes, train=split.train + split.test,
+                                               validation=(), test=split.test, image_size=SIZE).to_json())
+    result = export_run(ExportConfig(bad, formats=("int8",), parity=False))
+    assert result.summary["calibration"]["used"] == len(split.train)
+
+
 def test_labels_that_do_not_match_the_model(tiny_run, tmp_path):
     bad = copy_run(tiny_run, tmp_path / "run")
     (bad / "labels.txt").write_text("a\nb\n")

@@ -104,7 +104,10 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
         raise TlxError("--max-drop compares accuracy on the run's test images, and split.json lists none.")
     calibration_items: list[tuple[str, int]] = []
     if any(spec.needs_calibration for spec in specs.values()):
-        calibration_items = calib.select(split.train, config.calibration_samples, config.calibration_seed)
+        # Never a test image, even if a hand-edited split lists one under train too.
+        test_paths = {path for path, _ in split.test}
+        train = [item for item in split.train if item[0] not in test_paths]
+        calibration_items = calib.select(train, config.calibration_samples, config.calibration_seed)
         if not calibration_items:
             raise TlxError("The calibration set is empty: split.json lists no training images, and "
                            "int8 is calibrated on training images only (never on test images). "
