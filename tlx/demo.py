@@ -59,7 +59,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     from tlx.export.export import ExportConfig, export_run
     from tlx.report import REPORT, write_report
     from tlx.trainer.config import TrainConfig
-    from tlx.trainer.train import resume, train
+    from tlx.trainer.train import format_summary, resume, train
 
     started = time.perf_counter()
     out = Path(config.out)
@@ -76,14 +76,15 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
         log("      already trained: reusing it")
     elif (run.checkpoints / "state.json").is_file():
         log("      resuming the interrupted training")
-        resume(run.root, log=log)
+        log(format_summary(resume(run.root, log=log)))
     else:
-        train(TrainConfig(data_dir=data.data_dir, out=run.root, backbone=config.backbone,
+        summary = train(TrainConfig(data_dir=data.data_dir, out=run.root, backbone=config.backbone,
                           weights="imagenet", image_size=config.image_size, test_dir=data.test_dir,
                           phase1_epochs=config.phase1_epochs, phase2_epochs=config.phase2_epochs,
                           learning_rate=config.learning_rate,
                           validation_fraction=config.validation_fraction,
                           test_fraction=config.test_fraction, overwrite=True), log=log)
+        log(format_summary(summary))
 
     log("[3/5] Export: float32 and int8 TFLite")
     export_json = run.export / "export.json"

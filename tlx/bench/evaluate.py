@@ -68,8 +68,10 @@ def keras_predictions(model_path, num_labels: int, images: TestImages, batch_siz
     from tlx.export.inference import build_inference_model, load_trained_model
 
     model = build_inference_model(load_trained_model(model_path), num_labels)
-    scores = model.predict(images.pixels.astype(np.float32), batch_size=batch_size, verbose=0)
-    return Predictions(np.argmax(scores, axis=1).astype(np.int64), [])
+    # Plain calls in batches: model.predict would trace a new function per model and warn.
+    scores = [np.asarray(model(images.pixels[i:i + batch_size].astype(np.float32), training=False))
+              for i in range(0, len(images.pixels), batch_size)]
+    return Predictions(np.argmax(np.concatenate(scores), axis=1).astype(np.int64), [])
 
 
 def tensorflow_available() -> bool:

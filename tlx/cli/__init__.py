@@ -5,6 +5,8 @@ commands import their heavy modules inside the function body.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 import tlx
@@ -42,4 +44,7 @@ from tlx.cli import demo_cmd  # noqa: E402,F401
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is not for our users;
+    # TF_CPP_MIN_LOG_LEVEL=0 brings it back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app()

@@ -92,7 +92,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     out_dir = Path(config.out_dir) if config.out_dir is not None else run.export
     labels = run.read_labels()
     split = run.read_split()
-    train_config = run.read_config()
+    train_config = run.read_options()
     run.require(run.model, "the trained Keras model")
     if list(split.classes) and list(split.classes) != labels:
         raise TlxError(f"labels.txt ({labels}) and split.json ({list(split.classes)}) list different "

@@ -74,8 +74,11 @@ def _is_hidden(path) -> bool:
 
 
 def scan_class_folders(root: Path, what: str = "data folder") -> Folder:
-    """List root/<class>/<file>. Errors for a missing folder or one without class folders."""
-    root = Path(root)
+    """List root/<class>/<file>. Errors for a missing folder or one without class folders.
+
+    Paths are absolute: split.json must lead export and bench to the same files from any
+    working directory."""
+    root = Path(root).absolute()
     if not root.exists():
         raise TlxError(f"The {what} {root} does not exist.")
     if not root.is_dir():
