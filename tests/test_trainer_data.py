@@ -65,6 +65,14 @@ def test_no_file_in_two_splits_for_any_seed(seed):
     assert test and val
 
 
+def test_test_set_keeps_the_class_mix_of_validation():
+    files = {c: [f"/d/{c}/{i}.png" for i in range(n)] for c, n in (("a", 125), ("b", 50), ("c", 37))}
+    train, val, test = split_files(("a", "b", "c"), files, seed=0, validation_fraction=0.4,
+                                   test_fraction=0.5)
+    per_class = lambda items: [sum(1 for _, label in items if label == k) for k in range(3)]  # noqa: E731
+    assert per_class(val) == [25, 10, 8] and per_class(test) == [25, 10, 7]
+
+
 def test_tutorial_take_on_reshuffled_dataset_leaks_and_ours_does_not(tmp_path):
     """The tutorial: test = val.take(k); val = val.skip(k) on a dataset reshuffled every
     iteration. Two passes give different 'test' sets, so images drift between them. Our

@@ -22,6 +22,8 @@ h1 { margin-bottom: .2rem; } .sub { color: #5b6475; margin-top: 0; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; }
 th, td { border: 1px solid #d5d9e2; padding: .35rem .6rem; text-align: right; }
 th { background: #f1f3f8; } td:first-child, th:first-child { text-align: left; }
+.headline { font-size: 1.15rem; background: #eef6ee; border: 1px solid #9fcf9f; padding: .8rem 1rem;
+            border-radius: 6px; }
 .incomplete { background: #fff3cd; border: 1px solid #e0b400; padding: .8rem 1rem; border-radius: 6px; }
 figure { display: inline-block; margin: .5rem 1rem .5rem 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #e3e6ee; }
@@ -72,6 +74,26 @@ def _training_section(run: RunDir) -> str:
     return "".join(parts)
 
 
+def _headline(run: RunDir) -> str:
+    """One sentence with what most readers came for: what int8 costs and buys."""
+    bench = files.read_json(run.bench / "bench.json")
+    models = {m["name"]: m for m in bench["models"]}
+    int8, reference = models.get("int8"), models.get(bench["reference"])
+    if int8 is None or reference is None or int8 is reference:
+        return ""
+    def p50(m):
+        first = next(iter(m["latency"].values()), None)
+        return first["p50_ms"] if first else None
+    float32 = models.get("float32")
+    faster = ""
+    if float32 and p50(float32) and p50(int8):
+        faster = f", {p50(float32) / p50(int8):.1f}x faster than float32 ({p50(int8):.1f} ms per image)"
+    smaller = f", {float32['size_bytes'] / int8['size_bytes']:.1f}x smaller" if float32 else ""
+    return (f'<p class="headline">int8: top-1 {100 * int8["accuracy"]["value"]:.1f}% against '
+            f'{100 * reference["accuracy"]["value"]:.1f}% for {html.escape(reference["name"])} '
+            f'({int8["drop_points"]:+.1f} points drop on {bench["n_test"]} test images){smaller}{faster}.</p>')
+
+
 def _bench_section(run: RunDir) -> str:
     from tlx.bench.report import confusion_name
 
@@ -118,6 +140,7 @@ def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
     missing = missing_parts(run)
     sections = [_dataset_section(run), _training_section(run)]
     if (run.bench / "bench.json").is_file():
+        sections.insert(0, _headline(run))
         sections.append(_bench_section(run))
     banner = ""
     if missing:

@@ -165,13 +165,17 @@ def _usable(folder: Folder, pixels: dict, what: str) -> dict[str, list[str]]:
     return usable
 
 
-def _interleave(per_class: list[list[tuple[str, int]]]) -> list[tuple[str, int]]:
-    """Round-robin over classes, so any prefix is as balanced as the classes allow."""
-    out = []
-    longest = max((len(items) for items in per_class), default=0)
-    for i in range(longest):
-        out.extend(items[i] for items in per_class if i < len(items))
-    return out
+def _stratified_counts(sizes: list[int], fraction: float) -> list[int]:
+    """How many of each class to take so that the total is round(sum * fraction) and each
+    class gives its share (largest remainder first): the test set keeps the class mix of
+    the data, and small classes are not emptied out of validation."""
+    total = round(sum(sizes) * fraction)
+    exact = [size * fraction for size in sizes]
+    counts = [int(e) for e in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[:max(0, total - sum(counts))]:
+        counts[i] += 1
+    return [min(count, size) for count, size in zip(counts, sizes)]
 
 
 def _shuffled(paths: list[str], rng: np.random.Generator) -> list[str]:
@@ -188,7 +192,7 @@ def split_files(classes: Sequence[str], files: dict[str, list[str]], *, seed: in
     - `validation_files` given (pre-split layout): `files` is all train, else each class
       gives round(n * validation_fraction) files (at least one, at most n - 1) to validation.
     - `test_files` given: that is the test set. Else round(len(validation) * test_fraction)
-      validation files move to test, taken round-robin over the classes.
+      validation files move to test, each class giving its share (stratified).
     """
     rng = np.random.default_rng(seed)
     index = {name: i for i, name in enumerate(classes)}
@@ -209,9 +213,9 @@ def split_files(classes: Sequence[str], files: dict[str, list[str]], *, seed: in
         validation = [item for items in per_class_val for item in items]
         test = [(p, index[name]) for name in classes for p in sorted(test_files.get(name, []))]
     else:
-        mixed = _interleave(per_class_val)
-        n_test = round(len(mixed) * test_fraction)
-        test, validation = mixed[:n_test], mixed[n_test:]
+        counts = _stratified_counts([len(items) for items in per_class_val], test_fraction)
+        test = [item for items, n in zip(per_class_val, counts) for item in items[:n]]
+        validation = [item for items, n in zip(per_class_val, counts) for item in items[n:]]
     train.sort(key=lambda item: (item[1], item[0]))
     validation.sort(key=lambda item: (item[1], item[0]))
     test.sort(key=lambda item: (item[1], item[0]))
