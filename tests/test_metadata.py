@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, synthetic_image
+from tests.conftest import REPO, synthetic_image
 from tlx.export.metadata import with_metadata
 from tlx.metadata_schema import METADATA_FIELD_NAME, decode, encode, metadata_buffer, \
     read_model_metadata
