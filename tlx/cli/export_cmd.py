@@ -10,6 +10,7 @@ import typer
 
 from tlx.cli import app
 from tlx.cli.common import print_json, user_errors
+from tlx.export.fallback import FallbackMode
 from tlx.export.formats import DEFAULT_FORMATS, ExportFormat, OutputType, describe_formats
 
 
@@ -39,6 +40,14 @@ def export(
              "points below the Keras model, on ai-edge-litert's default kernels or on the builtin "
              "ones tflite-runtime uses (files are kept and marked in export.json).",
         show_default=False)] = None,
+    fallback: Annotated[FallbackMode, typer.Option(
+        "--fallback", case_sensitive=False,
+        help="auto: if int8 accuracy on the run's validation images is more than --max-drop "
+             "points below Keras, keep the layers int8 hurts most in float (ranked by "
+             "TensorFlow's quantization debugger on calibration images), one more per step, "
+             "until it is within --max-drop or the step limit is reached; the steps go to "
+             "export.json, the per-layer errors to fallback_layers.csv and .png. Needs "
+             "--max-drop and --format int8. none (the default): plain int8.")] = FallbackMode.NONE,
     as_json: Annotated[bool, typer.Option("--json", help="Print export.json's content instead of tables.")] = False,
 ) -> None:
     """Export a trained run to TFLite: raw 0..255 RGB pixels in, one probability per label out.
@@ -55,7 +64,8 @@ def export(
 
         names = tuple(f.value for f in formats) if formats else DEFAULT_FORMATS
         config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
-                              calibration_samples=calibration_samples, max_drop=max_drop)
+                              calibration_samples=calibration_samples, max_drop=max_drop,
+                              fallback=fallback)
         log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
         result = export_run(config, progress=_progress_bar, log=log)
 
@@ -64,6 +74,8 @@ def export(
         else:
             for name, path in result.files.items():
                 typer.echo(f"{name:8} {path}  ({path.stat().st_size / 1e6:.2f} MB)")
+            if result.fallback is not None:
+                typer.echo(_fallback_table(result.fallback))
             if result.parity is not None:
                 typer.echo(format_table(result.parity))
             typer.echo(f"Details: {result.out_dir / 'export.json'}")
@@ -77,6 +89,15 @@ def export(
             typer.secho(f"--max-drop {gate['limit_points']:g}: {what}. The files are kept and "
                         "marked in export.json.", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_MAX_DROP)
+
+
+def _fallback_table(result) -> str:
+    from tlx.export.fallback import format_steps
+
+    verdict = "within" if result.passed else "NOT within"
+    return (f"int8 float fallback, decided on the validation images (Keras "
+            f"{result.reference_accuracy:.1%}; chosen step {result.chosen_step.step}, {verdict} "
+            f"--max-drop {result.max_drop_points:g}):\n{format_steps(result)}")
 
 
 @contextlib.contextmanager

@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager
 
+import numpy as np
+
 import tlx
 from tlx import files
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
+from tlx.export.fallback import (LAYERS_CSV, LAYERS_PNG, FallbackMode, FallbackResult, plot_layers,
+                                 repair_int8, write_layers_csv)
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import RESAMPLE
 from tlx.run_dir import RunDir
@@ -60,6 +64,11 @@ class ExportConfig:
     max_drop: float | None = None
     #: Measure parity on the test split (skipping it is for benchmarks only).
     parity: bool = True
+    #: AUTO: when int8 loses more than max_drop points on the run's validation images, keep
+    #: the layers int8 hurts most in float, one more per step, until it is within max_drop
+    #: (tlx.export.fallback.repair_int8). Needs max_drop, the int8 format and validation
+    #: images. NONE: plain int8.
+    fallback: FallbackMode = FallbackMode.NONE
 
 
 @dataclass
@@ -73,6 +82,8 @@ class ExportResult:
     #: False when --max-drop was exceeded.
     passed: bool = True
     warnings: list[str] = field(default_factory=list)
+    #: What --fallback auto did (None without it).
+    fallback: FallbackResult | None = None
 
 
 def export_run(config: ExportConfig, progress: Progress | None = None,
@@ -80,6 +91,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     progress = progress or _no_progress
     log = log or (lambda message: None)
     specs = _check_formats(config.formats)
+    _check_fallback_options(config, specs)
     if config.max_drop is not None:
         if config.max_drop < 0:
             raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop}).")
@@ -102,6 +114,10 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     # Checked before the slow part (loading TensorFlow and the model).
     if config.max_drop is not None and not split.test:
         raise TlxError("--max-drop compares accuracy on the run's test images, and split.json lists none.")
+    if config.fallback == FallbackMode.AUTO and not split.validation:
+        raise TlxError("--fallback auto decides on the run's validation images, and split.json lists "
+                       "none. Re-run `tlx train` with a validation split, or export without "
+                       "--fallback auto.")
     calibration_items: list[tuple[str, int]] = []
     if any(spec.needs_calibration for spec in specs.values()):
         # Never a test image, even if a hand-edited split lists one under train too.
@@ -138,20 +154,35 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     model_sha = _sha256(run.model)
     common_info = _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization)
 
+    # Test images once, for the parity check and the fallback's test report.
+    test_images = (_load_images("Test images", split.test, image_size, progress)
+                   if config.parity and split.test else None)
+
     # Convert everything before writing anything: a converter failure leaves an earlier
     # export in out_dir untouched and consistent with its export.json.
-    contents: dict[str, bytes] = {}
+    converted: dict[str, bytes] = {}
     names = layer_names(model)
+    fallback = None
     with saved_model(model) as saved:
         for name, spec in specs.items():
             log(f"Converting {name}")
-            content = convert(
+            converted[name] = convert(
                 saved, spec,
                 representative=calibration.representative_dataset() if spec.needs_calibration else None,
                 output_type=config.output_type, layer_names=names)
-            contents[name] = with_metadata(
-                content, labels=list(labels), tlx_info=_file_tlx_info(common_info, spec, config.output_type),
-                name=f"tlx {backbone_name or 'image'} classifier ({name})")
+        if config.fallback == FallbackMode.AUTO:
+            fallback = _repair_int8(config, saved, model, calibration, split.validation,
+                                    test_images, image_size, progress, log)
+            if fallback.chosen_step.step > 0:
+                converted["int8"] = fallback.model
+    contents: dict[str, bytes] = {}
+    for name, content in converted.items():
+        info = _file_tlx_info(common_info, specs[name], config.output_type)
+        if fallback is not None and specs[name].quantization is Quantization.INT8:
+            info["float_fallback"] = list(fallback.chosen_step.float_layers)
+        contents[name] = with_metadata(
+            content, labels=list(labels), tlx_info=info,
+            name=f"tlx {backbone_name or 'image'} classifier ({name})")
 
     # From here the folder changes: an old export.json would describe files being replaced.
     _remove_stale_temp_files(out_dir)
@@ -168,12 +199,18 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
                            "quantization": spec.quantization.value, **_tensors(content)}
         log(f"Wrote {path} ({len(content) / 1e6:.2f} MB)")
 
-    report, warnings = (_measure_parity(model, contents, split.test, image_size, progress)
+    removed = _write_fallback_reports(fallback, out_dir)
+
+    report, warnings = (_measure_parity(model, contents, test_images, progress)
                         if config.parity else (None, []))
+    if fallback is not None and not fallback.passed:
+        warnings.append(f"--fallback auto: no step brought int8 within {config.max_drop:g} points on "
+                        f"the validation images; kept the most accurate one (step "
+                        f"{fallback.chosen_step.step}).")
     gate = _gate(config.max_drop, report)
     passed = gate is None or gate["passed"]
 
-    removed = _remove_other_formats(out_dir, keep=set(specs))
+    removed += _remove_other_formats(out_dir, keep=set(specs))
     summary = {
         "status": "ok" if passed else "max_drop_exceeded",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -198,6 +235,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
                                        if {"int8", "float32"} <= set(file_info) else None),
         "parity": report.to_json() if report is not None else None,
         "max_drop": gate,
+        "int8_fallback": fallback.to_json() if fallback is not None else None,
         "removed_stale_files": removed,
         "warnings": warnings,
         "environment": {"python": platform.python_version(), "tensorflow": _tf_version(),
@@ -205,7 +243,64 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     }
     files.write_json(out_dir / EXPORT_JSON, summary)
     return ExportResult(out_dir=out_dir, files=written, parity=report, summary=summary,
-                        passed=passed, warnings=warnings)
+                        passed=passed, warnings=warnings, fallback=fallback)
+
+
+def _check_fallback_options(config: ExportConfig, specs: dict[str, FormatSpec]) -> None:
+    if config.fallback != FallbackMode.AUTO:
+        return
+    if config.max_drop is None:
+        raise TlxError("--fallback auto keeps layers in float until int8 is within --max-drop: "
+                       "add --max-drop POINTS.")
+    if "int8" not in specs:
+        raise TlxError("--fallback auto repairs the int8 file: add --format int8.")
+
+
+def _load_images(label: str, items, image_size, progress: Progress) -> par.TestImages:
+    with progress(label, len(items)) as advance:
+        return par.load_test_images(list(items), image_size, advance)
+
+
+def _repair_int8(config: ExportConfig, saved, model, calibration: calib.CalibrationSet,
+                 validation_items, test_images: par.TestImages | None, image_size,
+                 progress: Progress, log: Callable[[str], None]) -> FallbackResult:
+    """--fallback auto: decided on the validation images against the Keras model's accuracy
+    there; the test images (if any) are only reported."""
+    validation = _load_images("Validation images", validation_items, image_size, progress)
+    if len(validation) == 0:
+        raise TlxError(f"None of the {len(validation_items)} validation images is readable, and "
+                       "--fallback auto decides on them. Check split.json's validation list, or "
+                       "export without --fallback auto.")
+    if validation.skipped:
+        log(f"Skipped {len(validation.skipped)} unreadable validation image(s).")
+    keras_probs = par.keras_probabilities(model, validation)
+    reference = float(np.mean(keras_probs.argmax(axis=1) == validation.labels))
+    has_test = test_images is not None and len(test_images) > 0
+    log(f"int8 float fallback: deciding on {len(validation)} validation images "
+        f"(Keras accuracy {reference:.1%})")
+    return repair_int8(
+        saved, calibration.pixels, validation.pixels, validation.labels,
+        max_drop_points=config.max_drop, reference_accuracy=reference,
+        output_type=config.output_type,
+        test_pixels=test_images.pixels if has_test else None,
+        test_labels=test_images.labels if has_test else None,
+        out_dir=None, log=log)
+
+
+def _write_fallback_reports(fallback: FallbackResult | None, out_dir: Path) -> list[str]:
+    """The per-layer CSV and PNG of --fallback auto, written with the models (not while
+    converting: a failure there leaves an earlier export untouched). Without the fallback, an
+    older export's reports go: the folder describes one model. Returns the names removed."""
+    if fallback is not None:
+        fallback.files["csv"] = write_layers_csv(fallback, out_dir / LAYERS_CSV)
+        fallback.files["png"] = plot_layers(fallback, out_dir / LAYERS_PNG)
+        return []
+    removed = []
+    for name in (LAYERS_CSV, LAYERS_PNG):
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
+            removed.append(name)
+    return removed
 
 
 def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization) -> dict:
@@ -231,12 +326,11 @@ def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, norma
     }
 
 
-def _measure_parity(model, contents: dict[str, bytes], test_items, image_size,
+def _measure_parity(model, contents: dict[str, bytes], images: par.TestImages | None,
                     progress: Progress) -> tuple[par.ParityReport | None, list[str]]:
-    if not test_items:
+    """`images`: the test split as read (None when split.json lists none)."""
+    if images is None:
         return None, ["split.json has no test images: parity not measured."]
-    with progress("Test images", len(test_items)) as advance:
-        images = par.load_test_images(list(test_items), image_size, advance)
     if len(images) == 0:
         return None, ["No test image was readable: parity not measured."]
     warnings = [f"{len(images.skipped)} test image(s) unreadable, left out of parity."] if images.skipped else []
