@@ -219,14 +219,14 @@ def repair_int8(
     else:
         float_model = None
 
-    say("Calibrating and running the quantization debugger")
-    calibrated, debugger, channel_errors = _debugger(saved_model_dir, calibration, debug_samples)
+    say("Calibrating")
+    samples = calibration[:max(1, debug_samples)]
+    calibrating = _calibrating_debugger(saved_model_dir, calibration, samples)
+    calibrated = calibrating.calibrated_model
     graph = _Graph(calibrated)
-    layers = _rank_layers(debugger, graph, metric, channel_errors)
-
+    layers: list = []
     steps: list[FallbackStep] = []
     models: list[bytes] = []
-    groups = _groups(layers, graph)
 
     def try_step(step: int, sensitive: list[str], nodes: list[str]) -> FallbackStep:
         model = _quantize(calibrated, nodes, output_type)
@@ -246,9 +246,14 @@ def repair_int8(
         return result
 
     current = try_step(0, [], [])
+    if not current.within_limit:
+        # Only now the expensive part: the debugger runs float and int8 layer by layer.
+        say("Running the quantization debugger")
+        debugger, channel_errors = _debug(calibrating, samples)
+        layers = _rank_layers(debugger, graph, metric, channel_errors)
     sensitive: list[str] = []
     nodes: list[str] = []
-    for layer, group in groups:
+    for layer, group in _groups(layers, graph):
         if current.within_limit or len(steps) - 1 >= max_steps:
             break
         sensitive.append(layer.layer)
@@ -318,7 +323,9 @@ def _convert_float(saved_model_dir) -> bytes:
         return bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert())
 
 
-def _debugger(saved_model_dir, calibration: np.ndarray, debug_samples: int):
+def _calibrating_debugger(saved_model_dir, calibration: np.ndarray, samples: np.ndarray):
+    """A QuantizationDebugger built from the converter: it calibrates and instruments the
+    model (its calibrated_model is what every step re-quantizes)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -327,17 +334,26 @@ def _debugger(saved_model_dir, calibration: np.ndarray, debug_samples: int):
     # Float builtins next to the int8 ones: the layers we keep in float need them.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]
-    sums = _ChannelSums()
-    samples = calibration[:max(1, debug_samples)]
     try:
         with _quiet(), _no_interpreter_warning():
-            # Built from a converter, the debugger calibrates and instruments the model but
-            # runs it without experimental_preserve_all_tensors, so the float values its
+            return tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=_representative(samples))
+    except Exception as exc:
+        raise TlxError(f"Calibrating the int8 model failed: {_first_line(exc)}") from None
+
+
+def _debug(calibrating, samples: np.ndarray):
+    """Per-layer quantization errors: (debugger with layer_statistics, channel errors)."""
+    import tensorflow as tf
+
+    sums = _ChannelSums()
+    try:
+        with _quiet(), _no_interpreter_warning():
+            # Built from a converter, the debugger runs the instrumented model without
+            # experimental_preserve_all_tensors, so the float values its
             # layer_direct_compare_metrics receive are whatever reused the arena memory
             # (TF 2.21: errors of 0.7 on a tensor that rounds to within 0.2 %). A second
             # debugger built from the instrumented model itself preserves them.
-            calibrating = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=_representative(samples))
             debugger = tf.lite.experimental.QuantizationDebugger(
                 quant_debug_model_content=calibrating.quant_model,
                 debug_dataset=_representative(samples),
@@ -346,8 +362,7 @@ def _debugger(saved_model_dir, calibration: np.ndarray, debug_samples: int):
             debugger.run()
     except Exception as exc:
         raise TlxError(f"The TensorFlow quantization debugger failed: {_first_line(exc)}") from None
-    return (calibrating.calibrated_model, debugger,
-            sums.per_tensor(len(debugger.layer_statistics or {}), len(samples)))
+    return debugger, sums.per_tensor(len(debugger.layer_statistics or {}), len(samples))
 
 
 @contextlib.contextmanager
