@@ -34,13 +34,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # Each module adds its command(s) to `app` when imported.
-from tlx.cli import backbones_cmd  # noqa: E402,F401
-from tlx.cli import predict_cmd  # noqa: E402,F401
-from tlx.cli import bench_cmd  # noqa: E402,F401
+# In pipeline order, which is the order `tlx --help` lists them.
 from tlx.cli import train_cmd  # noqa: E402,F401
 from tlx.cli import export_cmd  # noqa: E402,F401
-from tlx.cli import inspect_cmd  # noqa: E402,F401
+from tlx.cli import predict_cmd  # noqa: E402,F401
+from tlx.cli import bench_cmd  # noqa: E402,F401
 from tlx.cli import demo_cmd  # noqa: E402,F401
+from tlx.cli import backbones_cmd  # noqa: E402,F401
+from tlx.cli import inspect_cmd  # noqa: E402,F401
 
 
 def main() -> None:

@@ -41,9 +41,12 @@ def bench(
         help="Measure `tlx predict` start-up time and peak memory in a fresh process.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print bench.json to stdout.")] = False,
 ) -> None:
-    """Accuracy (with a 95% interval), drop against Keras, latency, size, cold start and
-    memory of every exported model, on the run's held-out test split, through tlx.runtime.
-    Writes RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png."""
+    """Measure what int8 costs and buys: accuracy, latency, size, memory, on held-out images.
+
+    Every exported model (and the Keras model when TensorFlow is installed) on the run's test
+    split, through tlx.runtime: top-1 with a 95% Wilson interval, drop against Keras, latency
+    percentiles per thread count, `tlx predict` cold start and peak memory. Writes
+    RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png."""
     from tlx.bench.bench import BenchConfig, run_bench
     from tlx.bench.report import text_table, write
 

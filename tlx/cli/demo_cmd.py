@@ -32,9 +32,11 @@ def demo(
         = _DEFAULTS.image_size,
     limit: Annotated[int, typer.Option(min=0, help="Images per class (0: all).")] = _DEFAULTS.limit,
 ) -> None:
-    """The whole story on real photos, offline: prepare a dataset, train (pretrained
-    EfficientNet-Lite0, both phases), export float32 + int8, benchmark, and write
-    OUT/run/report.html. Run it again after an interruption to finish where it stopped."""
+    """The whole story on real photos, offline: train, export, bench, report.
+
+    Prepares a dataset, trains (pretrained EfficientNet-Lite0, both phases), exports float32
+    and int8, benchmarks them and writes OUT/run/report.html. Run it again after an
+    interruption to finish where it stopped."""
     from tlx.demo import run_demo
 
     if dataset not in DATASETS:
@@ -50,8 +52,10 @@ def demo(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder (after export and bench).")],
 ) -> None:
-    """Regenerate RUN_DIR/report.html: dataset, learning curves, predictions, float vs int8
-    table, accuracy/latency chart and confusion matrices, in one self-contained file."""
+    """Regenerate RUN_DIR/report.html, one self-contained file.
+
+    Dataset, learning curves, predictions, the float vs int8 table, the accuracy/latency chart
+    and the confusion matrices, images inlined."""
     from tlx.report import missing_parts, write_report
     from tlx.run_dir import RunDir
 

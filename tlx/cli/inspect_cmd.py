@@ -16,9 +16,10 @@ def inspect(
     model: Annotated[Path, typer.Argument(help="A .tflite file.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
-    """Show a .tflite model: operators and their counts (and the type each computes in), input
-    and output tensors with quantization, the standard metadata (labels, normalization),
-    tlx.json and sizes."""
+    """Show what is inside a .tflite model, without TensorFlow.
+
+    Operators and their counts (and the type each computes in), input and output tensors with
+    quantization, the standard metadata (labels, normalization), tlx.json and sizes."""
     with user_errors():
         from tlx.inspect import format_report, inspect_model
 
