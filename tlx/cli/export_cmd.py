@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from tlx.cli import app
-from tlx.cli.common import print_json, user_errors
+from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
 from tlx.export.fallback import FallbackMode
 from tlx.export.formats import DEFAULT_FORMATS, ExportFormat, OutputType, describe_formats
 
@@ -59,7 +59,7 @@ def export(
     Each file is then checked against the Keras model on the run's test images.
     """
     with user_errors():
-        from tlx.export.export import EXIT_MAX_DROP, ExportConfig, export_run
+        from tlx.export.export import ExportConfig, export_run
         from tlx.export.parity import format_table
 
         names = tuple(f.value for f in formats) if formats else DEFAULT_FORMATS
@@ -88,7 +88,7 @@ def export(
                     f"int8 accuracy is {drop:.2f} points below Keras")
             typer.secho(f"--max-drop {gate['limit_points']:g}: {what}. The files are kept and "
                         "marked in export.json.", fg=typer.colors.RED, err=True)
-            raise typer.Exit(EXIT_MAX_DROP)
+            raise typer.Exit(EXIT_QUALITY_GATE)
 
 
 def _fallback_table(result) -> str:

@@ -31,8 +31,6 @@ from tlx.run_dir import RunDir
 
 EXPORT_JSON = "export.json"
 
-#: Exit code of `tlx export` when --max-drop is exceeded (files are kept).
-EXIT_MAX_DROP = 3
 
 #: A progress hook: progress(label, total) -> a context manager yielding advance(n).
 Progress = Callable[[str, int], ContextManager[Callable[[int], None]]]
