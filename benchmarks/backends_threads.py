@@ -41,6 +41,8 @@ REQUIREMENTS = ["-e", f"{REPO}[runtime,tflite]", "matplotlib", "numpy<2", "ml_dt
 DEFAULT_RUNS = ("fashion-mnist", "tuxpaint")
 RESULTS = REPO / "benchmarks" / "results" / "backends_threads.md"
 MAX_LATENCY_RATIO = 0.5
+#: Text after this line in the results file is kept when the script rewrites the file.
+MANUAL_MARKER = "<!-- manual notes below: kept by backends_threads.py -->"
 BACKEND_NAMES = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime"}
 
 
@@ -166,6 +168,8 @@ def main() -> int:
         data, seconds = bench(venv, copy, args.runs, log)
         measured.append((name, data, seconds))
     text = report(measured, args.runs)
+    if args.results.is_file() and MANUAL_MARKER in args.results.read_text():
+        text += "\n" + MANUAL_MARKER + args.results.read_text().split(MANUAL_MARKER, 1)[1]
     files.write_text(args.results, text)
     print(text)
     return 0
