@@ -14,7 +14,7 @@ bench report alone. Accuracy is on the run's whole test split (tflite-runtime's 
 slow on x86: the 10k Fashion-MNIST test set takes a few minutes).
 
     .venv/bin/python benchmarks/float_vs_int8.py          # the runs (once)
-    .venv/bin/python benchmarks/backends_threads.py       # ~5 min with both runs
+    .venv/bin/python benchmarks/backends_threads.py       # ~6.5 min with both runs
     .venv/bin/python benchmarks/backends_threads.py --run runs/float_vs_int8/tuxpaint/run
 
 Writes benchmarks/results/backends_threads.md. Goal (issue 6): int8 p50 at most 0.5x
