@@ -121,8 +121,27 @@ def environment() -> dict:
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
         "cpu": _cpu_name(),
         "cores": __import__("os").cpu_count(),
+        "tlx_commit": _git_commit(),
         "versions": versions,
     }
+
+
+def _git_commit() -> Optional[str]:
+    """The source checkout's commit (with "+changes" when the tree differs), or None for an
+    installed wheel: recorded results say exactly which code produced them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+changes" if dirty else "")) or None
 
 
 def _cpu_name() -> str:

@@ -51,7 +51,8 @@ def markdown(result, charts: bool = True) -> str:
         "",
         f"- date: {env['date']}",
         f"- machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + (f"; tlx commit {env['tlx_commit']}" if env.get("tlx_commit") else ""),
         f"- test split: {result.n_test} images ({len(result.unreadable)} unreadable, left out); "
         f"labels: {', '.join(result.labels)}",
         f"- drop and agreement are against `{result.reference}`; latency is one "
