@@ -26,6 +26,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tlx.bench.bench import environment  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: The issue's limit: int8 at most this fraction of the float32 file.
@@ -84,15 +86,8 @@ def measure(backbone: str) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
+    env = environment()
+    return f"{env['machine']}, {env['cores']} cores, {env['cpu']}"
 
 
 def report(rows: list[dict]) -> str:

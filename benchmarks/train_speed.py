@@ -22,9 +22,7 @@ Writes benchmarks/results/train_speed.md (and .json beside it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tlx import files  # noqa: E402
 from tlx.imaging import is_image_file  # noqa: E402
+from tlx.bench.bench import environment  # noqa: E402
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 CLASSES = ("animals", "food", "plants")
@@ -60,15 +59,8 @@ def link_photos(root: Path) -> dict[str, int]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform()}
+    env = environment()
+    return {"cpu": env["cpu"], "cores": env["cores"], "os": env["machine"]}
 
 
 def main() -> None:

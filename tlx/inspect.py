@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from tlx.runtime import validate as _v
 from tlx.runtime.model_metadata import associated_files, read_labels, read_tlx_metadata

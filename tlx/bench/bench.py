@@ -12,9 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 
 import tlx
-from tlx import files
-from tlx.bench import evaluate, measure, plots
-from tlx.bench.stats import Latency, Proportion, confusion_matrix, wilson
+from tlx.bench import evaluate, measure
+from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 

@@ -149,7 +149,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
             log(f"Skipped {len(calibration.skipped)} unreadable calibration image(s).")
 
     run_id = str(train_config.get("run_id") or run.root.resolve().name)
-    model_sha = _sha256(run.model)
+    model_sha = files.sha256_file(run.model)
     common_info = _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization)
 
     # Test images once, for the parity check and the fallback's test report.
@@ -405,14 +405,6 @@ def _per_class(items, labels) -> dict[str, int]:
         if 0 <= index < len(labels):
             counts[labels[index]] += 1
     return counts
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _remove_stale_temp_files(out_dir: Path) -> None:

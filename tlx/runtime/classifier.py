@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from tlx.errors import ImageError, TlxError
+from tlx.errors import TlxError
 from tlx.imaging import ImageInput, is_image_file, load_image
 from tlx.runtime import backends
 from tlx.runtime.validate import ModelError, check_image_classifier, validate_model

@@ -18,7 +18,6 @@ Importing this module does not import TensorFlow; building the model does.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -29,7 +28,7 @@ from typing import Optional, Union
 import numpy as np
 
 from tlx.errors import TlxError
-from tlx.files import atomic_path
+from tlx.files import atomic_path, sha256_file
 
 #: Stages of Lite0: (repeats, kernel, stride, expand ratio, in channels, out channels).
 STAGES = (
@@ -283,14 +282,6 @@ def cache_dir() -> Path:
     """$XDG_CACHE_HOME/tlx, default ~/.cache/tlx."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tlx"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_path_for(checkpoint: Path, sha256: Optional[str] = None) -> Path:
