@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -110,6 +111,41 @@ def _from_array(array: np.ndarray, name) -> Image.Image:
     if array.dtype != np.uint8:
         raise ImageError(name, f"array dtype {array.dtype} is not uint8 (pixels 0..255)")
     return Image.fromarray(array)
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """A split's images through `load_image`: the readable ones, in order, and the rest."""
+
+    paths: tuple[str, ...]
+    #: uint8 (n, height, width, 3).
+    pixels: np.ndarray
+    #: Class index per image.
+    labels: np.ndarray
+    #: (path, reason) for files that could not be read; they are left out above.
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def load_labelled(items, size: int | tuple[int, int],
+                  advance: Callable[[int], None] | None = None) -> LabelledImages:
+    """(path, label) pairs -> LabelledImages; an unreadable file is skipped, not fatal.
+    `advance(1)` after each file drives a progress bar."""
+    paths, arrays, labels, skipped = [], [], [], []
+    for path, label in items:
+        try:
+            arrays.append(load_image(path, size))
+            paths.append(str(path))
+            labels.append(int(label))
+        except ImageError as exc:
+            skipped.append((str(path), exc.reason))
+        if advance is not None:
+            advance(1)
+    height, width = image_size_tuple(size)
+    pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), np.uint8)
+    return LabelledImages(tuple(paths), pixels, np.asarray(labels, dtype=np.int64), tuple(skipped))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

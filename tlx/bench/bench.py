@@ -199,7 +199,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         result.agreement = wilson(int(np.sum(result.predicted == reference.predicted)), len(images.paths))
         result.drop_points = 100.0 * (reference.accuracy.value - result.accuracy.value)
     failed = drop_exceeded(results, config.max_drop)
-    return BenchResult(config, labels, len(images.paths), images.unreadable, reference.name, results,
+    return BenchResult(config, labels, len(images.paths), images.skipped, reference.name, results,
                        environment(), failed)
 
 

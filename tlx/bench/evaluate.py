@@ -7,38 +7,19 @@ pixels. Images are decoded once and shared by all models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from tlx.errors import ImageError, TlxError
-from tlx.imaging import load_image
+from tlx.errors import TlxError
+from tlx.imaging import LabelledImages, load_labelled
 
 
-@dataclass
-class TestImages:
-    """Decoded test images (uint8, at the model size) and their true labels."""
-
-    paths: list[str]
-    labels: np.ndarray
-    pixels: np.ndarray
-    #: (path, reason) for test files that could not be decoded.
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
-
-
-def load_test_images(items, image_size: tuple[int, int]) -> TestImages:
-    paths, labels, pixels, unreadable = [], [], [], []
-    for path, label in items:
-        try:
-            pixels.append(load_image(path, image_size))
-        except ImageError as exc:
-            unreadable.append((path, exc.reason))
-            continue
-        paths.append(path)
-        labels.append(label)
-    if not pixels:
+def load_test_images(items, image_size: tuple[int, int]) -> LabelledImages:
+    images = load_labelled(items, image_size)
+    if not len(images):
         raise TlxError("None of the test images could be read: nothing to measure.")
-    return TestImages(paths, np.asarray(labels, dtype=np.int64), np.stack(pixels), unreadable)
+    return images
 
 
 @dataclass
@@ -52,7 +33,7 @@ class Predictions:
         return int(np.sum(self.predicted == labels))
 
 
-def tflite_predictions(classifier, images: TestImages) -> Predictions:
+def tflite_predictions(classifier, images: LabelledImages) -> Predictions:
     predicted = np.full(len(images.paths), -1, dtype=np.int64)
     failures = []
     for i, pixels in enumerate(images.pixels):
@@ -63,15 +44,13 @@ def tflite_predictions(classifier, images: TestImages) -> Predictions:
     return Predictions(predicted, failures)
 
 
-def keras_predictions(model_path, num_labels: int, images: TestImages, batch_size: int = 32) -> Predictions:
+def keras_predictions(model_path, num_labels: int, images: LabelledImages) -> Predictions:
     """The trained Keras model, as the exporter's inference model (probabilities)."""
     from tlx.export.inference import build_inference_model, load_trained_model
+    from tlx.export.parity import keras_probabilities
 
     model = build_inference_model(load_trained_model(model_path), num_labels)
-    # Plain calls in batches: model.predict would trace a new function per model and warn.
-    scores = [np.asarray(model(images.pixels[i:i + batch_size].astype(np.float32), training=False))
-              for i in range(0, len(images.pixels), batch_size)]
-    return Predictions(np.argmax(np.concatenate(scores), axis=1).astype(np.int64), [])
+    return Predictions(np.argmax(keras_probabilities(model, images), axis=1).astype(np.int64), [])
 
 
 def tensorflow_available() -> bool:

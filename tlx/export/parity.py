@@ -12,22 +12,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tlx.errors import ImageError, TlxError
-from tlx.imaging import load_image
+from tlx.errors import TlxError
+from tlx.imaging import LabelledImages, load_labelled
 
 Advance = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class TestImages:
-    """The test split read through load_image: uint8 pixels (n, h, w, 3) and label indices."""
-
-    pixels: np.ndarray
-    labels: np.ndarray
-    skipped: tuple[tuple[str, str], ...] = ()
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
+#: The test split as parity reads it (kept as a name for the callers).
+TestImages = LabelledImages
 
 
 @dataclass(frozen=True)
@@ -68,25 +60,17 @@ class ParityReport:
 
 def load_test_images(items: Sequence[tuple[str, int]], image_size: tuple[int, int],
                      advance: Advance | None = None) -> TestImages:
-    arrays, labels, skipped = [], [], []
-    for path, label in items:
-        try:
-            arrays.append(load_image(path, image_size))
-            labels.append(int(label))
-        except ImageError as exc:
-            skipped.append((str(path), exc.reason))
-        if advance is not None:
-            advance(1)
-    height, width = image_size
-    pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), np.uint8)
-    return TestImages(pixels, np.asarray(labels, dtype=np.int64), tuple(skipped))
+    return load_labelled(items, image_size, advance)
 
 
 def keras_probabilities(model, images: TestImages, batch_size: int = 32) -> np.ndarray:
     if len(images) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
-    return np.asarray(model.predict(images.pixels.astype(np.float32), batch_size=batch_size,
-                                    verbose=0), dtype=np.float32)
+    # Plain calls in batches: model.predict traces a new function for every model it sees
+    # and warns about retracing after a few.
+    return np.concatenate([
+        np.asarray(model(images.pixels[i:i + batch_size].astype(np.float32), training=False), np.float32)
+        for i in range(0, len(images), batch_size)])
 
 
 def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str = "<model>",
