@@ -5,10 +5,12 @@ data URIs so the file can be mailed or attached to an issue as it is."""
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 from collections import Counter
 from pathlib import Path
 
+import tlx
 from tlx import files
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
@@ -51,7 +53,10 @@ def _dataset_section(run: RunDir) -> str:
         rows.append([name, *counts])
     rows.append(["all", len(split.train), len(split.validation), len(split.test)])
     skipped = f"<p>{len(split.skipped)} unreadable files were skipped.</p>" if split.skipped else ""
-    return (f"<h2>Dataset</h2><p>{html.escape(split.data_dir)}; images resized to "
+    # Folder names, not absolute paths: the report is meant to be passed around.
+    folder = Path(split.data_dir).name or split.data_dir
+    return (f"<h2>Dataset</h2><p>Folder <code>{html.escape(folder)}</code>, {len(split.classes)} classes; "
+            f"images resized to "
             f"{split.image_size[0]}x{split.image_size[1]}; split seed {split.seed}.</p>"
             + _table(["class", "train", "validation", "test"], rows) + skipped)
 
@@ -149,7 +154,9 @@ def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
                   "<code>tlx report</code>.</p>")
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="sub">{html.escape(str(run.root))}</p>{banner}{"".join(sections)}</body></html>')
+            f'<p class="sub">Run folder <code>{html.escape(run.root.resolve().name)}</code>; written '
+            f'{_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by tlx {tlx.__version__}.</p>{banner}'
+            f'{"".join(sections)}</body></html>')
     path = run.root / REPORT
     files.write_text(path, page)
     return path
