@@ -134,3 +134,26 @@ def test_unreadable_test_image_is_reported_not_fatal(exported_run, tmp_path):
 def test_bad_threads_option():
     result = runner.invoke(app, ["bench", "somewhere", "--threads", "one"])
     assert result.exit_code == 2 and "thread counts" in result.output
+
+
+def test_a_model_failing_on_one_image_is_counted_not_fatal(exported_run):
+    from tlx.bench import evaluate
+    from tlx.run_dir import RunDir
+    from tlx.runtime import Classifier
+
+    split = RunDir(exported_run).read_split()
+    images = evaluate.load_test_images(split.test, tuple(split.image_size))
+    real = Classifier.from_file(exported_run / "export" / "model_int8.tflite")
+
+    class FailsOnSecondImage:  # the real interpreter, except one inference raises
+        calls = 0
+
+        def run(self, pixels):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("invoke failed")
+            return real.run(pixels)
+
+    predictions = evaluate.tflite_predictions(FailsOnSecondImage(), images)
+    assert predictions.predicted[1] == -1 and (predictions.predicted[[0, 2]] >= 0).all()
+    assert predictions.failures == [(images.paths[1], "RuntimeError: invoke failed")]
