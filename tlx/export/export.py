@@ -27,7 +27,7 @@ from tlx.export.fallback import (LAYERS_CSV, LAYERS_PNG, FallbackMode, FallbackR
                                  repair_int8, write_layers_csv)
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import RESAMPLE
-from tlx.run_dir import RunDir
+from tlx.run_dir import RunDir, Split
 
 EXPORT_JSON = "export.json"
 
@@ -88,6 +88,59 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
                log: Callable[[str], None] | None = None) -> ExportResult:
     progress = progress or _no_progress
     log = log or (lambda message: None)
+    specs = _check_request(config)
+    inputs = _read_run(config, specs)
+    model, image_size, normalization = _load_model(inputs, log)
+    calibration = _load_calibration(inputs.calibration_items, image_size, progress, log)
+    model_sha = files.sha256_file(inputs.run.model)
+    tlx_info = _common_tlx_info(inputs.run_id, model_sha, inputs.backbone_name, inputs.labels,
+                                image_size, normalization)
+
+    # Test images once, for the parity check and the fallback's test report.
+    test_images = (_load_images("Test images", inputs.split.test, image_size, progress)
+                   if config.parity and inputs.split.test else None)
+
+    contents, fallback = _convert_all(config, specs, inputs, model, calibration, test_images,
+                                      image_size, tlx_info, progress, log)
+    written, file_info = _write_files(inputs.out_dir, specs, contents, log)
+    removed = _write_fallback_reports(fallback, inputs.out_dir)
+
+    report, warnings = (_measure_parity(model, contents, test_images, progress)
+                        if config.parity else (None, []))
+    if fallback is not None and not fallback.passed:
+        warnings.append(f"--fallback auto: no step brought int8 within {config.max_drop:g} points on "
+                        f"the validation images; kept the most accurate one (step "
+                        f"{fallback.chosen_step.step}).")
+    gate = _gate(config.max_drop, report)
+    passed = gate is None or gate["passed"]
+
+    removed += _remove_other_formats(inputs.out_dir, keep=set(specs))
+    summary = _summary(config, specs, inputs, passed=passed, model_sha=model_sha, image_size=image_size,
+                       calibration=calibration, file_info=file_info, report=report, gate=gate,
+                       fallback=fallback, removed=removed, warnings=warnings)
+    files.write_json(inputs.out_dir / EXPORT_JSON, summary)
+    return ExportResult(out_dir=inputs.out_dir, files=written, parity=report, summary=summary,
+                        passed=passed, warnings=warnings, fallback=fallback)
+
+
+@dataclass(frozen=True)
+class _RunInputs:
+    """What export_run read from the run directory, before loading the model."""
+
+    run: RunDir
+    out_dir: Path
+    labels: list[str]
+    split: Split
+    #: The training options from config.json.
+    options: dict
+    backbone_name: str | None
+    run_id: str
+    #: The training images that calibrate int8 (empty when no format needs calibration).
+    calibration_items: list[tuple[str, int]]
+
+
+def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
+    """The option checks, before any file is read. Returns the formats to export by name."""
     specs = _check_formats(config.formats)
     _check_fallback_options(config, specs)
     if config.max_drop is not None:
@@ -97,17 +150,20 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
             raise TlxError("--max-drop checks the int8 file: add --format int8.")
         if not config.parity:
             raise TlxError("--max-drop needs the parity check.")
+    return specs
 
+
+def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
+    """Reads and cross-checks the run directory's small files and picks the calibration images."""
     run = RunDir(config.run_dir)
     out_dir = Path(config.out_dir) if config.out_dir is not None else run.export
     labels = run.read_labels()
     split = run.read_split()
-    train_config = run.read_options()
+    options = run.read_options()
     run.require(run.model, "the trained Keras model")
     if list(split.classes) and list(split.classes) != labels:
         raise TlxError(f"labels.txt ({labels}) and split.json ({list(split.classes)}) list different "
                        "classes. Are they from the same run? Re-run `tlx train`.")
-    backbone_name = train_config.get("backbone")
 
     # Checked before the slow part (loading TensorFlow and the model).
     if config.max_drop is not None and not split.test:
@@ -126,35 +182,48 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
             raise TlxError("The calibration set is empty: split.json lists no training images, and "
                            "int8 is calibrated on training images only (never on test images). "
                            "Export float formats only (--format float32), or re-run `tlx train`.")
+    return _RunInputs(run=run, out_dir=out_dir, labels=labels, split=split, options=options,
+                      backbone_name=options.get("backbone"),
+                      run_id=str(options.get("run_id") or run.root.resolve().name),
+                      calibration_items=calibration_items)
 
+
+def _load_model(inputs: _RunInputs, log: Callable[[str], None]) -> tuple[object, tuple[int, int], dict]:
+    """Loads model.keras (the slow part) and checks it against config.json.
+    Returns (inference model, image size as (height, width), in-graph normalization)."""
     from tlx.export import inference
-    from tlx.export.convert import convert, layer_names, saved_model
-    from tlx.export.metadata import with_metadata
 
-    log(f"Loading {run.model}")
-    trained = inference.load_trained_model(run.model)
+    log(f"Loading {inputs.run.model}")
+    trained = inference.load_trained_model(inputs.run.model)
     image_size = inference.input_size(trained)
-    configured = train_config.get("image_size")
+    configured = inputs.options.get("image_size")
     if configured is not None and tuple(_pair(configured)) != image_size:
         raise TlxError(f"config.json says image_size {configured} but model.keras takes "
                        f"{image_size[0]}x{image_size[1]} pixels. Are they from the same run?")
-    model = inference.build_inference_model(trained, len(labels))
-    normalization = inference.normalization(trained)
+    model = inference.build_inference_model(trained, len(inputs.labels))
+    return model, image_size, inference.normalization(trained)
 
-    calibration = None
-    if calibration_items:
-        with progress("Calibration images", len(calibration_items)) as advance:
-            calibration = calib.load(calibration_items, image_size, advance)
-        if calibration.skipped:
-            log(f"Skipped {len(calibration.skipped)} unreadable calibration image(s).")
 
-    run_id = str(train_config.get("run_id") or run.root.resolve().name)
-    model_sha = files.sha256_file(run.model)
-    common_info = _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization)
+def _load_calibration(items: list[tuple[str, int]], image_size, progress: Progress,
+                      log: Callable[[str], None]) -> calib.CalibrationSet | None:
+    """The calibration images at the model's input size; None when nothing needs calibration."""
+    if not items:
+        return None
+    with progress("Calibration images", len(items)) as advance:
+        calibration = calib.load(items, image_size, advance)
+    if calibration.skipped:
+        log(f"Skipped {len(calibration.skipped)} unreadable calibration image(s).")
+    return calibration
 
-    # Test images once, for the parity check and the fallback's test report.
-    test_images = (_load_images("Test images", split.test, image_size, progress)
-                   if config.parity and split.test else None)
+
+def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _RunInputs, model,
+                 calibration: calib.CalibrationSet | None, test_images: par.TestImages | None,
+                 image_size, tlx_info: dict, progress: Progress,
+                 log: Callable[[str], None]) -> tuple[dict[str, bytes], FallbackResult | None]:
+    """Every requested format as .tflite bytes with metadata, in memory, and what --fallback
+    auto did (None without it)."""
+    from tlx.export.convert import convert, layer_names, saved_model
+    from tlx.export.metadata import with_metadata
 
     # Convert everything before writing anything: a converter failure leaves an earlier
     # export in out_dir untouched and consistent with its export.json.
@@ -169,19 +238,24 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
                 representative=calibration.representative_dataset() if spec.needs_calibration else None,
                 output_type=config.output_type, layer_names=names)
         if config.fallback == FallbackMode.AUTO:
-            fallback = _repair_int8(config, saved, model, calibration, split.validation,
+            fallback = _repair_int8(config, saved, model, calibration, inputs.split.validation,
                                     test_images, image_size, progress, log)
             if fallback.chosen_step.step > 0:
                 converted["int8"] = fallback.model
     contents: dict[str, bytes] = {}
     for name, content in converted.items():
-        info = _file_tlx_info(common_info, specs[name], config.output_type)
+        info = _file_tlx_info(tlx_info, specs[name], config.output_type)
         if fallback is not None and specs[name].quantization is Quantization.INT8:
             info["float_fallback"] = list(fallback.chosen_step.float_layers)
         contents[name] = with_metadata(
-            content, labels=list(labels), tlx_info=info,
-            name=f"tlx {backbone_name or 'image'} classifier ({name})")
+            content, labels=list(inputs.labels), tlx_info=info,
+            name=f"tlx {inputs.backbone_name or 'image'} classifier ({name})")
+    return contents, fallback
 
+
+def _write_files(out_dir: Path, specs: dict[str, FormatSpec], contents: dict[str, bytes],
+                 log: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Writes each .tflite atomically. Returns the paths and export.json's "files" entries."""
     # From here the folder changes: an old export.json would describe files being replaced.
     _remove_stale_temp_files(out_dir)
     (out_dir / EXPORT_JSON).unlink(missing_ok=True)
@@ -196,28 +270,23 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
                            "sha256": hashlib.sha256(content).hexdigest(),
                            "quantization": spec.quantization.value, **_tensors(content)}
         log(f"Wrote {path} ({len(content) / 1e6:.2f} MB)")
+    return written, file_info
 
-    removed = _write_fallback_reports(fallback, out_dir)
 
-    report, warnings = (_measure_parity(model, contents, test_images, progress)
-                        if config.parity else (None, []))
-    if fallback is not None and not fallback.passed:
-        warnings.append(f"--fallback auto: no step brought int8 within {config.max_drop:g} points on "
-                        f"the validation images; kept the most accurate one (step "
-                        f"{fallback.chosen_step.step}).")
-    gate = _gate(config.max_drop, report)
-    passed = gate is None or gate["passed"]
-
-    removed += _remove_other_formats(out_dir, keep=set(specs))
-    summary = {
+def _summary(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _RunInputs, *,
+             passed: bool, model_sha: str, image_size, calibration: calib.CalibrationSet | None,
+             file_info: dict[str, dict], report: par.ParityReport | None, gate: dict | None,
+             fallback: FallbackResult | None, removed: list[str], warnings: list[str]) -> dict:
+    """The content of export.json."""
+    return {
         "status": "ok" if passed else "max_drop_exceeded",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "tlx_version": tlx.__version__,
-        "run_dir": str(run.root.resolve()),
-        "run_id": run_id,
+        "run_dir": str(inputs.run.root.resolve()),
+        "run_id": inputs.run_id,
         "model_sha256": model_sha,
-        "backbone": backbone_name,
-        "labels": list(labels),
+        "backbone": inputs.backbone_name,
+        "labels": list(inputs.labels),
         "image_size": list(image_size),
         "int8_output_type": OutputType(config.output_type).value if "int8" in specs else None,
         "calibration": None if calibration is None else {
@@ -225,7 +294,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
             "requested": config.calibration_samples,
             "used": len(calibration),
             "seed": config.calibration_seed,
-            "per_class": _per_class(calibration.items, labels),
+            "per_class": _per_class(calibration.items, inputs.labels),
             "skipped": [list(item) for item in calibration.skipped],
         },
         "files": file_info,
@@ -239,9 +308,6 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
         "environment": {"python": platform.python_version(), "tensorflow": _tf_version(),
                         "keras": _keras_version()},
     }
-    files.write_json(out_dir / EXPORT_JSON, summary)
-    return ExportResult(out_dir=out_dir, files=written, parity=report, summary=summary,
-                        passed=passed, warnings=warnings, fallback=fallback)
 
 
 def _check_fallback_options(config: ExportConfig, specs: dict[str, FormatSpec]) -> None:
