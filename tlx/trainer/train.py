@@ -2,8 +2,9 @@
 
 Phase 1: backbone frozen, Adam(lr); evaluated once before training (loss0, accuracy0).
 Phase 2: backbone unfrozen from `fine_tune_at` on, RMSprop(lr / 10), the epoch count
-continues. BatchNorm stays in inference mode in both (the base is called with
-training=False in tlx.trainer.model), so its moving statistics never change.
+continues. BatchNorm stays in inference mode in both: the base is called with
+training=False (tlx.trainer.model) and, because Keras 3's fit() overrides that, phase 2
+keeps the BatchNorm layers frozen (see `unfreeze`); their moving statistics never change.
 
 After every epoch the model (with its optimizer state) and a small state file are
 written to RUN/checkpoints atomically; Ctrl-C leaves the last complete epoch there and
