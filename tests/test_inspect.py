@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.tflite_support import convert_float_and_int8
 from tlx.cli import app
 from tlx.export.metadata import with_metadata
 from tlx.inspect import BUILTIN_OPERATORS, builtin_operator_name, inspect_bytes, inspect_model
@@ -45,29 +46,11 @@ def _tiny_model():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, object]:
     """Paths of {"float32", "int8", "int8_plain" (no metadata)} .tflite files."""
-    import tensorflow as tf
-
     root = tmp_path_factory.mktemp("inspect")
-    saved = root / "saved"
-    _tiny_model().export(str(saved), format="tf_saved_model", verbose=False)
-    float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
-
     rng = np.random.default_rng(0)
     calibration = rng.integers(0, 256, size=(8, SIZE, SIZE, 3)).astype("float32")
-    calibration[0, 0, 0] = 0.0
-    calibration[0, 0, 1] = 255.0
-
-    def representative():
-        for image in calibration:
-            yield [image[None]]
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    int8_model = converter.convert()
+    converted = convert_float_and_int8(_tiny_model(), root, calibration)
+    float_model, int8_model = converted["float32"], converted["int8"]
 
     paths = {}
     for name, data in (("float32", with_metadata(float_model, labels=LABELS,

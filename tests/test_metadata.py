@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, synthetic_image
+from tests.tflite_support import convert_float_and_int8
 from tlx.export.metadata import with_metadata
 from tlx.metadata_schema import METADATA_FIELD_NAME, decode, encode, metadata_buffer, \
     read_model_metadata
@@ -74,30 +75,8 @@ def _images(n_per_class=2, seed=1) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tflite_models(tmp_path_factory) -> dict[str, bytes]:
     """{"float32": bytes, "int8": bytes} without metadata."""
-    import tensorflow as tf
-
-    saved = tmp_path_factory.mktemp("saved") / "model"
-    _tiny_model().export(str(saved), format="tf_saved_model", verbose=False)
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    float_model = converter.convert()
-
-    calibration = _images(n_per_class=4, seed=2).astype("float32")
-    # The full 0..255 range must be seen for an input scale of exactly 1.0.
-    calibration[0, 0, 0] = 0.0
-    calibration[0, 0, 1] = 255.0
-
-    def representative():
-        for image in calibration:
-            yield [image[None]]
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return {"float32": float_model, "int8": converter.convert()}
+    return convert_float_and_int8(_tiny_model(), tmp_path_factory.mktemp("saved"),
+                                  _images(n_per_class=4, seed=2).astype("float32"))
 
 
 @pytest.fixture(scope="module")
