@@ -256,8 +256,19 @@ def test_probe_reports_outcomes(models, tmp_path):
 # --- backends -----------------------------------------------------------------------------
 
 def test_unknown_backend_lists_valid_ones(models):
-    with pytest.raises(TlxError, match="litert, tflite-runtime, tensorflow"):
+    with pytest.raises(TlxError, match="litert, litert-builtin, tflite-runtime, tensorflow"):
         Classifier.from_file(models / "int8.tflite", backend="onnx")
+
+
+def test_litert_builtin_kernels_backend(models):
+    """ai-edge-litert without XNNPACK (how tflite-runtime runs int8): same classes."""
+    pytest.importorskip("ai_edge_litert")
+    default = Classifier.from_file(models / "int8.tflite", backend="litert")
+    builtin = Classifier.from_file(models / "int8.tflite", backend="litert-builtin")
+    image = default.preprocess(colour_image((200, 30, 30)))
+    assert builtin.backend == "litert-builtin"
+    assert builtin.classify(image, top_k=1)[0].index == default.classify(image, top_k=1)[0].index
+    assert np.abs(builtin.run(image) - default.run(image)).max() <= 8 / 256
 
 
 def test_backend_aliases():

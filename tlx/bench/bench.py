@@ -166,7 +166,7 @@ def model_name(path: Path) -> str:
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
-    from tlx.runtime.backends import AUTO_ORDER, BACKENDS, resolve_name
+    from tlx.runtime.backends import BACKENDS, resolve_name
 
     if config.max_drop is not None and config.max_drop < 0:
         raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
@@ -187,7 +187,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
 
     backends = [resolve_name(config.backend)]
     if config.compare_backends:
-        backends = [name for name in AUTO_ORDER if _installed(BACKENDS[name])]
+        backends = [name for name in BACKENDS if name != "tensorflow" and _installed(BACKENDS[name])]
     for path in tflite_paths:
         for backend in backends:
             name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"

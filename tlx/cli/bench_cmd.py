@@ -28,7 +28,8 @@ def bench(
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")] = 5,
     backend: Annotated[Optional[str], typer.Option(
-        help="Interpreter backend: litert, tflite-runtime or tensorflow. Default: the first "
+        help="Interpreter backend: litert, litert-builtin (no XNNPACK), tflite-runtime or tensorflow. "
+             "Default: the first "
              "installed of litert and tflite-runtime.")] = None,
     compare_backends: Annotated[bool, typer.Option(
         "--compare-backends", help="Run every .tflite on each installed backend, side by side.")] = False,

@@ -10,15 +10,12 @@ import typer
 
 from tlx.cli import app
 from tlx.cli.common import print_json, user_errors
+from tlx.runtime.backends import AUTO, BACKENDS
 
 
-class BackendChoice(str, Enum):
-    """Interpreter backends for --backend (the registry keys of tlx.runtime.backends)."""
-
-    auto = "auto"
-    litert = "litert"
-    tflite_runtime = "tflite-runtime"
-    tensorflow = "tensorflow"
+#: Interpreter backends for --backend: "auto" and the registry keys (light to import:
+#: the registry names modules, it does not import them).
+BackendChoice = Enum("BackendChoice", {name: name for name in (AUTO, *BACKENDS)}, type=str)
 
 
 @app.command("predict")

@@ -74,13 +74,14 @@ def keras_probabilities(model, images: TestImages, batch_size: int = 32) -> np.n
 
 
 def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str = "<model>",
-                         advance: Advance | None = None) -> tuple[np.ndarray, bool]:
+                         advance: Advance | None = None,
+                         backend: str | None = None) -> tuple[np.ndarray, bool]:
     """Run the file through tlx.runtime.Classifier (what `tlx predict` and a device run) on
     uint8 pixels (n, h, w, 3), one image at a time. Returns dequantized float32 probabilities
     (n, labels) and whether the output tensor is float."""
     from tlx.runtime import Classifier
 
-    classifier = Classifier(model_content, source=source)
+    classifier = Classifier(model_content, source=source, backend=backend)
     try:
         if classifier.input_quantization not in (None, (1.0, 0)):
             scale, zero_point = classifier.input_quantization
@@ -103,31 +104,17 @@ BUILTIN_SUFFIX = "/builtin"
 
 def builtin_kernel_probabilities(model_content: bytes, pixels: np.ndarray,
                                  advance: Advance | None = None) -> np.ndarray | None:
-    """The file on ai-edge-litert's builtin kernels, without the default XNNPACK delegate.
+    """The file on ai-edge-litert's builtin kernels, without the default XNNPACK delegate
+    (tlx.runtime's "litert-builtin" backend). tflite-runtime 2.14 (Raspberry Pi OS Bookworm)
+    runs int8 this way, and those kernels round differently from XNNPACK's: measured
+    identical to tflite-runtime, and a few 1/256 steps away from ai-edge-litert's default
+    path. None when ai-edge-litert is missing."""
+    from tlx.errors import MissingDependencyError
 
-    tflite-runtime 2.14 (Raspberry Pi OS Bookworm) runs int8 this way, and those kernels
-    round differently from XNNPACK's: measured identical to tflite-runtime, and a few 1/256
-    steps away from ai-edge-litert's default path. None when ai-edge-litert is missing."""
     try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
+        return tflite_probabilities(model_content, pixels, advance=advance, backend="litert-builtin")[0]
+    except MissingDependencyError:
         return None
-    interpreter = Interpreter(model_content=model_content, num_threads=1,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for image in pixels:
-        interpreter.set_tensor(inp["index"], image[np.newaxis].astype(inp["dtype"]))
-        interpreter.invoke()
-        raw = interpreter.get_tensor(out["index"])[0]
-        if out["dtype"] != np.float32:
-            scale, zero_point = out["quantization"]
-            raw = (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
-        results.append(raw.astype(np.float32))
-        if advance is not None:
-            advance(1)
-    return np.stack(results) if results else None
 
 
 def centered_logits(probs: np.ndarray) -> np.ndarray:

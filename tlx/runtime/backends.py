@@ -8,6 +8,7 @@ runtime exists to avoid, so it is never a silent fallback.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class Backend:
     distribution: str
     #: The tlx-edge install extra that brings it.
     extra: str
-    #: Picks the Interpreter class out of the imported module.
+    #: Picks the Interpreter class (or a factory with the same arguments) out of the module.
     get_class: Callable[[Any], type]
 
 
@@ -36,9 +37,19 @@ def _tf_interpreter(module) -> type:
     return module.lite.Interpreter
 
 
+def _litert_builtin(module):
+    # ai-edge-litert without its default XNNPACK delegate: the builtin kernels, which
+    # tflite-runtime 2.14 (Raspberry Pi OS Bookworm) also uses for int8. Their rounding
+    # differs from XNNPACK's by a few 1/256 steps, so export's parity checks both.
+    return functools.partial(module.Interpreter, experimental_op_resolver_type=(
+        module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+
+
 BACKENDS: dict[str, Backend] = {
     "litert": Backend("litert", "ai_edge_litert.interpreter", "ai-edge-litert", "runtime",
                       lambda m: m.Interpreter),
+    "litert-builtin": Backend("litert-builtin", "ai_edge_litert.interpreter", "ai-edge-litert", "runtime",
+                              _litert_builtin),
     "tflite-runtime": Backend("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime",
                               "tflite", lambda m: m.Interpreter),
     "tensorflow": Backend("tensorflow", "tensorflow", "tensorflow", "train-cpu", _tf_interpreter),
