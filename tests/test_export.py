@@ -338,32 +338,15 @@ def test_terminal_table_has_every_format(run2, export2):
 
 _VENV_SCRIPT = r"""
 import json, sys
-import numpy as np
-from tlx.imaging import load_image
 from tlx.runtime import Classifier
 mode, images = sys.argv[1], json.loads(sys.argv[2])
+# "builtin": ai-edge-litert with its builtin kernels only (no XNNPACK), like tflite-runtime's int8
+backend = "litert-builtin" if mode == "builtin-kernels" else None
 out = {}
 for model in sys.argv[3:]:
-    clf = Classifier.from_file(model, num_threads=1)
-    out[model] = {"backend": clf.backend, "labels": clf.labels}
-    if mode == "classifier":
-        out[model]["scores"] = [clf.run(clf.preprocess(path)).tolist() for path in images]
-    else:  # ai-edge-litert with its builtin kernels only: no XNNPACK, like tflite-runtime's int8
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-        it = Interpreter(model_path=model, num_threads=1,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        it.allocate_tensors()
-        inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-        scores = []
-        for path in images:
-            it.set_tensor(inp["index"], load_image(path, tuple(inp["shape"][1:3]))[None].astype(inp["dtype"]))
-            it.invoke()
-            raw = it.get_tensor(outp["index"])[0]
-            if outp["dtype"] != np.float32:
-                scale, zero = outp["quantization"]
-                raw = (raw.astype(np.float32) - np.float32(zero)) * np.float32(scale)
-            scores.append(raw.tolist())
-        out[model]["scores"] = scores
+    clf = Classifier.from_file(model, num_threads=1, backend=backend)
+    out[model] = {"backend": clf.backend, "labels": clf.labels,
+                  "scores": [clf.run(clf.preprocess(path)).tolist() for path in images]}
 out["tensorflow_imported"] = any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
 print(json.dumps(out))
 """
