@@ -6,26 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tlx import files
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+from tlx.charts import pyplot, save_png
 
 
 def accuracy_vs_latency(points, path: Path) -> None:
     """points: (name, p50 ms, accuracy, ci_low, ci_high, size_bytes) per model."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, p50, accuracy, low, high, size in points:
         ax.errorbar([p50], [accuracy * 100], yerr=[[(accuracy - low) * 100], [(high - accuracy) * 100]],
@@ -37,12 +23,12 @@ def accuracy_vs_latency(points, path: Path) -> None:
     ax.set_title("Accuracy (95% Wilson interval) against latency")
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
-    _save(fig, path)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
 
 
 def confusion(matrix: np.ndarray, labels, title: str, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(labels)
     size = max(3.5, 0.55 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -57,5 +43,5 @@ def confusion(matrix: np.ndarray, labels, title: str, path: Path) -> None:
         for j in range(n):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                     color="white" if top and matrix[i, j] > top / 2 else "black", fontsize=8)
-    _save(fig, path)
+    save_png(fig, path, dpi=110)
     plt.close(fig)

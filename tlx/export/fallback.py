@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tlx.errors import TlxError
+from tlx.files import atomic_path
 from tlx.export.calibration import cover_full_range
 from tlx.export.formats import OutputType
 
@@ -607,8 +608,7 @@ def write_layers_csv(result: FallbackResult, path: str | Path) -> Path:
     chosen = set(result.chosen_step.float_nodes)
     columns = ["rank", "layer", "op", "channel_error", "rmse_over_scale", "mean_squared_error",
                "max_abs_error", "scale", "zero_point", "float_in_chosen", "added_at_step", "tensor"]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for layer in result.layers:
@@ -616,18 +616,15 @@ def write_layers_csv(result: FallbackResult, path: str | Path) -> Path:
             row["float_in_chosen"] = layer.tensor in chosen
             row["added_at_step"] = added.get(layer.layer, "")
             writer.writerow({k: row[k] for k in columns})
-    tmp.replace(path)
     return path
 
 
 def plot_layers(result: FallbackResult, path: str | Path, top: int = 30) -> Path:
     """Left: the `top` most sensitive layers by the ranking metric (float ones highlighted).
     Right: validation accuracy and file size per step, with the limit."""
-    import matplotlib
+    from tlx.charts import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = Path(path)
     chosen = set(result.chosen_step.float_layers)
     shown = result.layers[:top]
@@ -663,10 +660,8 @@ def plot_layers(result: FallbackResult, path: str | Path, top: int = 30) -> Path
     right.set_title(f"chosen: step {result.chosen_step.step}"
                     + ("" if result.passed else " (limit not met)"))
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    save_png(fig, path, dpi=100, tight=False)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -11,27 +11,13 @@ from typing import Sequence
 
 import numpy as np
 
-from tlx import files
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+from tlx.charts import pyplot, save_png
 
 
 def learning_curves(history: dict, path: Path) -> Path:
     """Accuracy and loss (train and validation) over both phases, the start of
     fine-tuning marked, as the tutorial plots them. `history` is history.json's content."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     p1, p2 = history.get("phase1", {}), history.get("phase2", {})
@@ -64,7 +50,7 @@ def learning_curves(history: dict, path: Path) -> Path:
             ax.set_title(title)
         ax.set_xlabel("epoch")
         fig.tight_layout()
-        _save(fig, Path(path))
+        save_png(fig, Path(path))
     finally:
         plt.close(fig)
     return Path(path)
@@ -73,7 +59,7 @@ def learning_curves(history: dict, path: Path) -> Path:
 def predictions(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
                 classes: Sequence[str], path: Path) -> Path:
     """Up to 9 images in a 3x3 grid titled 'predicted (true: ...)'; wrong ones in red."""
-    plt = _pyplot()
+    plt = pyplot()
     fig = plt.figure(figsize=(10, 10))
     try:
         for i in range(min(9, len(images))):
@@ -84,7 +70,7 @@ def predictions(images: np.ndarray, true: Sequence[int], predicted: Sequence[int
                          color="black" if ok else "red")
             ax.axis("off")
         fig.tight_layout()
-        _save(fig, Path(path))
+        save_png(fig, Path(path))
     finally:
         plt.close(fig)
     return Path(path)
