@@ -16,6 +16,7 @@ from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
+from tlx.versions import installed
 
 KERAS = "keras"
 
@@ -105,14 +106,8 @@ class BenchResult:
 
 
 def environment() -> dict:
-    import importlib.metadata as md
-
-    versions = {}
-    for dist in ("numpy", "pillow", "ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "keras"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
+    versions = installed("numpy", "pillow", "ai-edge-litert", "tflite-runtime", "tensorflow",
+                         "tensorflow-cpu", "keras")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tlx": tlx.__version__,

@@ -19,7 +19,7 @@ from typing import ContextManager
 import numpy as np
 
 import tlx
-from tlx import files
+from tlx import files, versions
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
@@ -305,8 +305,8 @@ def _summary(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _RunInp
         "int8_fallback": fallback.to_json() if fallback is not None else None,
         "removed_stale_files": removed,
         "warnings": warnings,
-        "environment": {"python": platform.python_version(), "tensorflow": _tf_version(),
-                        "keras": _keras_version()},
+        "environment": {"python": platform.python_version(), "tensorflow": versions.tensorflow(),
+                        "keras": versions.installed("keras").get("keras")},
     }
 
 
@@ -493,19 +493,3 @@ def _remove_other_formats(out_dir: Path, keep: set[str]) -> list[str]:
             path.unlink()
             removed.append(spec.filename)
     return removed
-
-
-def _tf_version() -> str | None:
-    try:
-        import tensorflow as tf
-        return tf.__version__
-    except ImportError:
-        return None
-
-
-def _keras_version() -> str | None:
-    try:
-        import keras
-        return keras.__version__
-    except ImportError:
-        return None

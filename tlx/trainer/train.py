@@ -28,6 +28,8 @@ import tlx
 from tlx import files
 from tlx.errors import MissingDependencyError, TlxError
 from tlx.run_dir import RunDir
+from tlx.versions import installed as installed_versions
+from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
 from tlx.trainer.backbones import get_backbone, parse_weights
 from tlx.trainer.config import Strategy, TrainConfig
@@ -55,14 +57,10 @@ def require_training_dependencies() -> None:
 
 
 def versions() -> dict:
-    out = {"tlx": tlx.__version__, "python": platform.python_version()}
-    for name in ("tensorflow", "keras", "numpy", "PIL", "matplotlib"):
-        try:
-            module = __import__(name)
-            out["pillow" if name == "PIL" else name] = getattr(module, "__version__", "unknown")
-        except ImportError:
-            out[name] = None
-    return out
+    found = installed_versions("keras", "numpy", "pillow", "matplotlib")
+    return {"tlx": tlx.__version__, "python": platform.python_version(),
+            "tensorflow": tensorflow_version(),
+            **{name: found.get(name) for name in ("keras", "numpy", "pillow", "matplotlib")}}
 
 
 # -- the model in its phases ---------------------------------------------------
