@@ -79,9 +79,8 @@ def _training_section(run: RunDir) -> str:
     return "".join(parts)
 
 
-def _headline(run: RunDir) -> str:
+def _headline(bench: dict) -> str:
     """One sentence with what most readers came for: what int8 costs and buys."""
-    bench = files.read_json(run.bench / "bench.json")
     models = {m["name"]: m for m in bench["models"]}
     int8, reference = models.get("int8"), models.get(bench["reference"])
     if int8 is None or reference is None or int8 is reference:
@@ -99,10 +98,9 @@ def _headline(run: RunDir) -> str:
             f'({int8["drop_points"]:+.1f} points drop on {bench["n_test"]} test images){smaller}{faster}.</p>')
 
 
-def _bench_section(run: RunDir) -> str:
+def _bench_section(run: RunDir, bench: dict) -> str:
     from tlx.bench.report import confusion_name
 
-    bench = files.read_json(run.bench / "bench.json")
     rows = []
     for m in bench["models"]:
         acc = m["accuracy"]
@@ -145,8 +143,9 @@ def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
     missing = missing_parts(run)
     sections = [_dataset_section(run), _training_section(run)]
     if (run.bench / "bench.json").is_file():
-        sections.insert(0, _headline(run))
-        sections.append(_bench_section(run))
+        bench = files.read_json(run.bench / "bench.json")
+        sections.insert(0, _headline(bench))
+        sections.append(_bench_section(run, bench))
     banner = ""
     if missing:
         banner = ('<p class="incomplete"><b>Incomplete run.</b> Missing: ' + html.escape(", ".join(missing))

@@ -225,7 +225,9 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
     result = _model_result(name, path, classifier.backend, labels, images, predictions)
     for threads in config.threads:
         progress(f"Timing {name}, {threads} thread(s)")
-        timed = Classifier.from_file(path, num_threads=threads, backend=backend)
+        # The evaluation's interpreter already has the first thread count.
+        timed = classifier if threads == config.threads[0] else Classifier.from_file(
+            path, num_threads=threads, backend=backend)
         result.latency[threads] = measure.interpreter_latency(timed, images.pixels[0], config.runs,
                                                               config.warmup)
     if config.cold_start:
