@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tlx import files  # noqa: E402
+from tlx.bench.report import cpu_lines  # noqa: E402
 
 VENV = REPO / ".venvs" / "bench-backends"
 #: Both backends in one venv: tflite-runtime 2.14 needs numpy 1; ml_dtypes 0.5 needs numpy 2.
@@ -94,6 +95,7 @@ def report(measured: list[tuple[str, dict, float]], runs: int) -> str:
         f"(runs `tlx bench RUN --compare-backends --threads 1,2 --no-keras --no-cold-start --runs {runs} "
         "--warmup 10` in the venv below)",
         f"- Machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
+        *cpu_lines(env),
         f"- Venv `.venvs/bench-backends` (no TensorFlow): tlx {env['tlx']}, "
         + ", ".join(f"{k} {val}" for k, val in v.items()),
         "- Models: the float32 and int8 files of benchmarks/float_vs_int8.py's runs (EfficientNet-Lite0, "

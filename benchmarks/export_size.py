@@ -26,7 +26,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tlx.bench.bench import environment  # noqa: E402
+from tlx import machine as tlx_machine  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -86,8 +86,7 @@ def measure(backbone: str) -> dict:
 
 
 def machine() -> str:
-    env = environment()
-    return f"{env['machine']}, {env['cores']} cores, {env['cpu']}"
+    return tlx_machine.current().summary()
 
 
 def report(rows: list[dict]) -> str:

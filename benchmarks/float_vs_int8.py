@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tlx import files  # noqa: E402
+from tlx.bench.report import cpu_lines  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "float_vs_int8.md"
 #: Goals from issue 6.
@@ -240,6 +241,7 @@ def section(record: dict, command: str) -> str:
         "",
         f"- Date: {env['date']}; command: `{command}`",
         f"- Machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
+        *cpu_lines(env),
         "- Versions: tlx " + env["tlx"] + ", " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         f"- Data: {data}",
         f"- Training: {recipe}",

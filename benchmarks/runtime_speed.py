@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -206,18 +205,14 @@ def main() -> None:
 
 
 def write_report(rows: dict, tf_cold: dict, size: int, repeats: int) -> None:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from tlx import machine
+
+    here = machine.current()
     lines = [
         "# Runtime speed and size",
         "",
         f"Recorded {datetime.date.today().isoformat()} by `benchmarks/runtime_speed.py` on "
-        f"{platform.machine()} ({cpu}, {os.cpu_count()} cores, shared with other jobs), "
-        f"Python {platform.python_version()}.",
+        f"{here.summary()} (shared with other jobs; load average {machine.load_average()}).",
         f"Model: MobileNetV2 alpha 1.0, {size}x{size}, 10 classes, full-int8 (uint8 in/out), "
         "random weights. Image: a 640x480 JPEG (quality 90). 1 interpreter thread.",
         "Venvs hold the base install plus one backend (no TensorFlow).",

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tlx import files  # noqa: E402
 from tlx.imaging import is_image_file  # noqa: E402
-from tlx.bench.bench import environment  # noqa: E402
+from tlx import machine as tlx_machine  # noqa: E402
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 CLASSES = ("animals", "food", "plants")
@@ -59,8 +59,7 @@ def link_photos(root: Path) -> dict[str, int]:
 
 
 def machine() -> dict:
-    env = environment()
-    return {"cpu": env["cpu"], "cores": env["cores"], "os": env["machine"]}
+    return tlx_machine.current(extra_packages=("tensorflow", "keras")).to_json()
 
 
 def main() -> None:
@@ -158,7 +157,9 @@ def write_report(args, backbone, weights, size, counts, results) -> None:
         f"Recorded {record['date']} with `benchmarks/train_speed.py --epochs {args.epochs}`.",
         "",
         f"- Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, no GPU "
-        f"({record['machine']['os']}); shared with other jobs while it ran, so absolute times are noisy.",
+        f"({record['machine']['os']}; int8-relevant features: "
+        f"{', '.join(record['machine'].get('cpu_features', [])) or 'none'}); shared with other jobs "
+        "while it ran, so absolute times are noisy.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
         f"- Data: Debian tuxpaint-stamps-default photos, {counts} (cartoon/greyscale folders left out); "
         f"split seed {args.seed}: {images['train']} train, {images['validation']} validation, "

@@ -67,6 +67,13 @@ def test_bench_reports_every_model_on_the_test_split(exported_run):
                  "confusion_float32.png", "confusion_int8.png"):
         assert (bench_dir / name).stat().st_size > 0, name
     assert "| int8 |" in (bench_dir / "bench.md").read_text()
+    # Every record says which CPU and which int8-relevant instruction sets it was timed on.
+    from tlx import machine
+    here = machine.current()
+    assert report["environment"]["cpu"] == here.cpu
+    assert report["environment"]["cpu_features"] == list(here.cpu_features)
+    assert "int8-relevant CPU features: " + (", ".join(here.cpu_features) or "none") in \
+        (bench_dir / "bench.md").read_text()
 
 
 def test_without_keras_the_first_tflite_is_the_reference(exported_run):

@@ -117,7 +117,9 @@ def _bench_section(run: RunDir, bench: dict) -> str:
         "<h2>Float vs int8</h2>",
         f"<p>{bench['n_test']} held-out test images, through tlx.runtime; drop against "
         f"<code>{html.escape(str(bench['reference']))}</code>. {html.escape(env['date'])}, "
-        f"{html.escape(env['cpu'])}, Python {html.escape(env['python'])}.</p>",
+        f"{html.escape(env['cpu'])}, Python {html.escape(env['python'])}."
+        + (f" int8-relevant CPU features: {html.escape(', '.join(env['cpu_features']) or 'none')}; "
+           f"{html.escape(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
         _table(["model", "size MB", "top-1 % [95% CI]", "drop pts", "p50 ms (1 image)", "cold start s"], rows),
         _image(run.bench / "accuracy_vs_latency.png", "Accuracy against latency"),
     ]

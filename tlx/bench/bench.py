@@ -4,7 +4,6 @@ installed) on the run's held-out test split, through tlx.runtime."""
 from __future__ import annotations
 
 import datetime
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -12,11 +11,11 @@ from typing import Callable, Optional
 import numpy as np
 
 import tlx
+from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
-from tlx.versions import installed
 
 KERAS = "keras"
 
@@ -106,17 +105,16 @@ class BenchResult:
 
 
 def environment() -> dict:
-    versions = installed("numpy", "pillow", "ai-edge-litert", "tflite-runtime", "tensorflow",
-                         "tensorflow-cpu", "keras")
+    """The machine record (tlx.machine: CPU, int8-relevant features, OS, versions) plus when
+    and with which tlx code; keys "machine", "cpu", "cores", "python" stay for older readers."""
+    record = machine.current(extra_packages=("tensorflow", "tensorflow-cpu", "keras")).to_json()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tlx": tlx.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
-        "cpu": _cpu_name(),
-        "cores": __import__("os").cpu_count(),
+        **record,
+        "machine": f"{record['architecture']}, {record['os']}",
+        "load_average": machine.load_average(),
         "tlx_commit": _git_commit(),
-        "versions": versions,
     }
 
 
@@ -136,16 +134,6 @@ def _git_commit() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return (commit + ("+changes" if dirty else "")) or None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def exported_models(run: RunDir) -> list[Path]:

@@ -43,6 +43,19 @@ def text_table(result) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def cpu_lines(env: dict) -> list[str]:
+    """The int8-relevant CPU features and what they mean for int8 speed (records written
+    before tlx.machine have neither: nothing is printed for them)."""
+    if "cpu_features" not in env:
+        return []
+    lines = [f"- int8-relevant CPU features: {', '.join(env['cpu_features']) or 'none'}; "
+             f"{env['int8_expectation']}"]
+    if env.get("load_average"):
+        lines.append("- load average (1, 5, 15 min) at the end: "
+                     + ", ".join(f"{x:.2f}" for x in env["load_average"]))
+    return lines
+
+
 def markdown(result, charts: bool = True) -> str:
     header, rows = table_rows(result)
     env = result.environment
@@ -51,6 +64,7 @@ def markdown(result, charts: bool = True) -> str:
         "",
         f"- date: {env['date']}",
         f"- machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
+        *cpu_lines(env),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         + (f"; tlx commit {env['tlx_commit']}" if env.get("tlx_commit") else ""),
         f"- test split: {result.n_test} images ({len(result.unreadable)} unreadable, left out); "
