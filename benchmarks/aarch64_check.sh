@@ -89,7 +89,7 @@ log "4. test models and images (built natively with the main venv)"
 MODELS="$("$PY" - <<EOF
 import sys; sys.path.insert(0, "$REPO")
 from pathlib import Path
-from tests.test_runtime_helpers import build_models
+from tests.runtime_support import build_models
 print(build_models(Path("$WORK/models")))
 EOF
 )"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_runtime_helpers import LABELS, MODELS, SIZE, colour_image, models_folder
+from tests.runtime_support import LABELS, MODELS, SIZE, colour_image, models_folder
 from tlx.errors import ImageError, MissingDependencyError, TlxError
 from tlx.imaging import load_image
 from tlx.runtime import Classifier, ModelError, Prediction, validate_model
@@ -229,7 +229,7 @@ def test_model_that_is_not_an_image_classifier(models):
 
 
 def test_labels_that_do_not_match_outputs(models, tmp_path):
-    from tests.test_runtime_helpers import annotate
+    from tests.runtime_support import annotate
     path = tmp_path / "m.tflite"
     path.write_bytes((models / "int8_nometa.tflite").read_bytes())
     annotate(path, labels=["a", "b"])

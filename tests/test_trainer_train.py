@@ -17,7 +17,8 @@ from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 from tlx.trainer import backbones
 from tlx.trainer.config import TrainConfig
-from tlx.trainer.train import STATE, feature_model, resume, train
+from tlx.trainer.model import feature_model
+from tlx.trainer.train import STATE, resume, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,7 +136,7 @@ def test_batchnorm_statistics_do_not_change_in_phase2(tmp_path, image_folder):
     for key, value in record["before"].items():
         np.testing.assert_array_equal(value, record["after"][key], err_msg=key)
     fine_tune_at = TINY_SPEC.default_fine_tune_at
-    # Layers from fine_tune_at on train, except BatchNorm (see tlx.trainer.train.unfreeze).
+    # Layers from fine_tune_at on train, except BatchNorm (see tlx.trainer.model.unfreeze).
     names = record["names"]
     assert record["trainable"] == [i >= fine_tune_at and not names[i].startswith("bn")
                                    for i in range(len(names))]

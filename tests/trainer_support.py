@@ -19,6 +19,7 @@ try:  # tests/ imported as a package, or as a folder on sys.path
 except ImportError:
     from conftest import REPO, make_image_folder  # noqa: F401
 from tlx.trainer.backbones import MINUS_ONE_TO_ONE, BackboneSpec
+from tlx.trainer.weights import load_weights_file
 
 TINY = "tiny_test"
 
@@ -34,7 +35,7 @@ def _build_tiny(input_shape, weights):
         x = keras.layers.ReLU(name=f"relu{i}")(x)
     model = keras.Model(inputs, x, name="tiny")
     if weights not in (None, "imagenet"):
-        backbones.load_weights_file(model, weights)
+        load_weights_file(model, weights)
     return model
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 
 COLUMNS = ("name", "image size", "fine-tune at", "normalization", "weights", "weights source")

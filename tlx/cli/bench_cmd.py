@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import user_errors
 from tlx.datasets import DATASETS
 from tlx.demo import DemoConfig

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
 from tlx.export.fallback import FallbackMode
 from tlx.export.formats import DEFAULT_FORMATS, ExportFormat, OutputType, describe_formats

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 
 

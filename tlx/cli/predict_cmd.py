@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 from tlx.runtime.backends import AUTO, BACKENDS
 

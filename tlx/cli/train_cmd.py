@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlx.cli import app
+from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 from tlx.imaging import DEFAULT_MAX_PIXELS
 from tlx.trainer.config import Strategy, TrainConfig
@@ -76,7 +76,7 @@ def train(
         typer.echo(message, err=json_output)
 
     with user_errors():
-        from tlx.trainer.train import format_summary, require_training_dependencies
+        from tlx.trainer.train import format_summary
         from tlx.trainer.train import resume as resume_run
         from tlx.trainer.train import train as train_run
 
@@ -84,7 +84,6 @@ def train(
             if data_dir is not None or out is not None:
                 raise typer.BadParameter("--resume continues a run with its saved options: "
                                          "pass only --resume RUN_DIR (and --json).")
-            require_training_dependencies()
             summary = resume_run(resume, log=log)
         else:
             if data_dir is None:
@@ -100,8 +99,6 @@ def train(
                 phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, learning_rate=learning_rate,
                 fine_tune_at=fine_tune_at, dropout=dropout, cache_features=cache_features,
                 strategy=strategy, max_pixels=max_pixels, overwrite=overwrite)
-            config.validate()
-            require_training_dependencies()
             summary = train_run(config, log=log)
     if json_output:
         print_json(summary)

@@ -40,8 +40,8 @@ def associated_files(model: bytes) -> list[str]:
 
 
 def read_tlx_metadata(model: bytes) -> dict | None:
-    """tlx's own metadata (labels, image_size, backbone, preprocessing, run_id, tlx_version,
-    ...) from the model's tlx.json, or None when the model carries none."""
+    """tlx's own metadata (labels, input height and width, backbone, preprocessing, run_id,
+    tlx_version, ...) from the model's tlx.json, or None when the model carries none."""
     data = _read_member(model, TLX_FILE)
     if data is None:
         return None

@@ -29,6 +29,8 @@ import numpy as np
 
 from tlx.errors import TlxError
 from tlx.files import atomic_path, sha256_file
+from tlx.trainer.weights import (STATUS_CACHED, STATUS_MISSING, STATUS_OFFLINE, assign_weights,
+                                 load_weights_file)
 
 #: Stages of Lite0: (repeats, kernel, stride, expand ratio, in channels, out channels).
 STAGES = (
@@ -202,39 +204,8 @@ def load_npz(path: Union[str, os.PathLike]) -> dict[str, list[np.ndarray]]:
     return {layer: [v[i] for i in sorted(v)] for layer, v in weights.items()}
 
 
-# --------------------------------------------------------------------------------------
-# Assigning weights: check everything first, then assign
-
-
-def assign_weights(model, weights: dict[str, list[np.ndarray]], source: str) -> None:
-    """Set every weighted layer of `model` from `weights` ({layer name: arrays}).
-
-    All shapes are compared before anything is assigned, so a file that does not fit leaves
-    the model untouched; the error names the first layer (in model order) that does not fit.
-    Entries for layers the model lacks (e.g. the ImageNet head for a feature extractor) are ignored.
-    """
-    plan = []
-    for layer in model.layers:
-        expected = [tuple(v.shape) for v in layer.weights]
-        if not expected:
-            continue
-        arrays = weights.get(layer.name)
-        if arrays is None:
-            raise TlxError(f"{source} does not fit the backbone: no weights for layer '{layer.name}' "
-                           f"(expects shapes {expected}).")
-        got = [tuple(np.shape(a)) for a in arrays]
-        if got != expected:
-            raise TlxError(f"{source} does not fit the backbone: layer '{layer.name}' expects shapes "
-                           f"{expected}, the file has {got}.")
-        plan.append((layer, arrays))
-    for layer, arrays in plan:
-        layer.set_weights(arrays)
-
-
 def load_weights_path(model, path) -> None:
     """--weights PATH for Lite0: a .pth checkpoint, a converted .npz or a Keras .weights.h5."""
-    from tlx.trainer import backbones
-
     path = Path(path)
     if not path.is_file():
         raise TlxError(f"--weights {path}: no such file. Use imagenet, none or a path to "
@@ -245,7 +216,7 @@ def load_weights_path(model, path) -> None:
     elif suffix == ".npz":
         weights = load_npz(path)
     else:
-        backbones.load_weights_file(model, path)
+        load_weights_file(model, path)
         return
     assign_weights(model, weights, f"--weights {path}")
 
@@ -323,9 +294,9 @@ def imagenet_weights() -> dict[str, list[np.ndarray]]:
 
 
 def weights_status() -> str:
-    """For `tlx backbones`: "missing package", "cached" or "offline" (convertible now)."""
+    """For `tlx backbones`: STATUS_MISSING, STATUS_CACHED or STATUS_OFFLINE (convertible now)."""
     try:
         checkpoint = checkpoint_path()
     except WeightsPackageMissing:
-        return "missing package"
-    return "cached" if cache_path_for(checkpoint).is_file() else "offline"
+        return STATUS_MISSING
+    return STATUS_CACHED if cache_path_for(checkpoint).is_file() else STATUS_OFFLINE

@@ -4,7 +4,7 @@ Phase 1: backbone frozen, Adam(lr); evaluated once before training (loss0, accur
 Phase 2: backbone unfrozen from `fine_tune_at` on, RMSprop(lr / 10), the epoch count
 continues. BatchNorm stays in inference mode in both: the base is called with
 training=False (tlx.trainer.model) and, because Keras 3's fit() overrides that, phase 2
-keeps the BatchNorm layers frozen (see `unfreeze`); their moving statistics never change.
+keeps the BatchNorm layers frozen (see tlx.trainer.model.unfreeze); their moving statistics never change.
 
 After every epoch the model (with its optimizer state) and a small state file are
 written to RUN/checkpoints atomically; Ctrl-C leaves the last complete epoch there and
@@ -33,7 +33,8 @@ from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
 from tlx.trainer.backbones import get_backbone, parse_weights
 from tlx.trainer.config import Strategy, TrainConfig
-from tlx.trainer.model import BACKBONE, DROPOUT, LOGITS, POOL, build_classifier, num_outputs
+from tlx.trainer.model import (BACKBONE, LOGITS, build_classifier, build_head, compile_phase1,
+                              compile_phase2, copy_head, feature_model, unfreeze)
 
 Log = Callable[[str], None]
 
@@ -61,86 +62,6 @@ def versions() -> dict:
     return {"tlx": tlx.__version__, "python": platform.python_version(),
             "tensorflow": tensorflow_version(),
             **{name: found.get(name) for name in ("keras", "numpy", "pillow", "matplotlib")}}
-
-
-# -- the model in its phases ---------------------------------------------------
-
-def loss_and_metric(num_classes: int):
-    import keras
-
-    if num_classes == 2:
-        # One logit: the accuracy threshold is 0 on the logit, not 0.5 on a probability.
-        return (keras.losses.BinaryCrossentropy(from_logits=True),
-                keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"))
-    return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
-
-
-def compile_phase1(model, num_classes: int, learning_rate: float) -> None:
-    import keras
-
-    loss, metric = loss_and_metric(num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[metric])
-
-
-def unfreeze(model, fine_tune_at: int) -> None:
-    """Train the backbone's layers from `fine_tune_at` on; the earlier ones stay frozen,
-    and so do all BatchNormalization layers.
-
-    Why BatchNorm too: the tutorial relies on `base(x, training=False)` to keep BatchNorm
-    in inference mode, but in Keras 3 `fit()` calls the outer model with training=True and
-    the functional graph passes that down, overriding the training=False recorded on the
-    base's node (keras-team/keras#20285; seen with Keras 3.15). Keras 3 BatchNormalization
-    runs in inference mode whenever the layer is not trainable, so freezing it is what
-    actually keeps the pretrained moving statistics (the tutorial's "important note").
-    The cost: BatchNorm's gamma/beta are not fine-tuned either.
-    """
-    import keras
-
-    base = model.get_layer(BACKBONE)
-    base.trainable = True
-    for layer in _all_layers(base):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-    for layer in base.layers[:fine_tune_at]:
-        layer.trainable = False
-
-
-def _all_layers(layer):
-    """Every layer inside `layer`, descending into nested models."""
-    for child in getattr(layer, "layers", []):
-        yield child
-        yield from _all_layers(child)
-
-
-def compile_phase2(model, num_classes: int, learning_rate: float) -> None:
-    import keras
-
-    loss, metric = loss_and_metric(num_classes)
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate / 10), loss=loss, metrics=[metric])
-
-
-def feature_model(model):
-    """The full model up to the pooled backbone features (no augmentation in it: the
-    caller made the model with augment=False)."""
-    import keras
-
-    return keras.Model(model.input, model.get_layer(POOL).output, name="features")
-
-
-def build_head(feature_dim: int, num_classes: int, dropout: float):
-    """Dropout + Dense on pooled features, named like the full model's layers so its
-    weights go into the full model's "logits" layer unchanged."""
-    import keras
-
-    inputs = keras.Input(shape=(feature_dim,), name="features")
-    x = keras.layers.Dropout(dropout, name=DROPOUT)(inputs)
-    outputs = keras.layers.Dense(num_outputs(num_classes), name=LOGITS)(x)
-    return keras.Model(inputs, outputs, name="head")
-
-
-def copy_head(head, model) -> None:
-    model.get_layer(LOGITS).set_weights(head.get_layer(LOGITS).get_weights())
 
 
 def make_strategy(strategy: Strategy):
