@@ -11,6 +11,9 @@ import typer
 from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 from tlx.runtime.backends import AUTO, BACKENDS
+from tlx.runtime.stream import StreamConfig
+
+_STREAM = StreamConfig()
 
 
 #: Interpreter backends for --backend: "auto" and the registry keys (light to import:
@@ -22,9 +25,11 @@ BackendChoice = Enum("BackendChoice", {name: name for name in (AUTO, *BACKENDS)}
 def predict(
     model: Annotated[Path, typer.Argument(help="The .tflite model (from `tlx export`).",
                                           show_default=False)],
-    images: Annotated[List[Path], typer.Argument(
-        help="Image files and/or folders (folders are searched recursively for images).",
-        show_default=False)],
+    images: Annotated[Optional[List[str]], typer.Argument(
+        help="Image files and/or folders (searched recursively for images); or video files "
+             "(.mp4 .avi .mkv .mov) and rtsp:// / http:// stream URLs, classified frame by frame; "
+             "with --camera: the camera (an index, /dev/videoN or picamera2).",
+        show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to show per image.")] = 3,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="Interpreter threads (default: the backend's choice).")] = None,
@@ -32,12 +37,36 @@ def predict(
         "--backend", case_sensitive=False,
         help="Interpreter: auto = ai-edge-litert if installed, else tflite-runtime. "
              "TensorFlow only when named.")] = BackendChoice.auto,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON document instead of tables (streams: JSON Lines, one "
+                       "object per frame).")] = False,
     fast_jpeg: Annotated[bool, typer.Option(
         "--fast-jpeg", help="Decode large JPEGs at reduced scale first: faster, pixels within "
                             "about 1 level of 255 of the full decode (not bit-identical).")] = False,
+    camera: Annotated[bool, typer.Option(
+        "--camera", help="Classify a camera live: the one named after it (an index, /dev/videoN, "
+                         "or picamera2 for the Pi camera module), else the Pi camera module if "
+                         "Picamera2 sees one, else camera 0. Needs the 'camera' extra "
+                         "(OpenCV) or Picamera2. Ctrl-C stops it.")] = False,
+    every: Annotated[int, typer.Option(
+        "--every", min=1, help="Streams: classify every Nth frame.")] = _STREAM.every,
+    max_frames: Annotated[Optional[int], typer.Option(
+        "--max-frames", min=1, help="Streams: stop after this many classified frames "
+                                    "(default: no limit).")] = _STREAM.max_frames,
+    duration: Annotated[Optional[float], typer.Option(
+        "--duration", min=0.001, help="Streams: stop at this many seconds (video time for files, "
+                                      "wall time for live sources; default: no limit).")] = _STREAM.duration,
+    realtime: Annotated[bool, typer.Option(
+        "--realtime", help="Video files: read at the video's own frame rate and drop frames "
+                           "the model has no time for, as with a camera (default: every frame, "
+                           "in order).")] = _STREAM.realtime,
+    annotate: Annotated[Optional[Path], typer.Option(
+        "--annotate", help="Streams: write the classified frames with the top label, score and "
+                           "FPS drawn to this video (.mp4 .avi .mkv .mov).",
+        show_default=False)] = None,
 ) -> None:
-    """Classify images with a TFLite model: a table per image (or --json).
+    """Classify images with a TFLite model: a table per image (or --json). Videos, stream
+    URLs and --camera: a line per frame, a live FPS line on stderr, a summary at the end.
 
     A file that cannot be read prints its error and the others still print; the exit code
     is 1 if any file failed.
@@ -45,8 +74,19 @@ def predict(
     with user_errors():
         from tlx.runtime import Classifier
 
+        images = images or []
+        streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
+                                 duration=duration, realtime=realtime, annotate=annotate)
         clf = Classifier.from_file(model, num_threads=threads, backend=backend.value,
                                    fast_decode=fast_jpeg)
+        if streams is not None:
+            from tlx.cli.predict_stream import classify_streams
+
+            config = StreamConfig(every=every, top_k=top_k, max_frames=max_frames,
+                                  duration=duration, realtime=realtime)
+            if classify_streams(clf, streams, config, as_json=as_json, annotate=annotate):
+                raise typer.Exit(1)
+            return
         failed = total = 0
         results = []
         for result in clf.classify_files(images, top_k=top_k):
@@ -66,6 +106,40 @@ def predict(
         if failed:
             typer.secho(f"{failed} file(s) failed.", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
+
+
+def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, **options):
+    """The sources to stream (None: these are images), or BadParameter for a mix."""
+    from tlx.runtime.sources import CAMERA_AUTO, camera_kind, is_stream_input
+
+    if camera:
+        if len(inputs) > 1:
+            raise typer.BadParameter(f"one camera at a time, not {len(inputs)}: {' '.join(inputs)}",
+                                     param_hint="--camera")
+        spec = inputs[0] if inputs else CAMERA_AUTO
+        camera_kind(spec)  # an index, /dev/videoN, picamera2 or auto; else a clear error
+        sources = [int(spec) if spec.isdigit() else spec]
+    elif not inputs:
+        raise typer.BadParameter("give image files or folders, videos, stream URLs, or --camera",
+                                 param_hint="IMAGES")
+    elif any(is_stream_input(item) for item in inputs):
+        images = [item for item in inputs if not is_stream_input(item)]
+        if images:
+            raise typer.BadParameter(f"classify images and videos in separate calls (images: "
+                                     f"{', '.join(images[:3])})", param_hint="IMAGES")
+        sources = list(inputs)
+    else:
+        given = [f"--{name.replace('_', '-')}" for name, value in options.items()
+                 if value != getattr(_STREAM, name)] + (["--annotate"] if annotate else [])
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} apply to videos, stream URLs and "
+                                     "--camera, not to images")
+        return None
+    if annotate is not None:
+        from tlx.runtime.annotate import check_output
+
+        check_output(annotate)
+    return sources
 
 
 def _print_table(result) -> None:

@@ -190,6 +190,18 @@ class Classifier:
             except TlxError as exc:
                 yield FileResult(str(path), error=exc)
 
+    def classify_stream(self, source, every: int = 1, top_k: int | None = 5, **options):
+        """Classify frames as they arrive; iterate to get one `FrameResult` per frame.
+
+        `source`: a video file, an rtsp:// or http:// URL, a camera index or /dev/videoN
+        (OpenCV: the `camera` extra), 'picamera2', or any iterable of uint8 HxWx3 RGB arrays.
+        `every`: classify every Nth frame. `options`: the other `StreamConfig` fields
+        (max_frames, duration, realtime). See tlx.runtime.stream.
+        """
+        from tlx.runtime.stream import FrameStream, StreamConfig
+
+        return FrameStream(self, source, StreamConfig(every=every, top_k=top_k, **options))
+
     def close(self) -> None:
         """Release the interpreter (also happens when the object is garbage collected)."""
         self._interpreter = None

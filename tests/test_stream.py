@@ -1,0 +1,403 @@
+"""Live classification: video files, stream URLs and cameras (tlx.runtime.stream, `tlx predict`).
+
+The videos are real: real photos (Tux Paint's, else scikit-image's) written with OpenCV's
+VideoWriter, several frames per photo, decoded again by OpenCV. The camera path runs
+through the same FrameSource interface with an injected source (CI has no camera).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.test_runtime_helpers import models_folder
+from tlx.cli import app
+from tlx.imaging import load_image
+from tlx.runtime import Classifier
+from tlx.runtime import sources as sources_mod
+from tlx.runtime.sources import FrameSource, IterableSource, StreamError
+from tlx.runtime.stream import STAGES
+
+cv2 = pytest.importorskip("cv2", reason="the 'camera' extra (opencv-python-headless)")
+
+REPO = Path(__file__).resolve().parent.parent
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+#: Frames per photo, frame size (width, height) and rate of the test video.
+PER_PHOTO, SIZE, FPS = 4, (160, 120), 8.0
+
+
+def real_photos(count: int = 6) -> list[np.ndarray]:
+    """RGB photos at the video size: Tux Paint's (alpha on white, as load_image does), else
+    scikit-image's bundled ones."""
+    paths = sorted(TUXPAINT.glob("*/*/*.png"))[:: 7][:count] if TUXPAINT.is_dir() else []
+    if len(paths) >= count:
+        return [load_image(p, (SIZE[1], SIZE[0])) for p in paths]
+    from skimage import data
+
+    images = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket(), data.immunohistochemistry(),
+              data.retina()]
+    return [load_image(np.ascontiguousarray(i[..., :3]), (SIZE[1], SIZE[0])) for i in images[:count]]
+
+
+def write_video(path: Path, photos: list[np.ndarray], per_photo: int = PER_PHOTO,
+                fourcc: str = "mp4v") -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, SIZE)
+    assert writer.isOpened()
+    for photo in photos:
+        for _ in range(per_photo):
+            writer.write(cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """The video's frames as OpenCV decodes them, in RGB."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def models(request) -> Path:
+    return models_folder(request)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    return real_photos()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory, photos) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "photos.mp4", photos)
+
+
+@pytest.fixture(scope="module")
+def clf(models) -> Classifier:
+    return Classifier.from_file(models / "int8.tflite", num_threads=1)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["predict", *map(str, args)])
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def closed_port() -> int:
+    """A localhost port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def paced(frames, seconds: float):
+    """Frames as a camera gives them: one every `seconds`."""
+    for frame in frames:
+        time.sleep(seconds)
+        yield frame
+
+
+class CameraLike(FrameSource):
+    """An injected camera: live, real photos as frames, and a camera's end (an error)
+    after the given frames, like a USB camera pulled out."""
+
+    live = True
+    name = "injected camera"
+
+    def __init__(self, frames, delay: float = 0.0):
+        self._frames = list(frames)
+        self._delay = delay
+        self._start = time.monotonic()
+        self.closed = False
+
+    def read(self):
+        if not self._frames:
+            return None
+        time.sleep(self._delay)
+        return self._frames.pop(0), time.monotonic() - self._start
+
+    def end_error(self, frames_read):
+        return StreamError(f"{self.name}: stopped delivering frames after {frames_read} frame(s)")
+
+    def close(self):
+        self.closed = True
+
+
+# --- the library --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix,fourcc", [(".mp4", "mp4v"), (".avi", "MJPG"), (".mkv", "mp4v"),
+                                           (".mov", "mp4v")])
+def test_video_predictions_equal_classify_on_the_same_frames(clf, photos, tmp_path, suffix, fourcc):
+    path = write_video(tmp_path / f"v{suffix}", photos, fourcc=fourcc)
+    frames = decoded_frames(path)
+    assert len(frames) == len(photos) * PER_PHOTO
+    with clf.classify_stream(path, top_k=3) as stream:
+        results = list(stream)
+    assert [r.index for r in results] == list(range(len(frames)))
+    assert [r.time for r in results] == pytest.approx([i / FPS for i in range(len(frames))])
+    for result, frame in zip(results, frames):
+        assert list(result.predictions) == clf.classify(frame, top_k=3)
+        assert np.array_equal(result.frame, frame)
+    # Real photos, not one colour: the model does not give every frame the same scores.
+    assert len({tuple(p.score for p in r.predictions) for r in results}) > 1
+    assert stream.stats.frames == len(frames) and stream.stats.dropped == 0
+
+
+def test_every_max_frames_and_duration(clf, video):
+    total = len(decoded_frames(video))
+    assert [r.index for r in clf.classify_stream(video, every=5)] == list(range(0, total, 5))
+    assert [r.index for r in clf.classify_stream(video, every=2, max_frames=3)] == [0, 2, 4]
+    # Video time: frames at 0, 1/8, ... 7/8 s come before the 1 s mark.
+    assert [r.index for r in clf.classify_stream(video, duration=1.0)] == list(range(8))
+
+
+def test_any_iterable_of_arrays(clf, photos):
+    results = list(clf.classify_stream(iter(photos), top_k=2))
+    assert [list(r.predictions) for r in results] == [clf.classify(p, top_k=2) for p in photos]
+    with pytest.raises(StreamError, match="frame 1: .*not uint8"):
+        list(clf.classify_stream([photos[0], photos[1].astype(np.float32)]))
+
+
+def test_injected_camera_through_the_frame_source_interface(clf, photos):
+    camera = CameraLike(photos)
+    results = []
+    with pytest.raises(StreamError, match="stopped delivering frames after 6"):
+        for result in clf.classify_stream(camera, top_k=3):
+            results.append(result)
+    # Nothing is dropped when the model keeps up; every frame classified is kept.
+    assert [list(r.predictions) for r in results] == [clf.classify(p, top_k=3) for p in photos]
+    assert camera.closed
+
+
+def test_a_slow_consumer_drops_live_frames_but_not_file_frames(clf, photos, video):
+    live = CameraLike(photos * 10, delay=0.004)  # 60 frames at ~250 fps
+    seen = []
+    with pytest.raises(StreamError):
+        for result in clf.classify_stream(live):
+            seen.append(result)
+            time.sleep(0.03)  # a model at ~30 FPS
+    indices = [r.index for r in seen]
+    assert indices == sorted(indices) and len(indices) < 40
+    assert seen[-1].dropped > 0 and seen[-1].dropped + len(seen) <= 60
+    # A file: every frame, in order, however slow the model.
+    slow = []
+    for result in clf.classify_stream(video):
+        slow.append(result.index)
+        time.sleep(0.005)
+    assert slow == list(range(len(decoded_frames(video))))
+
+
+def test_realtime_file_reads_at_the_video_rate(clf, video):
+    start = time.perf_counter()
+    results = list(clf.classify_stream(video, max_frames=6, realtime=True))
+    # 6 frames at 8 fps take at least 5/8 s when paced; unpaced they take milliseconds.
+    assert time.perf_counter() - start >= 0.6
+    assert [r.index for r in results] == list(range(6))
+
+
+def test_stream_stats_memory_is_bounded():
+    from tlx.runtime.stream import StreamStats
+
+    stats = StreamStats(capacity=100)
+    for i in range(5000):
+        stats.add(1.0, 2.0, float(i % 10))
+    assert stats.frames == 5000 and stats._samples.shape == (100, 3)
+    p = stats.percentiles()
+    assert p["capture"]["p50"] == 1.0 and p["preprocess"]["p90"] == 2.0 and 3 <= p["invoke"]["p50"] <= 6
+
+
+def test_source_registry_and_kinds(video):
+    assert sources_mod.source_kind(video)[0] == "video"
+    assert sources_mod.source_kind("rtsp://127.0.0.1:1/x")[0] == "url"
+    assert sources_mod.source_kind(2) == ("camera", 2)
+    assert sources_mod.source_kind("/dev/video3") == ("camera", "/dev/video3")
+    assert sources_mod.source_kind([np.zeros((2, 2, 3), np.uint8)])[0] == "frames"
+    with pytest.raises(StreamError, match="not a stream"):
+        sources_mod.source_kind("photo.jpg")
+    with pytest.raises(StreamError, match="valid: camera, picamera2, video, url, frames"):
+        sources_mod.open_source(video, kind="webcam")
+    with pytest.raises(StreamError, match="Picamera2"):
+        sources_mod.open_source("picamera2")  # no picamera2 module off a Pi
+
+
+def test_without_opencv_the_message_names_the_extra(models, video, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if opencv-python-headless were absent
+    result = invoke(models / "int8.tflite", video)
+    assert result.exit_code == 1
+    assert "pip install 'tlx-edge[camera]'" in result.stderr and "Traceback" not in result.output
+
+
+def test_runtime_and_cli_import_no_opencv():
+    code = ("import sys, tlx.runtime, tlx.runtime.stream, tlx.runtime.sources, tlx.cli; "
+            "bad = {'cv2', 'tensorflow'} & set(sys.modules); assert not bad, bad")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# --- the command --------------------------------------------------------------------------
+
+def test_cli_json_lines_one_object_per_frame(models, video, clf):
+    result = invoke(models / "int8.tflite", video, "--json", "--top-k", "2")
+    assert result.exit_code == 0, result.output
+    records = json_lines(result.stdout)
+    frames = decoded_frames(video)
+    assert len(records) == len(frames)
+    for i, (record, frame) in enumerate(zip(records, frames)):
+        assert set(record) == {"source", "frame", "time", "predictions", "ms", "fps", "dropped"}
+        assert record["source"] == str(video) and record["frame"] == i
+        assert record["time"] == pytest.approx(i / FPS)
+        assert set(record["ms"]) == set(STAGES) and all(v >= 0 for v in record["ms"].values())
+        assert record["predictions"] == [p.to_dict() for p in clf.classify(frame, top_k=2)]
+    assert f"{len(frames)} frame(s) classified" in result.stderr
+    for stage in STAGES:
+        assert stage in result.stderr
+
+
+def test_cli_every_max_frames_duration(models, video):
+    model = models / "int8.tflite"
+    result = invoke(model, video, "--json", "--every", "3", "--max-frames", "4")
+    assert result.exit_code == 0, result.output
+    assert [r["frame"] for r in json_lines(result.stdout)] == [0, 3, 6, 9]
+    result = invoke(model, video, "--duration", "0.5")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and lines[1].split()[:2] == ["0.125s", "#1"]
+
+
+def test_cli_annotate_writes_a_playable_video(models, video, tmp_path):
+    out = tmp_path / "out" / "annotated.mp4"
+    result = invoke(models / "int8.tflite", video, "--every", "2", "--annotate", out)
+    assert result.exit_code == 0, result.output
+    frames = decoded_frames(out)
+    assert len(frames) == len(decoded_frames(video)) // 2
+    assert frames[0].shape == (SIZE[1], SIZE[0], 3)
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS / 2)
+    # The caption box: black with white text, top left; the photo elsewhere.
+    box = frames[0][2:14, 2:40].astype(int)
+    assert (box.max(axis=2) < 60).mean() > 0.4 and (box.min(axis=2) > 180).any()
+    assert [p.name for p in out.parent.iterdir()] == ["annotated.mp4"]  # no temp file left
+
+
+def test_cli_camera_with_an_injected_source(models, photos, clf, monkeypatch):
+    opened = []
+
+    def open_camera(spec):
+        opened.append(spec)
+        return IterableSource(paced(photos, 0.02), name=f"camera {spec}", live=True)
+
+    monkeypatch.setitem(sources_mod.SOURCES, "camera", open_camera)
+    result = invoke(models / "int8.tflite", "--camera", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert opened == [1]
+    records = json_lines(result.stdout)
+    # A live source drops frames the model has no time for (none at this pace, unless the
+    # machine stalls): every record is the frame its index says.
+    assert len(records) >= len(photos) // 2 and records[-1]["frame"] == len(photos) - 1
+    for record in records:
+        assert record["predictions"] == [p.to_dict() for p in
+                                         clf.classify(photos[record["frame"]], top_k=3)]
+    assert "Reading camera 1 (live" in result.stderr
+
+
+def test_cli_camera_that_stops_midway_keeps_the_frames(models, photos, monkeypatch, tmp_path):
+    monkeypatch.setitem(sources_mod.SOURCES, "camera", lambda spec: CameraLike(photos[:3]))
+    out = tmp_path / "cam.avi"
+    result = invoke(models / "int8.tflite", "--camera", "/dev/video0", "--annotate", out)
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 3
+    assert "stopped delivering frames after 3" in result.stderr and "Traceback" not in result.output
+    assert "3 frame(s) classified" in result.stderr
+    assert len(decoded_frames(out)) == 3
+
+
+def test_cli_truncated_video_keeps_the_frames_already_classified(models, photos, tmp_path):
+    whole = write_video(tmp_path / "whole.mkv", photos)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    result = invoke(models / "int8.tflite", cut, "--json", "--annotate", tmp_path / "cut_out.mp4")
+    assert result.exit_code == 1
+    kept = json_lines(result.stdout)
+    assert 0 < len(kept) < len(photos) * PER_PHOTO
+    assert f"ended after {len(kept)} of {len(photos) * PER_PHOTO} frames" in result.stderr
+    assert len(decoded_frames(tmp_path / "cut_out.mp4")) == len(kept)
+    assert "Traceback" not in result.output
+
+
+def test_cli_bad_sources(models, video, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4000))
+    empty = tmp_path / "empty.mp4"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE).release()  # zero frames
+    url = f"http://127.0.0.1:{closed_port()}/stream.mjpg"
+    cases = [
+        ((garbage,), "garbage.mp4: cannot open as a video"),
+        ((empty,), "empty.mp4: "),
+        ((tmp_path / "missing.avi",), "missing.avi: no such file"),
+        ((url,), f"{url}: no video stream"),
+        (("rtsp://127.0.0.1:%d/cam" % closed_port(),), "no video stream"),
+        (("--camera", "/dev/video99"), "camera /dev/video99: no such device"),
+        (("--camera", "banana"), "expected an index"),
+    ]
+    if not any(Path(f"/dev/video{i}").exists() for i in range(8)):
+        cases.append((("--camera", "7"), "camera 7: cannot open the camera"))
+    for args, message in cases:
+        result = invoke(models / "int8.tflite", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.output
+    # One bad source does not stop the others; the exit code still says it failed.
+    result = invoke(models / "int8.tflite", garbage, video, "--max-frames", "2")
+    assert result.exit_code == 1 and len(result.stdout.splitlines()) == 2
+
+
+def test_cli_refuses_mixes_and_stream_options_on_images(models, video, tmp_path):
+    image = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(image)
+    for args, message in [((image, video), "separate calls"), ((image, "--every", "2"), "--every"),
+                          ((image, "--annotate", tmp_path / "o.mp4"), "--annotate"),
+                          ((video, "--annotate", tmp_path / "o.gif"), "'.gif'"),
+                          (("--camera", "0", "1"), "one camera at a time"), ((), "or --camera")]:
+        result = invoke(models / "int8.tflite", *args)
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(models, photos, tmp_path):
+    long_video = write_video(tmp_path / "long.mp4", photos, per_photo=40)  # 240 frames, 30 s at 8 fps
+    out = tmp_path / "ann.mp4"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tlx", "predict", str(models / "int8.tflite"),
+                             str(long_video), "--realtime", "--annotate", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stdout.readline()  # the first classified frame
+    assert "#0" in first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "stopped by Ctrl-C" in stderr and "Traceback" not in stderr
+    printed = 1 + len(stdout.splitlines())
+    assert 1 < printed < 240
+    assert len(decoded_frames(out)) == printed
