@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_runtime_helpers import models_folder
-from tlx.cli import app
+from tests.runtime_support import models_folder
+from tlx.cli.app import app
 from tlx.imaging import load_image
 from tlx.runtime import Classifier
 from tlx.runtime import sources as sources_mod
