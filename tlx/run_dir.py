@@ -5,8 +5,9 @@ TensorFlow-free: bench and predict read these files on machines without it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tlx import files
 from tlx.errors import TlxError
@@ -25,10 +26,13 @@ BENCH = "bench"
 
 @dataclass(frozen=True)
 class Split:
-    """Which files went where. Paths are absolute; labels are indices into `classes`.
+    """Which files went where. Paths are absolute in memory; labels are indices into `classes`.
 
     Written once by the trainer so that export (calibration from `train`) and bench
     (evaluation on `test`) use exactly the same files, and no file is in two splits.
+    On disk, files inside `data_dir` are stored relative to it (POSIX separators), so a
+    data folder that moved is found again by re-rooting (`from_json(..., data_dir=NEW)`);
+    older split files hold absolute paths and still read.
     """
 
     classes: tuple[str, ...]
@@ -46,16 +50,37 @@ class Split:
             "seed": self.seed,
             "image_size": list(self.image_size),
             "data_dir": self.data_dir,
-            "train": [list(item) for item in self.train],
-            "validation": [list(item) for item in self.validation],
-            "test": [list(item) for item in self.test],
+            "train": [[self._stored(p), label] for p, label in self.train],
+            "validation": [[self._stored(p), label] for p, label in self.validation],
+            "test": [[self._stored(p), label] for p, label in self.test],
             "skipped": [list(item) for item in self.skipped],
         }
 
+    def _stored(self, path: str) -> str:
+        """`path` relative to data_dir when it is inside it, else as it is."""
+        if self.data_dir:
+            relative = os.path.relpath(path, self.data_dir)
+            if not relative.startswith(os.pardir) and not os.path.isabs(relative):
+                return Path(relative).as_posix()
+        return str(path)
+
     @classmethod
-    def from_json(cls, obj: dict) -> "Split":
+    def from_json(cls, obj: dict, data_dir: str | os.PathLike | None = None) -> "Split":
+        """`data_dir` re-roots the files recorded under the data folder (--data-dir: it moved)."""
+        recorded = obj.get("data_dir", "")
+        root = str(Path(data_dir).resolve()) if data_dir is not None else recorded
+
+        def located(path: str) -> str:
+            if not os.path.isabs(path):
+                return os.path.join(root, *PurePosixPath(path).parts)
+            if data_dir is not None and recorded:  # an older, absolute split file
+                relative = os.path.relpath(path, recorded)
+                if not relative.startswith(os.pardir):
+                    return os.path.join(root, relative)
+            return path
+
         def items(key):
-            return tuple((str(path), int(label)) for path, label in obj.get(key, []))
+            return tuple((located(str(path)), int(label)) for path, label in obj.get(key, []))
 
         return cls(
             classes=tuple(obj["classes"]),
@@ -64,7 +89,7 @@ class Split:
             test=items("test"),
             seed=int(obj.get("seed", 0)),
             image_size=tuple(obj.get("image_size", (160, 160))),
-            data_dir=obj.get("data_dir", ""),
+            data_dir=root,
             skipped=tuple((str(p), str(r)) for p, r in obj.get("skipped", [])),
         )
 
@@ -97,10 +122,11 @@ class RunDir:
                            "Is it the --out folder of a finished `tlx train` run?")
         return path
 
-    def read_split(self) -> Split:
+    def read_split(self, data_dir: str | os.PathLike | None = None) -> Split:
+        """split.json; `data_dir` re-roots it when the data folder moved (--data-dir)."""
         path = self.require(self.split, "the train/validation/test file lists")
         try:
-            return Split.from_json(files.read_json(path))
+            return Split.from_json(files.read_json(path), data_dir)
         except (ValueError, KeyError, TypeError) as exc:
             raise TlxError(f"{path} is not a valid split file ({exc}); re-run `tlx train`.") from None
 
@@ -122,3 +148,15 @@ class RunDir:
 
     def write_labels(self, labels) -> None:
         files.write_text(self.labels, "".join(f"{label}\n" for label in labels))
+
+
+def require_present(split: Split, *names: str) -> None:
+    """Every file of the named splits exists, else one error naming the folder and --data-dir:
+    a data folder that moved or was deleted fails at once, not as N unreadable images."""
+    missing = [path for name in names for path, _ in getattr(split, name) if not os.path.isfile(path)]
+    if missing:
+        total = sum(len(getattr(split, name)) for name in names)
+        raise TlxError(
+            f"{len(missing)} of the {total} {'/'.join(names)} photos listed in split.json are missing "
+            f"(first: {missing[0]}). They were recorded under the data folder {split.data_dir or '(unknown)'}; "
+            "if it moved, pass its new location with --data-dir.")

@@ -15,7 +15,7 @@ from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
-from tlx.run_dir import RunDir
+from tlx.run_dir import RunDir, require_present
 
 KERAS = "keras"
 
@@ -42,6 +42,9 @@ class BenchConfig:
     include_keras: bool = True
     #: Measure `tlx predict` cold start and peak memory in a fresh process.
     cold_start: bool = True
+    #: Where the run's photos are now, when the data folder moved since training.
+    #: None: the folder recorded in split.json.
+    data_dir: Optional[Path] = None
 
 
 @dataclass
@@ -154,11 +157,12 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     if config.max_drop is not None and config.max_drop < 0:
         raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
     run = RunDir(config.run_dir)
-    split = run.read_split()
+    split = run.read_split(config.data_dir)
     labels = run.read_labels()
     if not split.test:
         raise TlxError(f"The test split in {run.split} is empty: nothing to measure. "
                        "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
+    require_present(split, "test")
     tflite_paths = exported_models(run)
     progress(f"Decoding {len(split.test)} test images")
     images = evaluate.load_test_images(split.test, tuple(split.image_size))

@@ -40,6 +40,9 @@ def bench(
         help="Evaluate the Keras model as the reference (needs TensorFlow).")] = True,
     cold_start: Annotated[bool, typer.Option(
         help="Measure `tlx predict` start-up time and peak memory in a fresh process.")] = True,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
+                           "(default: the folder recorded in split.json).", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print bench.json to stdout.")] = False,
 ) -> None:
     """Measure what int8 costs and buys: accuracy, latency, size, memory, on held-out images.
@@ -53,7 +56,7 @@ def bench(
 
     config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
                          backend=backend, compare_backends=compare_backends, max_drop=max_drop,
-                         include_keras=keras, cold_start=cold_start)
+                         include_keras=keras, cold_start=cold_start, data_dir=data_dir)
     say = (lambda message: typer.echo(f"... {message}", err=True))
     with user_errors():
         result = run_bench(config, progress=say)

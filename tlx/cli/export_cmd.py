@@ -48,6 +48,9 @@ def export(
              "until it is within --max-drop or the step limit is reached; the steps go to "
              "export.json, the per-layer errors to fallback_layers.csv and .png. Needs "
              "--max-drop and --format int8. none (the default): plain int8.")] = FallbackMode.NONE,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
+                           "(default: the folder recorded in split.json).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print export.json's content instead of tables.")] = False,
 ) -> None:
     """Export a trained run to TFLite: raw 0..255 RGB pixels in, one probability per label out.
@@ -65,7 +68,7 @@ def export(
         names = tuple(f.value for f in formats) if formats else DEFAULT_FORMATS
         config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
                               calibration_samples=calibration_samples, max_drop=max_drop,
-                              fallback=fallback)
+                              fallback=fallback, data_dir=data_dir)
         log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
         result = export_run(config, progress=_progress_bar, log=log)
 

@@ -27,7 +27,7 @@ from tlx.export.fallback import (LAYERS_CSV, LAYERS_PNG, FallbackMode, FallbackR
                                  repair_int8, write_layers_csv)
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import RESAMPLE
-from tlx.run_dir import RunDir, Split
+from tlx.run_dir import RunDir, Split, require_present
 
 EXPORT_JSON = "export.json"
 
@@ -67,6 +67,9 @@ class ExportConfig:
     #: (tlx.export.fallback.repair_int8). Needs max_drop, the int8 format and validation
     #: images. NONE: plain int8.
     fallback: FallbackMode = FallbackMode.NONE
+    #: Where the run's photos are now, when the data folder moved since training (split.json
+    #: records them relative to it). None: the folder recorded in split.json.
+    data_dir: Path | None = None
 
 
 @dataclass
@@ -158,7 +161,7 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
     run = RunDir(config.run_dir)
     out_dir = Path(config.out_dir) if config.out_dir is not None else run.export
     labels = run.read_labels()
-    split = run.read_split()
+    split = run.read_split(config.data_dir)
     options = run.read_options()
     run.require(run.model, "the trained Keras model")
     if list(split.classes) and list(split.classes) != labels:
@@ -172,6 +175,10 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
         raise TlxError("--fallback auto decides on the run's validation images, and split.json lists "
                        "none. Re-run `tlx train` with a validation split, or export without "
                        "--fallback auto.")
+    needed = [name for name, used in (("train", any(s.needs_calibration for s in specs.values())),
+                                      ("validation", config.fallback == FallbackMode.AUTO),
+                                      ("test", config.parity)) if used]
+    require_present(split, *needed)
     calibration_items: list[tuple[str, int]] = []
     if any(spec.needs_calibration for spec in specs.values()):
         # Never a test image, even if a hand-edited split lists one under train too.

@@ -1,0 +1,96 @@
+"""A run folder or data folder that moved still works: split.json stores photos relative to
+the recorded data folder, --data-dir re-roots it, and a missing photo names the folder and
+the option."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.test_bench import FAST, exported_run  # noqa: F401  (module-scoped fixture)
+from tlx.errors import TlxError
+from tlx.run_dir import Split, require_present
+
+runner = CliRunner()
+
+
+def _split(data_dir, outside) -> Split:
+    return Split(classes=("a", "b"), train=((str(data_dir / "a" / "1.png"), 0),),
+                 validation=((str(data_dir / "b" / "2.png"), 1),),
+                 test=((str(data_dir / "b" / "sub" / "3.png"), 1), (str(outside), 0)),
+                 data_dir=str(data_dir))
+
+
+def test_paths_inside_the_data_folder_are_stored_relative(tmp_path):
+    data, outside = tmp_path / "data", tmp_path / "elsewhere" / "4.png"
+    stored = _split(data, outside).to_json()
+    assert stored["train"] == [["a/1.png", 0]]
+    assert stored["test"] == [["b/sub/3.png", 1], [str(outside), 0]]  # outside: kept absolute
+    again = Split.from_json(stored)
+    assert again == _split(data, outside)
+
+
+def test_data_dir_reroots_relative_and_old_absolute_paths(tmp_path):
+    data, moved, outside = tmp_path / "data", tmp_path / "moved", tmp_path / "elsewhere" / "4.png"
+    old_style = _split(data, outside)
+    old_json = {**old_style.to_json(),
+                **{name: [[p, label] for p, label in getattr(old_style, name)]
+                   for name in ("train", "validation", "test")}}
+    for stored in (old_style.to_json(), old_json):
+        rerooted = Split.from_json(json.loads(json.dumps(stored)), data_dir=moved)
+        assert rerooted.data_dir == str(moved.resolve())
+        assert rerooted.test[0] == (os.path.join(moved.resolve(), "b", "sub", "3.png"), 1)
+        assert rerooted.test[1] == (str(outside), 0)  # not under the data folder: unchanged
+    assert Split.from_json(old_json) == old_style  # an old absolute split reads as before
+
+
+def test_missing_photos_name_the_folder_and_the_option(tmp_path):
+    split = _split(tmp_path / "data", tmp_path / "elsewhere" / "4.png")
+    with pytest.raises(TlxError) as error:
+        require_present(split, "test")
+    message = str(error.value)
+    assert "2 of the 2 test photos" in message and str(tmp_path / "data") in message
+    assert "--data-dir" in message
+
+
+def test_bench_of_a_moved_run_and_data_folder(exported_run, tmp_path):  # noqa: F811
+    from tlx.run_dir import RunDir
+
+    recorded = RunDir(exported_run).read_split().data_dir
+    run, data = tmp_path / "moved-run", tmp_path / "moved-data"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    shutil.copytree(recorded, data)
+    split = json.loads((run / "split.json").read_text())
+    split["data_dir"] = str(tmp_path / "gone")  # the recorded folder no longer exists
+    (run / "split.json").write_text(json.dumps(split))
+
+    result = runner.invoke(app(), ["bench", str(run), *FAST, "--no-keras", "--no-cold-start"])
+    assert result.exit_code == 1 and "--data-dir" in result.output and "gone" in result.output
+    assert "Traceback" not in result.output and not (run / "bench" / "bench.json").exists()
+
+    result = runner.invoke(app(), ["bench", str(run), *FAST, "--no-keras", "--no-cold-start",
+                                   "--data-dir", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "bench" / "bench.json").read_text())
+    assert report["n_test"] == len(split["test"]) and not report["unreadable_test_images"]
+
+
+def test_export_data_dir_option_reaches_the_split(exported_run, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints", "export"))
+    split = json.loads((run / "split.json").read_text())
+    split["data_dir"] = str(tmp_path / "gone")
+    (run / "split.json").write_text(json.dumps(split))
+    result = runner.invoke(app(), ["export", str(run)])
+    assert result.exit_code == 1 and "--data-dir" in result.output and "Traceback" not in result.output
+    assert not (run / "export").exists()
+
+
+def app():
+    from tlx.cli import app as tlx_app
+
+    return tlx_app
