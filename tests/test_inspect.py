@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from tests.tflite_support import convert_float_and_int8
 from tlx.cli import app
 from tlx.export.metadata import with_metadata
-from tlx.inspect import BUILTIN_OPERATORS, builtin_operator_name, inspect_bytes, inspect_model
+from tlx.inspect import inspect_bytes, inspect_model
+from tlx.runtime.flatbuffer import TENSOR_ITEM_SIZES, builtin_operator_name
 from tlx.runtime.validate import ModelError
 
 LABELS = ["red", "green", "blue"]
@@ -63,14 +64,26 @@ def models(tmp_path_factory) -> dict[str, object]:
     return paths
 
 
-def test_operator_table_matches_the_installed_schema():
+def test_operator_names_match_the_installed_schema():
     schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
     names = {v: k for k, v in vars(schema.BuiltinOperator).items()
              if not k.startswith("_") and isinstance(v, int)}
-    for code, name in enumerate(BUILTIN_OPERATORS):
-        assert names[code] == name
+    for code, name in names.items():
+        assert builtin_operator_name(code) == name
     assert builtin_operator_name(3) == "CONV_2D"
     assert builtin_operator_name(100000) == "BUILTIN_100000"
+    tensor_types = {k for k in vars(schema.TensorType) if not k.startswith("_")}
+    assert tensor_types == set(TENSOR_ITEM_SIZES)
+
+
+def test_generated_schema_modules_are_current():
+    """tlx/runtime/schema_*.py are what scripts/generate_schemas.py makes of the installed
+    generated TFLite schema and metadata_schema.fbs."""
+    pytest.importorskip("ai_edge_litert.schema_py_generated")
+    pytest.importorskip("mediapipe")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "generate_schemas.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_float_model(models):

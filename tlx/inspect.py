@@ -5,10 +5,10 @@ model from `--fallback auto` shows which ops stayed in float), the input and out
 with their quantization, the standard TFLite Metadata (labels, normalization, process units),
 tlx's own tlx.json, and sizes.
 
-The FlatBuffer is read with the bounds-checked reader of tlx.runtime.validate (the same one
-that guards the interpreter), so a corrupt file is a clear ModelError, never a crash. The
-standard metadata is decoded with tlx.metadata_schema, which needs the `flatbuffers` package
-(ai-edge-litert depends on it); without it the rest is still reported.
+The FlatBuffer is read with tlx.runtime.flatbuffer, the bounds-checked reader that also
+guards the interpreter, after tlx.runtime.validate has checked the whole file, so a corrupt
+file is a clear ModelError, never a crash. Operator names come from the generated schema
+module (tlx.runtime.schema_tflite); the standard metadata is decoded by tlx.metadata_schema.
 """
 
 from __future__ import annotations
@@ -16,73 +16,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from tlx.runtime import validate as _v
+from tlx.runtime import flatbuffer
 from tlx.runtime.model_metadata import associated_files, read_labels, read_tlx_metadata
-from tlx.runtime.validate import ModelError, validate_model
-
-#: schema.fbs BuiltinOperator names, indexed by code. Generated once from the BuiltinOperator
-#: class of ai_edge_litert's schema_py_generated (2.3.0); a code past the end of this table
-#: (a newer schema) is shown as "BUILTIN_<code>".
-BUILTIN_OPERATORS = (
-    'ADD', 'AVERAGE_POOL_2D', 'CONCATENATION', 'CONV_2D', 'DEPTHWISE_CONV_2D', 'DEPTH_TO_SPACE',
-    'DEQUANTIZE', 'EMBEDDING_LOOKUP', 'FLOOR', 'FULLY_CONNECTED', 'HASHTABLE_LOOKUP',
-    'L2_NORMALIZATION', 'L2_POOL_2D', 'LOCAL_RESPONSE_NORMALIZATION', 'LOGISTIC',
-    'LSH_PROJECTION', 'LSTM', 'MAX_POOL_2D', 'MUL', 'RELU', 'RELU_N1_TO_1', 'RELU6', 'RESHAPE',
-    'RESIZE_BILINEAR', 'RNN', 'SOFTMAX', 'SPACE_TO_DEPTH', 'SVDF', 'TANH', 'CONCAT_EMBEDDINGS',
-    'SKIP_GRAM', 'CALL', 'CUSTOM', 'EMBEDDING_LOOKUP_SPARSE', 'PAD',
-    'UNIDIRECTIONAL_SEQUENCE_RNN', 'GATHER', 'BATCH_TO_SPACE_ND', 'SPACE_TO_BATCH_ND',
-    'TRANSPOSE', 'MEAN', 'SUB', 'DIV', 'SQUEEZE', 'UNIDIRECTIONAL_SEQUENCE_LSTM',
-    'STRIDED_SLICE', 'BIDIRECTIONAL_SEQUENCE_RNN', 'EXP', 'TOPK_V2', 'SPLIT', 'LOG_SOFTMAX',
-    'DELEGATE', 'BIDIRECTIONAL_SEQUENCE_LSTM', 'CAST', 'PRELU', 'MAXIMUM', 'ARG_MAX', 'MINIMUM',
-    'LESS', 'NEG', 'PADV2', 'GREATER', 'GREATER_EQUAL', 'LESS_EQUAL', 'SELECT', 'SLICE', 'SIN',
-    'TRANSPOSE_CONV', 'SPARSE_TO_DENSE', 'TILE', 'EXPAND_DIMS', 'EQUAL', 'NOT_EQUAL', 'LOG',
-    'SUM', 'SQRT', 'RSQRT', 'SHAPE', 'POW', 'ARG_MIN', 'FAKE_QUANT', 'REDUCE_PROD',
-    'REDUCE_MAX', 'PACK', 'LOGICAL_OR', 'ONE_HOT', 'LOGICAL_AND', 'LOGICAL_NOT', 'UNPACK',
-    'REDUCE_MIN', 'FLOOR_DIV', 'REDUCE_ANY', 'SQUARE', 'ZEROS_LIKE', 'FILL', 'FLOOR_MOD',
-    'RANGE', 'RESIZE_NEAREST_NEIGHBOR', 'LEAKY_RELU', 'SQUARED_DIFFERENCE', 'MIRROR_PAD', 'ABS',
-    'SPLIT_V', 'UNIQUE', 'CEIL', 'REVERSE_V2', 'ADD_N', 'GATHER_ND', 'COS', 'WHERE', 'RANK',
-    'ELU', 'REVERSE_SEQUENCE', 'MATRIX_DIAG', 'QUANTIZE', 'MATRIX_SET_DIAG', 'ROUND',
-    'HARD_SWISH', 'IF', 'WHILE', 'NON_MAX_SUPPRESSION_V4', 'NON_MAX_SUPPRESSION_V5',
-    'SCATTER_ND', 'SELECT_V2', 'DENSIFY', 'SEGMENT_SUM', 'BATCH_MATMUL',
-    'PLACEHOLDER_FOR_GREATER_OP_CODES', 'CUMSUM', 'CALL_ONCE', 'BROADCAST_TO', 'RFFT2D',
-    'CONV_3D', 'IMAG', 'REAL', 'COMPLEX_ABS', 'HASHTABLE', 'HASHTABLE_FIND', 'HASHTABLE_IMPORT',
-    'HASHTABLE_SIZE', 'REDUCE_ALL', 'CONV_3D_TRANSPOSE', 'VAR_HANDLE', 'READ_VARIABLE',
-    'ASSIGN_VARIABLE', 'BROADCAST_ARGS', 'RANDOM_STANDARD_NORMAL', 'BUCKETIZE',
-    'RANDOM_UNIFORM', 'MULTINOMIAL', 'GELU', 'DYNAMIC_UPDATE_SLICE', 'RELU_0_TO_1',
-    'UNSORTED_SEGMENT_PROD', 'UNSORTED_SEGMENT_MAX', 'UNSORTED_SEGMENT_SUM', 'ATAN2',
-    'UNSORTED_SEGMENT_MIN', 'SIGN', 'BITCAST', 'BITWISE_XOR', 'RIGHT_SHIFT',
-    'STABLEHLO_LOGISTIC', 'STABLEHLO_ADD', 'STABLEHLO_DIVIDE', 'STABLEHLO_MULTIPLY',
-    'STABLEHLO_MAXIMUM', 'STABLEHLO_RESHAPE', 'STABLEHLO_CLAMP', 'STABLEHLO_CONCATENATE',
-    'STABLEHLO_BROADCAST_IN_DIM', 'STABLEHLO_CONVOLUTION', 'STABLEHLO_SLICE',
-    'STABLEHLO_CUSTOM_CALL', 'STABLEHLO_REDUCE', 'STABLEHLO_ABS', 'STABLEHLO_AND',
-    'STABLEHLO_COSINE', 'STABLEHLO_EXPONENTIAL', 'STABLEHLO_FLOOR', 'STABLEHLO_LOG',
-    'STABLEHLO_MINIMUM', 'STABLEHLO_NEGATE', 'STABLEHLO_OR', 'STABLEHLO_POWER',
-    'STABLEHLO_REMAINDER', 'STABLEHLO_RSQRT', 'STABLEHLO_SELECT', 'STABLEHLO_SUBTRACT',
-    'STABLEHLO_TANH', 'STABLEHLO_SCATTER', 'STABLEHLO_COMPARE', 'STABLEHLO_CONVERT',
-    'STABLEHLO_DYNAMIC_SLICE', 'STABLEHLO_DYNAMIC_UPDATE_SLICE', 'STABLEHLO_PAD',
-    'STABLEHLO_IOTA', 'STABLEHLO_DOT_GENERAL', 'STABLEHLO_REDUCE_WINDOW', 'STABLEHLO_SORT',
-    'STABLEHLO_WHILE', 'STABLEHLO_GATHER', 'STABLEHLO_TRANSPOSE', 'DILATE',
-    'STABLEHLO_RNG_BIT_GENERATOR', 'REDUCE_WINDOW', 'STABLEHLO_COMPOSITE',
-    'STABLEHLO_SHIFT_LEFT', 'STABLEHLO_CBRT', 'STABLEHLO_CASE'
-)
-
-#: BuiltinOperator.CUSTOM: the op is named by its custom_code string.
-_CUSTOM = 32
-
-# schema.fbs slots the validator does not name (OperatorCode, Model, Metadata).
-_OPCODE_DEPRECATED_BUILTIN, _OPCODE_VERSION, _OPCODE_BUILTIN = 0, 2, 3
-_MODEL_VERSION, _MODEL_DESCRIPTION, _MODEL_METADATA = 0, 3, 6
-_METADATA_NAME, _METADATA_BUFFER = 0, 1
-# BuiltinOperator codes above 127 do not fit the deprecated int8 field, which then holds
-# this placeholder (PLACEHOLDER_FOR_GREATER_OP_CODES) and the real code is in builtin_code.
-_PLACEHOLDER_FOR_GREATER_OP_CODES = 127
-
-
-def builtin_operator_name(code: int) -> str:
-    """The schema name of a builtin operator code (e.g. 3 -> "CONV_2D")."""
-    if 0 <= code < len(BUILTIN_OPERATORS):
-        return BUILTIN_OPERATORS[code]
-    return f"BUILTIN_{code}"
+from tlx.runtime.validate import ModelError, TensorInfo, validate_model
 
 
 @dataclass(frozen=True)
@@ -172,8 +108,8 @@ def inspect_bytes(data: bytes, source: str = "<model>") -> ModelReport:
     data = bytes(data)
     notes: list[str] = []
     try:
-        structure = _structure(_v._Reader(data))
-    except (_v._Corrupt, ValueError, IndexError) as exc:  # validate_model passed: unlikely
+        structure = _structure(flatbuffer.Reader(data))
+    except (flatbuffer.Corrupt, ValueError, IndexError) as exc:  # validate_model passed: unlikely
         raise ModelError(source, f"corrupt or truncated TFLite model ({exc})") from None
 
     files = associated_files(data)
@@ -186,9 +122,6 @@ def inspect_bytes(data: bytes, source: str = "<model>") -> ModelReport:
         from tlx.metadata_schema import read_model_metadata
 
         metadata = read_model_metadata(data)
-    except ImportError:
-        notes.append("standard metadata not decoded: the 'flatbuffers' package is not installed "
-                     "(pip install flatbuffers)")
     except Exception as exc:  # a damaged metadata buffer must not hide the rest
         notes.append(f"standard metadata could not be decoded ({exc})")
 
@@ -225,53 +158,38 @@ def inspect_bytes(data: bytes, source: str = "<model>") -> ModelReport:
     )
 
 
-def _detail(t: _v.TensorInfo) -> TensorDetail:
+def _detail(t: TensorInfo) -> TensorDetail:
     scale, zero_point = t.quantization if t.quantization is not None else (None, None)
     return TensorDetail(name=t.name, shape=list(t.shape), dtype=t.dtype, scale=scale,
                         zero_point=zero_point)
 
 
-def _structure(r: _v._Reader) -> dict:
+def _structure(r: flatbuffer.Reader) -> dict:
     """Op kinds and counts, constant bytes and model-level fields (the file is already
     validated, so this walk only reads)."""
-    model = r.table(r.deref(0, "root offset"), "model")
-    names = []
-    for i, code in enumerate(model.tables(_v._MODEL_OPERATOR_CODES, "operator_codes")):
-        deprecated = code.scalar(_OPCODE_DEPRECATED_BUILTIN, "<b")
-        builtin = code.scalar(_OPCODE_BUILTIN, "<i")
-        # Old files set only the deprecated field; new ones both (or the placeholder).
-        number = max(deprecated, builtin)
-        if number == _CUSTOM:
-            names.append(code.string(_v._OPCODE_CUSTOM_CODE, f"operator_codes[{i}].custom_code")
-                         or "CUSTOM")
-        else:
-            names.append(builtin_operator_name(number))
-
-    buffers = model.tables(_v._MODEL_BUFFERS, "buffers")
-    buffer_sizes = [_v._buffer_size(r, b, i) for i, b in enumerate(buffers)]
+    model = r.root()
+    names = [flatbuffer.operator_name(code) for code in model.tables("operatorCodes")]
+    buffer_sizes = [flatbuffer.buffer_size(b) for b in model.tables("buffers")]
     counts: dict[str, dict[str, int]] = {}
     constant_buffers: set[int] = set()
-    for s, subgraph in enumerate(model.tables(_v._MODEL_SUBGRAPHS, "subgraphs")):
-        tensors = subgraph.tables(_v._SUBGRAPH_TENSORS, f"subgraphs[{s}].tensors")
+    for subgraph in model.tables("subgraphs"):
         types = []
-        for tensor in tensors:
-            type_code = tensor.scalar(_v._TENSOR_TYPE, "<b")
-            types.append(_v.TENSOR_TYPES.get(type_code, (str(type_code), 0))[0])
-            buffer = tensor.scalar(_v._TENSOR_BUFFER, "<I")
+        for tensor in subgraph.tables("tensors"):
+            types.append(flatbuffer.tensor_type(tensor.scalar("type"))[0])
+            buffer = tensor.scalar("buffer")
             if buffer and buffer_sizes[buffer]:
                 constant_buffers.add(buffer)
-        for o, op in enumerate(subgraph.tables(_v._SUBGRAPH_OPERATORS, f"subgraphs[{s}].operators")):
-            name = names[op.scalar(_v._OPERATOR_OPCODE, "<I")]
-            outputs = [i for i in (op.ints(_v._OPERATOR_OUTPUTS, "outputs") or []) if i >= 0]
+        for op in subgraph.tables("operators"):
+            name = names[op.scalar("opcodeIndex")]
+            outputs = [i for i in (op.vector("outputs") or []) if i >= 0]
             dtype = types[outputs[0]] if outputs else "none"
             by_type = counts.setdefault(name, {})
             by_type[dtype] = by_type.get(dtype, 0) + 1
 
     entries = []
-    for i, entry in enumerate(model.tables(_MODEL_METADATA, "metadata")):
-        entries.append(entry.string(_METADATA_NAME, f"metadata[{i}].name") or "")
-        buffer = entry.scalar(_METADATA_BUFFER, "<I")
-        constant_buffers.discard(buffer)
+    for entry in model.tables("metadata"):
+        entries.append(entry.string("name") or "")
+        constant_buffers.discard(entry.scalar("buffer"))
 
     ops = [OpCount(op=name, count=sum(by_type.values()), dtypes=dict(sorted(by_type.items())))
            for name, by_type in counts.items()]
@@ -279,8 +197,8 @@ def _structure(r: _v._Reader) -> dict:
     return {
         "ops": ops,
         "weights_size": sum(buffer_sizes[b] for b in constant_buffers),
-        "version": model.scalar(_MODEL_VERSION, "<I"),
-        "description": model.string(_MODEL_DESCRIPTION, "description") or "",
+        "version": model.scalar("version"),
+        "description": model.string("description") or "",
         "metadata_entries": entries,
     }
 
