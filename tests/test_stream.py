@@ -401,3 +401,59 @@ def test_ctrl_c_stops_cleanly_with_a_summary(models, photos, tmp_path):
     printed = 1 + len(stdout.splitlines())
     assert 1 < printed < 240
     assert len(decoded_frames(out)) == printed
+
+
+class StandInPicamera2:
+    """Picamera2's documented API (global_camera_info, create_video_configuration, configure,
+    start, capture_array, stop, close) over real photos: checks how tlx's adapter drives the
+    Pi camera library, which exists only on Raspberry Pi OS. Not a test of Picamera2."""
+
+    calls: list = []
+    photos: list = []
+
+    @staticmethod
+    def global_camera_info():
+        return [{"Model": "imx708", "Num": 0}]
+
+    def __init__(self, index):
+        self.calls.append(("init", index))
+        self._next = 0
+
+    def create_video_configuration(self, main):
+        return {"main": main}
+
+    def configure(self, config):
+        self.calls.append(("configure", config["main"]))
+
+    def start(self):
+        self.calls.append(("start",))
+
+    def capture_array(self, stream):
+        time.sleep(0.01)
+        frame = self.photos[self._next % len(self.photos)]
+        self._next += 1
+        return frame
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_picamera2_adapter(clf, photos, monkeypatch):
+    module = type(sys)("picamera2")
+    module.Picamera2 = StandInPicamera2
+    StandInPicamera2.calls, StandInPicamera2.photos = [], photos
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    assert sources_mod.camera_kind("auto") == ("picamera2", 0)  # the camera module wins
+    results = list(clf.classify_stream("picamera2", max_frames=3))
+    assert len(results) == 3 and results[0].index == 0
+    for result in results:
+        assert list(result.predictions) == clf.classify(result.frame, top_k=5)
+    # RGB arrays straight from libcamera ("BGR888" is R, G, B in memory), then released.
+    assert StandInPicamera2.calls[:3] == [("init", 0), ("configure", {"size": (640, 480), "format": "BGR888"}),
+                                          ("start",)]
+    assert StandInPicamera2.calls[-2:] == [("stop",), ("close",)]
+    with pytest.raises(StreamError, match="Pi camera 2: not found"):
+        sources_mod.open_picamera2(2)

@@ -101,6 +101,8 @@ class StreamStats:
         self.started = time.perf_counter()
         self.finished: float | None = None
         self._samples = np.zeros((capacity, len(STAGES)), np.float64)
+        #: Milliseconds spent per stage over all frames (STAGES order).
+        self.total_ms = [0.0] * len(STAGES)
         self._rng = np.random.default_rng(seed)
         self._recent: collections.deque[float] = collections.deque(maxlen=32)
 
@@ -111,6 +113,8 @@ class StreamStats:
             slot = int(self._rng.integers(self.frames + 1))
         if slot < len(self._samples):
             self._samples[slot] = (capture_ms, preprocess_ms, invoke_ms)
+        for i, ms in enumerate((capture_ms, preprocess_ms, invoke_ms)):
+            self.total_ms[i] += ms
         self.frames += 1
         now = time.perf_counter()
         self._recent.append(now)
