@@ -23,7 +23,8 @@ except ImportError:  # tests/ not a package
     from conftest import make_image_folder
 from tlx import files
 from tlx.errors import TlxError
-from tlx.run_dir import RunDir, Split
+from tlx.run_dir import RunConfig, RunDir, Split
+from tlx.trainer.config import TrainConfig
 
 SIZE = (32, 32)
 RUNNER = CliRunner()
@@ -92,8 +93,9 @@ def make_run_dir(root: Path, classes: tuple[str, ...], per_class: int = 15, seed
     rd.write_labels(classes)
     files.write_json(rd.split, Split(classes=classes, train=train, validation=(), test=test,
                                      image_size=SIZE, data_dir=str(data)).to_json())
-    files.write_json(rd.config, {"backbone": backbone, "image_size": SIZE[0],
-                                 "run_id": f"test-{backbone}-{len(classes)}"})
+    files.write_json(rd.config, RunConfig(
+        TrainConfig(data_dir=data, out=run, backbone=backbone, image_size=SIZE[0]),
+        run_id=f"test-{backbone}-{len(classes)}").to_json())
     return run
 
 

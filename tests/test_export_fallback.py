@@ -21,7 +21,8 @@ from tests.conftest import make_image_folder
 from tests.test_fallback import SIZE
 from tests.test_fallback import _model as hostile_layers
 from tlx import files
-from tlx.run_dir import RunDir, Split
+from tlx.run_dir import RunConfig, RunDir, Split
+from tlx.trainer.config import TrainConfig
 
 CLASSES = ("red", "green", "blue")
 RUNNER = CliRunner()
@@ -61,8 +62,9 @@ def make_hostile_run(root: Path, validation: bool = True) -> Path:
     files.write_json(rd.split, Split(classes=CLASSES, train=parts[0],
                                      validation=parts[1] if validation else (), test=parts[2],
                                      image_size=(SIZE, SIZE), data_dir=str(data)).to_json())
-    files.write_json(rd.config, {"options": {"backbone": "hostile_test", "image_size": SIZE,
-                                             "run_id": "test-hostile"}})
+    files.write_json(rd.config, RunConfig(
+        TrainConfig(data_dir=data, out=run, backbone="hostile_test", image_size=SIZE),
+        run_id="test-hostile").to_json())
     return run
 
 
@@ -100,7 +102,8 @@ def test_fallback_auto_needs_validation_images(tmp_path, monkeypatch):
     RunDir(run).write_labels(CLASSES)
     files.write_json(RunDir(run).split, Split(
         classes=CLASSES, train=(("/x/a.png", 0),), validation=(), test=(("/x/b.png", 1),)).to_json())
-    files.write_json(RunDir(run).config, {"options": {"image_size": SIZE}})
+    files.write_json(RunDir(run).config, RunConfig(
+        TrainConfig(data_dir=tmp_path, out=run, image_size=SIZE), run_id="test").to_json())
     from tlx.export import inference
 
     def not_now(*args, **kwargs):

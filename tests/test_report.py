@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
 from tlx.cli import app
-from tlx.report import REPORT, write_report
+from tlx.report import write_report
+from tlx.run_dir import REPORT
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -72,7 +72,7 @@ def test_mirrored_strategy_runs_as_one_replica_on_cpu(tmp_path, tiny_backbone): 
 
 
 def test_resume_through_the_cli(tmp_path, tiny_backbone):  # noqa: F811
-    from tlx.trainer.train import STATE
+    from tlx.run_dir import RunDir
 
     data = make_image_folder(tmp_path / "data")
     run = tmp_path / "run"
@@ -80,9 +80,9 @@ def test_resume_through_the_cli(tmp_path, tiny_backbone):  # noqa: F811
     result = runner.invoke(app, tiny_args(data, run, "--phase2-epochs", "0"))
     assert result.exit_code == 0, result.output
     # Pretend it stopped after phase 1, before the test evaluation.
-    state = json.loads((run / "checkpoints" / STATE).read_text())
+    state = json.loads(RunDir(run).state.read_text())
     state.pop("finished")
-    (run / "checkpoints" / STATE).write_text(json.dumps(state))
+    RunDir(run).state.write_text(json.dumps(state))
     resumed = runner.invoke(app, ["train", "--resume", str(run), "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["phase1"]["epochs"] == 1

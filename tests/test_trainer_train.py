@@ -18,7 +18,7 @@ from tlx.run_dir import RunDir
 from tlx.trainer import backbones
 from tlx.trainer.config import TrainConfig
 from tlx.trainer.model import feature_model
-from tlx.trainer.train import STATE, resume, train
+from tlx.trainer.train import resume, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,10 +57,12 @@ def test_a_run_leaves_every_file(finished):
     split = run.read_split()
     assert split.image_size == (32, 32) and len(split.test) == summary["images"]["test"] > 0
 
+    raw = json.loads(run.config.read_text())
+    assert set(raw["options"]) == {f.name for f in dataclasses.fields(TrainConfig)}
     config = run.read_config()
-    assert set(config["options"]) == {f.name for f in dataclasses.fields(TrainConfig)}
-    assert config["options"]["fine_tune_at"] == TINY_SPEC.default_fine_tune_at  # resolved, not None
-    assert {"tlx", "tensorflow", "keras", "numpy"} <= set(config["versions"])
+    assert config.options.fine_tune_at == TINY_SPEC.default_fine_tune_at  # resolved, not None
+    assert {"tlx", "tensorflow", "keras", "numpy"} <= set(config.versions)
+    assert len(config.run_id) == 16 and raw["run_id"] == config.run_id
 
     history = json.loads(run.history.read_text())
     assert len(history["phase1"]["val_accuracy"]) == 2 and len(history["phase2"]["loss"]) == 1
@@ -72,8 +74,11 @@ def test_a_run_leaves_every_file(finished):
     for png in ("learning_curves.png", "predictions.png"):
         with Image.open(run.plots / png) as image:
             assert image.format == "PNG" and min(image.size) > 200
-    state = json.loads((run.checkpoints / STATE).read_text())
-    assert state["finished"] and state["epochs_done"] == 3
+    state = json.loads(run.state.read_text())
+    assert state["finished"] and state["checkpoints"][-1]["epochs_done"] == 3
+    # The last two complete checkpoints stay.
+    assert [c["epochs_done"] for c in state["checkpoints"]] == [2, 3]
+    assert sorted(p.name for p in run.checkpoints.glob("*.keras")) == [c["file"] for c in state["checkpoints"]]
     assert "loss0" in log and "Phase 1" in log and "Phase 2" in log and "epoch   3/3" in log
 
 
@@ -151,9 +156,9 @@ def test_cached_features_head_weights_give_the_same_logits(tmp_path, image_folde
     run = RunDir(tmp_path / "out")
     train(tiny_config(image_folder, run.root, augment=False, cache_features=True, phase1_epochs=2,
                       phase2_epochs=0), log=lambda _: None)
-    state = json.loads((run.checkpoints / STATE).read_text())
-    assert state["model"] == "head" and state["epochs_done"] == 2
-    head = keras.models.load_model(run.checkpoints / state["checkpoint"])
+    state = json.loads(run.state.read_text())["checkpoints"][-1]
+    assert state["kind"] == "head" and state["epochs_done"] == 2
+    head = keras.models.load_model(run.checkpoints / state["file"])
     model = keras.models.load_model(run.model)
     assert [layer.name for layer in head.layers[1:]] == ["dropout", "logits"]
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
@@ -184,10 +189,10 @@ def test_interrupt_keeps_the_last_checkpoint_and_resume_continues(tmp_path, imag
     with pytest.raises(KeyboardInterrupt):
         train(config, log=messages.append, callbacks=[_callback(on_epoch_end=interrupt)])
     assert f"tlx train --resume {run.root}" in "\n".join(messages)
-    state = json.loads((run.checkpoints / STATE).read_text())
-    assert (state["phase"], state["epochs_done"], state["model"]) == (2, 2, "full")
+    state = json.loads(run.state.read_text())["checkpoints"][-1]
+    assert (state["phase"], state["epochs_done"], state["kind"]) == (2, 2, "full")
     assert not run.model.exists() and not run.metrics.exists()
-    checkpoint = keras.models.load_model(run.checkpoints / state["checkpoint"])
+    checkpoint = keras.models.load_model(run.checkpoints / state["file"])
     assert isinstance(checkpoint.optimizer, keras.optimizers.RMSprop)
     steps = -(-len(run.read_split().train) // config.batch_size)
     assert int(checkpoint.optimizer.iterations.numpy()) == steps
@@ -223,8 +228,8 @@ def test_resume_in_cached_phase1_continues_the_head(tmp_path, image_folder):
     config = tiny_config(image_folder, run.root, augment=False, cache_features=True, phase1_epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=lambda _: None, callbacks=[_callback(on_epoch_end=interrupt)])
-    state = json.loads((run.checkpoints / STATE).read_text())
-    assert (state["phase"], state["epochs_done"], state["model"]) == (1, 1, "head")
+    state = json.loads(run.state.read_text())["checkpoints"][-1]
+    assert (state["phase"], state["epochs_done"], state["kind"]) == (1, 1, "head")
     epochs = []
     resume(run.root, log=lambda _: None,
            callbacks=[_callback(on_epoch_begin=lambda cb, e, logs=None: epochs.append(e))])

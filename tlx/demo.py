@@ -57,7 +57,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     from tlx.bench import report as bench_report
     from tlx.bench.bench import BenchConfig, run_bench
     from tlx.export.export import ExportConfig, export_run
-    from tlx.report import REPORT, write_report
+    from tlx.report import write_report
     from tlx.trainer.config import TrainConfig
     from tlx.trainer.train import format_summary, resume, train
 
@@ -65,7 +65,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     out = Path(config.out)
     run = RunDir(out / "run")
     # Whatever happens next, no report of an earlier, different state stays presented.
-    (run.root / REPORT).unlink(missing_ok=True)
+    run.report.unlink(missing_ok=True)
 
     log(f"[1/5] Dataset: {config.dataset}")
     data = datasets.prepare(config.dataset, out / "data", config.limit)
@@ -74,7 +74,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
         f"phase 2: {config.phase2_epochs} epochs)")
     if run.metrics.is_file():
         log("      already trained: reusing it")
-    elif (run.checkpoints / "state.json").is_file():
+    elif run.state.is_file():
         log("      resuming the interrupted training")
         log(format_summary(resume(run.root, log=log)))
     else:
@@ -87,15 +87,14 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
         log(format_summary(summary))
 
     log("[3/5] Export: float32 and int8 TFLite")
-    export_json = run.export / "export.json"
+    export_json = run.export_json
     if _fresh(export_json, run.model):
         log("      already exported: reusing it")
     else:
         export_run(ExportConfig(run_dir=run.root), log=log)
 
     log("[4/5] Benchmark: Keras vs float32 vs int8 on the held-out test images")
-    bench_json = run.bench / "bench.json"
-    if _fresh(bench_json, export_json):
+    if _fresh(run.bench_json, export_json):
         log("      already measured: reusing it")
     else:
         result = run_bench(BenchConfig(run_dir=run.root, threads=(1, 2)), progress=lambda m: log(f"      {m}"))

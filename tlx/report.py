@@ -13,9 +13,7 @@ from pathlib import Path
 import tlx
 from tlx import files
 from tlx.errors import TlxError
-from tlx.run_dir import RunDir
-
-REPORT = "report.html"
+from tlx.run_dir import RunDir, confusion_name
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -64,7 +62,7 @@ def _dataset_section(run: RunDir) -> str:
 def _training_section(run: RunDir) -> str:
     parts = ["<h2>Training</h2>"]
     if run.config.is_file():
-        config = run.read_options()
+        config = run.read_config().options.to_json()
         keys = ["backbone", "weights", "image_size", "phase1_epochs", "phase2_epochs", "fine_tune_at",
                 "learning_rate", "augment"]
         parts.append(_table(["option", "value"], [[k, config[k]] for k in keys if k in config]))
@@ -72,10 +70,10 @@ def _training_section(run: RunDir) -> str:
         metrics = files.read_json(run.metrics)
         parts.append("<p>Keras test accuracy: "
                      f"<b>{100 * float(metrics.get('test_accuracy', metrics.get('accuracy', 0))):.1f}%</b></p>")
-    for name, caption in (("learning_curves.png", "Learning curves of both phases"),
-                          ("predictions.png", "Test images: predicted (true) label")):
-        if (run.plots / name).is_file():
-            parts.append(_image(run.plots / name, caption))
+    for path, caption in ((run.learning_curves, "Learning curves of both phases"),
+                          (run.predictions, "Test images: predicted (true) label")):
+        if path.is_file():
+            parts.append(_image(path, caption))
     return "".join(parts)
 
 
@@ -99,8 +97,6 @@ def _headline(bench: dict) -> str:
 
 
 def _bench_section(run: RunDir, bench: dict) -> str:
-    from tlx.bench.report import confusion_name
-
     rows = []
     for m in bench["models"]:
         acc = m["accuracy"]
@@ -121,7 +117,7 @@ def _bench_section(run: RunDir, bench: dict) -> str:
         + (f" int8-relevant CPU features: {html.escape(', '.join(env['cpu_features']) or 'none')}; "
            f"{html.escape(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
         _table(["model", "size MB", "top-1 % [95% CI]", "drop pts", "p50 ms (1 image)", "cold start s"], rows),
-        _image(run.bench / "accuracy_vs_latency.png", "Accuracy against latency"),
+        _image(run.bench_chart, "Accuracy against latency"),
     ]
     for m in bench["models"]:
         path = run.bench / confusion_name(m["name"])
@@ -131,9 +127,9 @@ def _bench_section(run: RunDir, bench: dict) -> str:
 
 
 def missing_parts(run: RunDir) -> list[str]:
-    wanted = {"training metrics": run.metrics, "learning curves": run.plots / "learning_curves.png",
-              "predictions grid": run.plots / "predictions.png", "benchmark": run.bench / "bench.json",
-              "accuracy/latency chart": run.bench / "accuracy_vs_latency.png"}
+    wanted = {"training metrics": run.metrics, "learning curves": run.learning_curves,
+              "predictions grid": run.predictions, "benchmark": run.bench_json,
+              "accuracy/latency chart": run.bench_chart}
     return [name for name, path in wanted.items() if not path.is_file()]
 
 
@@ -144,8 +140,8 @@ def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
     run.read_split()  # a clear error if this is no run folder at all
     missing = missing_parts(run)
     sections = [_dataset_section(run), _training_section(run)]
-    if (run.bench / "bench.json").is_file():
-        bench = files.read_json(run.bench / "bench.json")
+    if run.bench_json.is_file():
+        bench = files.read_json(run.bench_json)
         sections.insert(0, _headline(bench))
         sections.append(_bench_section(run, bench))
     banner = ""
@@ -158,9 +154,8 @@ def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
             f'<p class="sub">Run folder <code>{html.escape(run.root.resolve().name)}</code>; written '
             f'{_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by tlx {tlx.__version__}.</p>{banner}'
             f'{"".join(sections)}</body></html>')
-    path = run.root / REPORT
-    files.write_text(path, page)
-    return path
+    files.write_text(run.report, page)
+    return run.report
 
 
 def require_complete(run_dir: Path) -> None:

@@ -1,16 +1,22 @@
-"""What a `tlx train` run leaves on disk, read and written by train, export and bench.
+"""What a `tlx train` run leaves on disk, read and written by train, export, bench and report.
 
-TensorFlow-free: bench and predict read these files on machines without it.
+Every file name of a run folder is defined here, once. config.json is parsed here, once,
+into a typed `RunConfig`. TensorFlow-free: bench and predict read these files on machines
+without it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import unicodedata
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from tlx import files
 from tlx.errors import TlxError
+from tlx.trainer.config import TrainConfig
 
 MODEL = "model.keras"
 LABELS = "labels.txt"
@@ -19,9 +25,50 @@ CONFIG = "config.json"
 HISTORY = "history.json"
 METRICS = "metrics.json"
 PLOTS = "plots"
+LEARNING_CURVES = "learning_curves.png"
+PREDICTIONS = "predictions.png"
 CHECKPOINTS = "checkpoints"
+#: checkpoints/state.json: which checkpoint files are complete, and the history up to them.
+STATE = "state.json"
 EXPORT = "export"
+#: export/export.json (also in an export folder chosen with `tlx export --out`).
+EXPORT_JSON = "export.json"
 BENCH = "bench"
+BENCH_JSON = "bench.json"
+BENCH_MD = "bench.md"
+BENCH_CHART = "accuracy_vs_latency.png"
+REPORT = "report.html"
+
+#: Files of a finished or started run; a new run refuses to write over them.
+RUN_FILES = (CONFIG, SPLIT, MODEL, CHECKPOINTS)
+#: Everything made from a run's model.keras: replacing the model (`tlx train --overwrite`)
+#: removes them, so that nothing describes a model that is gone.
+DERIVED = (EXPORT, BENCH, REPORT, METRICS, HISTORY, PLOTS, CHECKPOINTS)
+
+
+def confusion_name(model_name: str) -> str:
+    """bench/confusion_<model>.png, with the model name made file-name safe."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_name)
+    return f"confusion_{safe}.png"
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class name, or None when it can.
+
+    labels.txt (ours and the one inside each .tflite's standard metadata, which MediaPipe
+    and other clients read) holds one label per line, and label readers commonly strip
+    each line. A name with a line break or other control character, or with spaces at
+    either end, would come back different, so such names are refused before training
+    rather than silently changed: two folders "dog" and "dog " would become one class.
+    """
+    if not name:
+        return "it is empty"
+    if name != name.strip():
+        return "it starts or ends with a space"
+    bad = sorted({c for c in name if unicodedata.category(c)[0] == "C"})
+    if bad:
+        return "it holds control characters (" + ", ".join(repr(c) for c in bad) + ")"
+    return None
 
 
 @dataclass(frozen=True)
@@ -94,6 +141,24 @@ class Split:
         )
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """config.json: how a run was trained."""
+
+    #: Every option of the run (tlx.trainer.config.TrainConfig), with defaults resolved.
+    options: TrainConfig
+    #: An id written once when the run starts; exported files carry it (tlx.json).
+    run_id: str
+    #: Package versions at training time (tlx, python, tensorflow, keras, numpy, ...).
+    versions: dict = field(default_factory=dict)
+    #: When training started (local time, ISO 8601).
+    started: str = ""
+
+    def to_json(self) -> dict:
+        return {"options": self.options.to_json(), "run_id": self.run_id, "versions": self.versions,
+                "started": self.started}
+
+
 class RunDir:
     """Paths inside a run directory, and checked loading of its files."""
 
@@ -110,9 +175,17 @@ class RunDir:
     history = property(lambda self: self.root / HISTORY)
     metrics = property(lambda self: self.root / METRICS)
     plots = property(lambda self: self.root / PLOTS)
+    learning_curves = property(lambda self: self.root / PLOTS / LEARNING_CURVES)
+    predictions = property(lambda self: self.root / PLOTS / PREDICTIONS)
     checkpoints = property(lambda self: self.root / CHECKPOINTS)
+    state = property(lambda self: self.root / CHECKPOINTS / STATE)
     export = property(lambda self: self.root / EXPORT)
+    export_json = property(lambda self: self.root / EXPORT / EXPORT_JSON)
     bench = property(lambda self: self.root / BENCH)
+    bench_json = property(lambda self: self.root / BENCH / BENCH_JSON)
+    bench_md = property(lambda self: self.root / BENCH / BENCH_MD)
+    bench_chart = property(lambda self: self.root / BENCH / BENCH_CHART)
+    report = property(lambda self: self.root / REPORT)
 
     def require(self, path: Path, what: str) -> Path:
         if not self.root.is_dir():
@@ -122,32 +195,89 @@ class RunDir:
                            "Is it the --out folder of a finished `tlx train` run?")
         return path
 
+    def _read_json(self, path: Path, what: str):
+        self.require(path, what)
+        try:
+            return files.read_json(path)
+        except UnicodeDecodeError:
+            raise TlxError(f"{path} is not UTF-8 text: the file is damaged. Re-run `tlx train`.") from None
+        except json.JSONDecodeError as exc:
+            raise TlxError(f"{path} is not valid JSON ({exc}): the file is damaged. "
+                           "Re-run `tlx train`.") from None
+
     def read_split(self, data_dir: str | os.PathLike | None = None) -> Split:
         """split.json; `data_dir` re-roots it when the data folder moved (--data-dir)."""
-        path = self.require(self.split, "the train/validation/test file lists")
+        obj = self._read_json(self.split, "the train/validation/test file lists")
         try:
-            return Split.from_json(files.read_json(path), data_dir)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TlxError(f"{path} is not a valid split file ({exc}); re-run `tlx train`.") from None
+            return Split.from_json(obj, data_dir)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TlxError(f"{self.split} is not a valid split file ({exc}); re-run `tlx train`.") from None
 
     def read_labels(self) -> list[str]:
+        """The class names, one per line, exactly as written (see class_name_problem)."""
         path = self.require(self.labels, "the class names")
-        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise TlxError(f"{path} is not UTF-8 text: the file is damaged. Re-run `tlx train`.") from None
+        labels = text.split("\n")
+        if labels and labels[-1] == "":
+            labels.pop()
         if not labels:
             raise TlxError(f"{path} is empty; re-run `tlx train`.")
+        for line, label in enumerate(labels, 1):
+            problem = class_name_problem(label)
+            if problem:
+                raise TlxError(f"{path} line {line} ({label!r}) is not a class name: {problem}. "
+                               "The file was edited or damaged; re-run `tlx train`.")
         return labels
 
-    def read_config(self) -> dict:
-        """config.json: {"options": {...every TrainConfig field...}, "versions": {...}, ...}."""
-        return files.read_json(self.require(self.config, "the training options"))
-
-    def read_options(self) -> dict:
-        """The training options (backbone, image_size, ...) from config.json."""
-        config = self.read_config()
-        return config.get("options", config)
-
     def write_labels(self, labels) -> None:
+        for label in labels:
+            problem = class_name_problem(label)
+            if problem:
+                raise TlxError(f"Class name {label!r} cannot be written to labels.txt: {problem}.")
         files.write_text(self.labels, "".join(f"{label}\n" for label in labels))
+
+    def read_config(self) -> RunConfig:
+        """config.json, checked: each option has its TrainConfig type."""
+        obj = self._read_json(self.config, "the training options")
+        path = self.config
+        if not isinstance(obj, dict) or not isinstance(obj.get("options"), dict):
+            raise TlxError(f"{path} is not a tlx config file (expected an object with \"options\"). "
+                           "Re-run `tlx train`.")
+        try:
+            options = TrainConfig.from_json(obj["options"])
+        except (TypeError, ValueError) as exc:
+            raise TlxError(f"{path}: {exc}. The file was edited or damaged; re-run `tlx train`.") from None
+        versions = obj.get("versions")
+        return RunConfig(options=options,
+                         # Runs from before run ids were written: the folder's name.
+                         run_id=str(obj.get("run_id") or self.root.resolve().name),
+                         versions=versions if isinstance(versions, dict) else {},
+                         started=str(obj.get("started") or ""))
+
+    def write_config(self, options: TrainConfig, versions: dict, started: str) -> RunConfig:
+        config = RunConfig(options=options, run_id=uuid.uuid4().hex[:16], versions=versions,
+                           started=started)
+        files.write_json(self.config, config.to_json())
+        return config
+
+    def remove(self, names) -> list[str]:
+        """Delete these files and folders of the run (e.g. DERIVED); returns the names removed."""
+        import shutil
+
+        removed = []
+        for name in dict.fromkeys(names):
+            path = self.root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(name)
+        return removed
 
 
 def require_present(split: Split, *names: str) -> None:

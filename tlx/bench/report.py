@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tlx import files
 from tlx.bench import plots
+from tlx.run_dir import BENCH_CHART, BENCH_JSON, BENCH_MD, confusion_name
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
@@ -83,14 +84,9 @@ def markdown(result, charts: bool = True) -> str:
         verdict = "EXCEEDED" if result.failed_drop else "within"
         out += ["", f"int8 drop limit {result.config.max_drop:g} points: {verdict}."]
     if charts:
-        out += ["", "![accuracy against latency](accuracy_vs_latency.png)", ""]
+        out += ["", f"![accuracy against latency]({BENCH_CHART})", ""]
         out += [f"![confusion {m.name}]({confusion_name(m.name)})" for m in result.models]
     return "\n".join(out) + "\n"
-
-
-def confusion_name(model_name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_name)
-    return f"confusion_{safe}.png"
 
 
 def _can_plot() -> bool:
@@ -102,8 +98,8 @@ def _can_plot() -> bool:
 def write(result, out_dir: Path) -> dict[str, Path]:
     """Write every report file into `out_dir`; returns them by kind."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md",
-               "chart": out_dir / "accuracy_vs_latency.png"}
+    written = {"json": out_dir / BENCH_JSON, "markdown": out_dir / BENCH_MD,
+               "chart": out_dir / BENCH_CHART}
     charts = _can_plot()
     files.write_json(written["json"], result.to_json())
     files.write_text(written["markdown"], markdown(result, charts))

@@ -53,6 +53,7 @@ def bench(
     RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png."""
     from tlx.bench.bench import BenchConfig, run_bench
     from tlx.bench.report import text_table, write
+    from tlx.run_dir import RunDir
 
     config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
                          backend=backend, compare_backends=compare_backends, max_drop=max_drop,
@@ -60,7 +61,7 @@ def bench(
     say = (lambda message: typer.echo(f"... {message}", err=True))
     with user_errors():
         result = run_bench(config, progress=say)
-        written = write(result, Path(run_dir) / "bench")
+        written = write(result, RunDir(run_dir).bench)
     if json_output:
         print_json(result.to_json())
     else:

@@ -27,9 +27,7 @@ from tlx.export.fallback import (LAYERS_CSV, LAYERS_PNG, FallbackMode, FallbackR
                                  repair_int8, write_layers_csv)
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import RESAMPLE
-from tlx.run_dir import RunDir, Split, require_present
-
-EXPORT_JSON = "export.json"
+from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
 
 
 #: A progress hook: progress(label, total) -> a context manager yielding advance(n).
@@ -96,7 +94,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     model, image_size, normalization = _load_model(inputs, log)
     calibration = _load_calibration(inputs.calibration_items, image_size, progress, log)
     model_sha = files.sha256_file(inputs.run.model)
-    tlx_info = _common_tlx_info(inputs.run_id, model_sha, inputs.backbone_name, inputs.labels,
+    tlx_info = _common_tlx_info(inputs.config.run_id, model_sha, inputs.config.options.backbone, inputs.labels,
                                 image_size, normalization)
 
     # Test images once, for the parity check and the fallback's test report.
@@ -134,10 +132,8 @@ class _RunInputs:
     out_dir: Path
     labels: list[str]
     split: Split
-    #: The training options from config.json.
-    options: dict
-    backbone_name: str | None
-    run_id: str
+    #: config.json: the training options and the run id.
+    config: RunConfig
     #: The training images that calibrate int8 (empty when no format needs calibration).
     calibration_items: list[tuple[str, int]]
 
@@ -162,7 +158,7 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
     out_dir = Path(config.out_dir) if config.out_dir is not None else run.export
     labels = run.read_labels()
     split = run.read_split(config.data_dir)
-    options = run.read_options()
+    run_config = run.read_config()
     run.require(run.model, "the trained Keras model")
     if list(split.classes) and list(split.classes) != labels:
         raise TlxError(f"labels.txt ({labels}) and split.json ({list(split.classes)}) list different "
@@ -189,9 +185,7 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
             raise TlxError("The calibration set is empty: split.json lists no training images, and "
                            "int8 is calibrated on training images only (never on test images). "
                            "Export float formats only (--format float32), or re-run `tlx train`.")
-    return _RunInputs(run=run, out_dir=out_dir, labels=labels, split=split, options=options,
-                      backbone_name=options.get("backbone"),
-                      run_id=str(options.get("run_id") or run.root.resolve().name),
+    return _RunInputs(run=run, out_dir=out_dir, labels=labels, split=split, config=run_config,
                       calibration_items=calibration_items)
 
 
@@ -203,8 +197,8 @@ def _load_model(inputs: _RunInputs, log: Callable[[str], None]) -> tuple[object,
     log(f"Loading {inputs.run.model}")
     trained = inference.load_trained_model(inputs.run.model)
     image_size = inference.input_size(trained)
-    configured = inputs.options.get("image_size")
-    if configured is not None and tuple(_pair(configured)) != image_size:
+    configured = inputs.config.options.image_size
+    if (configured, configured) != tuple(image_size):
         raise TlxError(f"config.json says image_size {configured} but model.keras takes "
                        f"{image_size[0]}x{image_size[1]} pixels. Are they from the same run?")
     model = inference.build_inference_model(trained, len(inputs.labels))
@@ -256,7 +250,7 @@ def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _Ru
             info["float_fallback"] = list(fallback.chosen_step.float_layers)
         contents[name] = with_metadata(
             content, labels=list(inputs.labels), tlx_info=info,
-            name=f"tlx {inputs.backbone_name or 'image'} classifier ({name})")
+            name=f"tlx {inputs.config.options.backbone} classifier ({name})")
     return contents, fallback
 
 
@@ -290,9 +284,9 @@ def _summary(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _RunInp
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "tlx_version": tlx.__version__,
         "run_dir": str(inputs.run.root.resolve()),
-        "run_id": inputs.run_id,
+        "run_id": inputs.config.run_id,
         "model_sha256": model_sha,
-        "backbone": inputs.backbone_name,
+        "backbone": inputs.config.options.backbone,
         "labels": list(inputs.labels),
         "image_size": list(image_size),
         "int8_output_type": OutputType(config.output_type).value if "int8" in specs else None,
@@ -464,12 +458,6 @@ def _tensors(content: bytes) -> dict:
         return described
 
     return {"input": describe(model_info.inputs[0]), "output": describe(model_info.outputs[0])}
-
-
-def _pair(value) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(int(v) for v in value)
 
 
 def _per_class(items, labels) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -114,5 +115,35 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, obj: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in obj.items() if k in names})
+        """The inverse of to_json. Each value must have its field's type (TypeError naming
+        the option otherwise): config.json is a file a user can edit or damage."""
+        hints = typing.get_type_hints(cls)
+        values = {f.name: _typed(f.name, obj[f.name], hints[f.name])
+                  for f in dataclasses.fields(cls) if f.name in obj}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in values and f.default is dataclasses.MISSING]
+        if missing:
+            raise TypeError(f"option(s) {', '.join(missing)} missing")
+        return cls(**values)
+
+
+def _typed(name: str, value, hint):
+    """`value` as type `hint` (Optional, Path, Enum, bool, int, float, str); TypeError if it is not."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str),
+          Path: isinstance(value, str)}.get(hint)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        valid = [member.value for member in hint]
+        if value in valid:
+            return hint(value)
+        raise TypeError(f"option {name} is {value!r}, expected one of {', '.join(map(str, valid))}")
+    if not ok:
+        raise TypeError(f"option {name} is {value!r}, expected {getattr(hint, '__name__', hint)}")
+    return hint(value) if hint in (float, Path) else value

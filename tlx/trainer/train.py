@@ -6,8 +6,8 @@ continues. BatchNorm stays in inference mode in both: the base is called with
 training=False (tlx.trainer.model) and, because Keras 3's fit() overrides that, phase 2
 keeps the BatchNorm layers frozen (see tlx.trainer.model.unfreeze); their moving statistics never change.
 
-After every epoch the model (with its optimizer state) and a small state file are
-written to RUN/checkpoints atomically; Ctrl-C leaves the last complete epoch there and
+After every epoch the model (with its optimizer state) is checkpointed
+(tlx.trainer.checkpoints); Ctrl-C leaves the last complete epoch there and
 `tlx train --resume RUN` continues from it.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -27,20 +26,17 @@ import numpy as np
 import tlx
 from tlx import files
 from tlx.errors import MissingDependencyError, TlxError
-from tlx.run_dir import RunDir
+from tlx.run_dir import DERIVED, LABELS, RUN_FILES, RunDir
 from tlx.versions import installed as installed_versions
 from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
 from tlx.trainer.backbones import get_backbone, parse_weights
+from tlx.trainer.checkpoints import Checkpoint, Store, save_model
 from tlx.trainer.config import Strategy, TrainConfig
 from tlx.trainer.model import (BACKBONE, LOGITS, build_classifier, build_head, compile_phase1,
                               compile_phase2, copy_head, feature_model, unfreeze)
 
 Log = Callable[[str], None]
-
-STATE = "state.json"
-#: Files of a finished or started run; a new run refuses to write over them.
-RUN_FILES = ("config.json", "split.json", "model.keras", "checkpoints")
 
 
 def _stderr(message: str) -> None:
@@ -72,21 +68,6 @@ def make_strategy(strategy: Strategy):
     return tf.distribute.get_strategy()
 
 
-def save_model(model, path: Path) -> None:
-    """model.save needs a name ending in .keras, so save into a private temp folder
-    beside `path`, then move it in atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix=".save-", dir=path.parent)
-    try:
-        staged = Path(tmpdir) / path.name
-        model.save(staged)
-        with files.atomic_path(path) as tmp:
-            os.replace(staged, tmp)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-
 # -- callbacks -------------------------------------------------------------------
 
 def _callbacks_base():
@@ -96,37 +77,24 @@ def _callbacks_base():
 
 
 class _Run:
-    """Mutable state of one run: history, checkpoint bookkeeping, logging."""
+    """Mutable state of one run: history, checkpoints, logging."""
 
-    def __init__(self, config: TrainConfig, run: RunDir, log: Log, state: Optional[dict]):
+    def __init__(self, config: TrainConfig, run: RunDir, log: Log, store: Store,
+                 resumed: Optional[Checkpoint] = None):
         self.config = config
         self.run = run
         self.log = log
-        state = state or {}
-        self.history: dict = state.get("history") or {"initial": {}, "phase1": {}, "phase2": {},
-                                                      "fine_tune_start_epoch": config.phase1_epochs}
-        self.epochs_done: int = int(state.get("epochs_done", 0))
-        self.phase: int = int(state.get("phase", 1))
-        self.checkpoint_model: Optional[str] = state.get("model")
-        self.checkpoint_file: Optional[str] = state.get("checkpoint")
-
-    def state(self) -> dict:
-        return {"phase": self.phase, "epochs_done": self.epochs_done, "model": self.checkpoint_model,
-                "checkpoint": self.checkpoint_file, "history": self.history}
+        self.store = store
+        self.history: dict = (resumed.history if resumed and resumed.history else
+                              {"initial": {}, "phase1": {}, "phase2": {},
+                               "fine_tune_start_epoch": config.phase1_epochs})
+        self.epochs_done: int = resumed.epochs_done if resumed else 0
+        self.phase: int = resumed.phase if resumed else 1
+        self.checkpoint_model: Optional[str] = resumed.kind if resumed else None
 
     def save_checkpoint(self, model, kind: str) -> None:
-        name = f"{kind}_epoch{self.epochs_done:03d}.keras"
-        save_model(model, self.run.checkpoints / name)
-        old = self.checkpoint_file
-        self.checkpoint_model, self.checkpoint_file = kind, name
-        # The state names the model file, and is written after it: a crash between the
-        # two leaves the previous pair intact.
-        files.write_json(self.run.checkpoints / STATE, self.state())
-        if old and old != name:
-            try:
-                (self.run.checkpoints / old).unlink()
-            except FileNotFoundError:
-                pass
+        self.store.save(model, kind, self.phase, self.epochs_done, self.history)
+        self.checkpoint_model = kind
 
     def callback(self, phase: int, kind: str, saved_model=None):
         """Per epoch: record the history, checkpoint, print one line."""
@@ -180,15 +148,16 @@ def prepare_out(out: Path, overwrite: bool) -> RunDir:
     except OSError as exc:
         raise TlxError(f"--out {out} is not writable ({exc.strerror or exc}). "
                        "Choose a folder you can write to.") from None
+    run = RunDir(out)
     taken = [name for name in RUN_FILES if (out / name).exists()]
     if taken:
         if not overwrite:
             raise TlxError(f"--out {out} already holds a run ({', '.join(taken)}). Continue it with "
                            f"`tlx train --resume {out}`, replace it with --overwrite, or choose another --out.")
-        for name in taken:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-    return RunDir(out)
+        # Everything made from the replaced model goes with it (exports, bench, report...):
+        # a run folder describes one model.
+        run.remove((*RUN_FILES, LABELS, *DERIVED))
+    return run
 
 
 def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
@@ -217,31 +186,25 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> 
         # no half-started run behind (the same --out works on the next try).
         run.write_labels(split.classes)
         files.write_json(run.split, split.to_json())
-        files.write_json(run.config, {"options": config.to_json(), "versions": versions(),
-                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        run.write_config(config, versions(), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     log(f"{len(split.classes)} classes ({', '.join(split.classes)}); {len(split.train)} train, "
         f"{len(split.validation)} validation, {len(split.test)} test images"
         + (f"; {len(split.skipped)} skipped" if split.skipped else ""))
-    return _run(config, images, run, None, log, callbacks, on_model_ready=write_run_files)
+    return _run(config, images, run, Store(run, log), log, callbacks, on_model_ready=write_run_files)
 
 
 def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
     """Continue an interrupted run from its last complete epoch, with its saved options."""
     require_training_dependencies()
     run = RunDir(run_dir)
-    saved = run.read_config()
-    config = _replace(TrainConfig.from_json(saved["options"]), out=run.root)
-    state_path = run.checkpoints / STATE
-    if not state_path.is_file():
-        raise TlxError(f"{run.root} has no checkpoint to resume from (no epoch finished yet): "
-                       f"start it again with `tlx train ... --out {run.root} --overwrite`.")
-    state = files.read_json(state_path)
-    if state.get("finished"):
+    config = _replace(run.read_config().options, out=run.root)
+    store = Store(run, log)
+    store.read()
+    if store.finished:
         raise TlxError(f"The run in {run.root} has finished; there is nothing to resume.")
     images = data_mod.load_split_images(run.read_split(), config.max_pixels)
-    log(f"Resuming {run.root} after epoch {state['epochs_done']} (phase {state['phase']}).")
-    return _run(config, images, run, state, log, callbacks)
+    return _run(config, images, run, store, log, callbacks, resuming=True)
 
 
 def _replace(config: TrainConfig, **changes) -> TrainConfig:
@@ -250,8 +213,9 @@ def _replace(config: TrainConfig, **changes) -> TrainConfig:
     return dataclasses.replace(config, **changes)
 
 
-def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optional[dict],
-         log: Log, callbacks: Sequence, on_model_ready: Callable[[], None] = lambda: None) -> dict:
+def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store,
+         log: Log, callbacks: Sequence, on_model_ready: Callable[[], None] = lambda: None,
+         resuming: bool = False) -> dict:
     import keras
 
     started = time.perf_counter()
@@ -268,14 +232,19 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
     val_ds = data_mod.make_dataset(x_val, y_val, num_classes, config.batch_size)
     test_ds = data_mod.make_dataset(x_test, y_test, num_classes, config.batch_size)
 
-    job = _Run(config, run, log, state)
+    store.clean()
     p1, total = config.phase1_epochs, config.total_epochs
     strategy = make_strategy(config.strategy)
+    job = None
     try:
         with strategy.scope():
-            resumed_full = state is not None and job.checkpoint_model == "full"
+            resumed, restored = store.restore() if resuming else (None, None)
+            job = _Run(config, run, log, store, resumed)
+            if resumed:
+                log(f"Resuming {run.root} after epoch {resumed.epochs_done} (phase {resumed.phase}).")
+            resumed_full = resumed is not None and resumed.kind == "full"
             if resumed_full:
-                model = keras.models.load_model(run.checkpoints / job.checkpoint_file)
+                model = restored
             else:
                 model = build_classifier(spec, num_classes, size, parse_weights(config.weights),
                                          augment=config.augment, dropout=config.dropout)
@@ -290,7 +259,8 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
                 _banner(log, f"Phase 1: frozen {config.backbone}, Adam {config.learning_rate:g}, "
                              f"{p1} epochs" + (", cached features" if config.cache_features else ""))
                 if config.cache_features:
-                    _phase1_cached(model, job, images, num_classes, strategy, callbacks)
+                    _phase1_cached(model, job, images, num_classes, strategy, callbacks,
+                                   restored if resumed is not None and resumed.kind == "head" else None)
                 else:
                     if not resumed_full:
                         compile_phase1(model, num_classes, config.learning_rate)
@@ -322,8 +292,11 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
             shown = np.sort(np.random.default_rng(config.seed).permutation(len(x_test))[:9])
             logits = model.predict(x_test[shown].astype(np.float32), verbose=0)
     except KeyboardInterrupt:
-        if job.checkpoint_file:
-            log(f"\nInterrupted. The last complete epoch ({job.epochs_done}, phase {job.phase}) is saved in "
+        saved = store.latest
+        if saved is not None:
+            # What state.json says, not the epoch in progress: a save is never half done
+            # (checkpoints.hold_interrupts).
+            log(f"\nInterrupted. The last complete epoch ({saved.epochs_done}, phase {saved.phase}) is saved in "
                 f"{run.checkpoints}.\nContinue with:  tlx train --resume {run.root}")
         else:
             log("\nInterrupted before the first epoch finished; nothing to resume.")
@@ -336,11 +309,11 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, state: Optio
     files.write_json(run.history, job.history)
     from tlx.trainer import plots
 
-    plots.learning_curves(job.history, run.plots / "learning_curves.png")
+    plots.learning_curves(job.history, run.learning_curves)
     predicted = (logits[:, 0] > 0).astype(int) if num_classes == 2 else np.argmax(logits, axis=1)
-    plots.predictions(x_test[shown], y_test[shown], predicted, split.classes, run.plots / "predictions.png")
+    plots.predictions(x_test[shown], y_test[shown], predicted, split.classes, run.predictions)
     summary = summarize(config, split, job.history, metrics, time.perf_counter() - started, run)
-    files.write_json(run.checkpoints / STATE, {**job.state(), "finished": True})
+    store.mark_finished()
     return summary
 
 
@@ -350,7 +323,7 @@ def _initial(job: _Run, result: dict) -> None:
 
 
 def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, strategy,
-                   callbacks: Sequence) -> None:
+                   callbacks: Sequence, restored_head=None) -> None:
     """Phase 1 on pooled backbone features computed once; then the head's weights go
     into the full model. Exact because the frozen base runs in inference mode and no
     augmentation is involved (config.validate() enforces that)."""
@@ -375,8 +348,8 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
             ds = ds.shuffle(len(y), seed=config.seed, reshuffle_each_iteration=True)
         return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    if job.checkpoint_model == "head":
-        head = keras.models.load_model(job.run.checkpoints / job.checkpoint_file)
+    if restored_head is not None:
+        head = restored_head
     else:
         head = build_head(f_train.shape[1], num_classes, config.dropout)
         # Start from the full model's own initial head, so the cached phase 1 trains the
