@@ -177,17 +177,11 @@ def run_dataset(setting: Setting, work: Path, fresh: bool, log) -> dict:
 
 
 def paired_drop(truth, reference, other) -> tuple[float, float, float]:
-    """Drop in points (reference minus other) with a 95% interval for paired predictions
-    (the same test images): normal approximation on the per-image difference of correctness."""
-    import numpy as np
+    """Drop in points (reference minus other) with its paired 95% interval (tlx.bench.stats)."""
+    from tlx.bench.stats import paired_difference
 
-    truth = np.asarray(truth)
-    d = (np.asarray(reference) == truth).astype(float) - (np.asarray(other) == truth).astype(float)
-    n = len(d)
-    mean = d.mean()
-    # No image changed correctness (or one image only): the approximation gives no interval.
-    half = 1.96 * math.sqrt(d.var(ddof=1) / n) if n > 1 and d.any() else float("nan")
-    return 100 * mean, 100 * (mean - half), 100 * (mean + half)
+    d = paired_difference(truth, reference, other)
+    return d.points, d.low, d.high
 
 
 def _interval(low: float, high: float) -> str:

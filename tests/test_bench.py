@@ -154,6 +154,7 @@ def test_a_model_failing_on_one_image_is_counted_not_fatal(exported_run):
 
     class FailsOnSecondImage:  # the real interpreter, except one inference raises
         calls = 0
+        num_classes = real.num_classes
 
         def run(self, pixels):
             self.calls += 1

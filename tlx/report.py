@@ -133,17 +133,35 @@ def missing_parts(run: RunDir) -> list[str]:
     return [name for name, path in wanted.items() if not path.is_file()]
 
 
-def write_report(run_dir: Path, title: str = "tlx run report") -> Path:
+def _devices_section(bench: dict | None, results: list[dict]) -> str:
+    from tlx.bundle.compare import comparison
+
+    header, rows = comparison(bench, results)
+    return ("<h2>Host and devices</h2><p>The same models on the host (<code>tlx bench RUN_DIR</code>) and "
+            "on each device (<code>tlx bench BUNDLE</code>, the bundle's test photos). Drop and agreement "
+            "are against the Keras model; <i>outputs = host's</i> counts the photos whose output equals "
+            "the host's exactly for the same file and backend. An emulated device checks accuracy "
+            "through the ARM kernels; its latency is not a device figure.</p>" + _table(header, rows))
+
+
+def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Path:
     """Write RUN_DIR/report.html (atomically) and return its path. A run that lacks a part
-    still gets a report, with a banner naming what is missing."""
+    still gets a report, with a banner naming what is missing. `devices`: result files of
+    `tlx bench BUNDLE`, shown side by side with the host."""
+    from tlx.bundle.compare import read_device_results
+
     run = RunDir(run_dir)
     run.read_split()  # a clear error if this is no run folder at all
+    device_results = read_device_results(run, list(devices))
     missing = missing_parts(run)
     sections = [_dataset_section(run), _training_section(run)]
+    bench = None
     if run.bench_json.is_file():
         bench = files.read_json(run.bench_json)
         sections.insert(0, _headline(bench))
         sections.append(_bench_section(run, bench))
+    if device_results:
+        sections.append(_devices_section(bench, device_results))
     banner = ""
     if missing:
         banner = ('<p class="incomplete"><b>Incomplete run.</b> Missing: ' + html.escape(", ".join(missing))

@@ -152,7 +152,7 @@ def model_name(path: Path) -> str:
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
-    from tlx.runtime.backends import BACKENDS, resolve_name
+    from tlx.runtime.backends import installed_backends, resolve_name
 
     if config.max_drop is not None and config.max_drop < 0:
         raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
@@ -174,7 +174,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
 
     backends = [resolve_name(config.backend)]
     if config.compare_backends:
-        backends = [name for name in BACKENDS if name != "tensorflow" and _installed(BACKENDS[name])]
+        backends = installed_backends()
     for path in tflite_paths:
         for backend in backends:
             name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"
@@ -234,9 +234,3 @@ def _model_result(name, path: Path, backend, labels, images, predictions) -> Mod
         wilson(predictions.correct(images.labels), len(images.paths)), predictions.predicted,
         confusion_matrix(images.labels, predictions.predicted, len(labels)),
         failures=predictions.failures)
-
-
-def _installed(backend) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(backend.module.split(".")[0]) is not None

@@ -34,14 +34,30 @@ class Predictions:
 
 
 def tflite_predictions(classifier, images: LabelledImages) -> Predictions:
-    predicted = np.full(len(images.paths), -1, dtype=np.int64)
+    scores, failures = tflite_scores(classifier, images.pixels, images.paths)
+    return Predictions(top1(scores), failures)
+
+
+def tflite_scores(classifier, pixels, paths) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Scores (n, classes) per image; a row of NaN where the model failed on that image
+    (listed as (path, error)): one bad inference must not stop the benchmark."""
+    scores = np.full((len(pixels), classifier.num_classes), np.nan, dtype=np.float32)
     failures = []
-    for i, pixels in enumerate(images.pixels):
+    for i, image in enumerate(pixels):
         try:
-            predicted[i] = int(np.argmax(classifier.run(pixels)))
-        except Exception as exc:  # one bad inference must not stop the benchmark
-            failures.append((images.paths[i], f"{type(exc).__name__}: {exc}"))
-    return Predictions(predicted, failures)
+            scores[i] = classifier.run(image)
+        except Exception as exc:
+            failures.append((paths[i], f"{type(exc).__name__}: {exc}"))
+    return scores, failures
+
+
+def top1(scores: np.ndarray) -> np.ndarray:
+    """Predicted class per row, -1 for a failed (NaN) row."""
+    failed = np.isnan(scores).any(axis=1) if scores.size else np.zeros(len(scores), bool)
+    predicted = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1).astype(np.int64) if scores.size \
+        else np.full(len(scores), -1, np.int64)
+    predicted[failed] = -1
+    return predicted
 
 
 def keras_predictions(model_path, num_labels: int, images: LabelledImages) -> Predictions:

@@ -75,3 +75,33 @@ def confusion_matrix(true, predicted, num_classes: int) -> np.ndarray:
         if p >= 0:
             matrix[int(t), int(p)] += 1
     return matrix
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy of a reference minus another model's, in points, on the same images, with a
+    95% interval (normal approximation on the per-image difference of correctness).
+
+    `low`/`high` are NaN when no image changed correctness (or n < 2): the approximation
+    then gives no interval, and saying so beats printing [0, 0]."""
+
+    points: float
+    low: float
+    high: float
+    n: int
+
+    def to_json(self) -> dict:
+        nan = math.isnan(self.low)
+        return {"points": self.points, "ci95": None if nan else [self.low, self.high], "n": self.n}
+
+
+def paired_difference(truth, reference, other, z: float = Z95) -> PairedDifference:
+    """`reference` and `other` are predicted classes per image, `truth` the true ones."""
+    truth = np.asarray(truth)
+    d = (np.asarray(reference) == truth).astype(float) - (np.asarray(other) == truth).astype(float)
+    n = len(d)
+    if n == 0:
+        return PairedDifference(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(d.mean())
+    half = z * math.sqrt(d.var(ddof=1) / n) if n > 1 and d.any() else float("nan")
+    return PairedDifference(100 * mean, 100 * (mean - half), 100 * (mean + half), n)

@@ -14,6 +14,7 @@ from tlx.cli import train_cmd  # noqa: F401  (the import order is the listing or
 from tlx.cli import export_cmd  # noqa: F401
 from tlx.cli import predict_cmd  # noqa: F401
 from tlx.cli import bench_cmd  # noqa: F401
+from tlx.cli import bundle_cmd  # noqa: F401
 from tlx.cli import demo_cmd  # noqa: F401
 from tlx.cli import backbones_cmd  # noqa: F401
 from tlx.cli import inspect_cmd  # noqa: F401

@@ -23,7 +23,8 @@ def _parse_threads(value: str) -> tuple[int, ...]:
 
 @app.command()
 def bench(
-    run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder with `tlx export` output.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A `tlx train` run folder with `tlx export` output, or a file from `tlx bundle`.")],
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma separated.")] = "1,2",
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")] = 5,
@@ -43,6 +44,12 @@ def bench(
     data_dir: Annotated[Optional[Path], typer.Option(
         "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
                            "(default: the folder recorded in split.json).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="BUNDLE only: write the result to OUT.json and OUT.md. "
+                            "Default: <bundle name>-<host name> in the current folder.", show_default=False)] = None,
+    emulated: Annotated[Optional[str], typer.Option(
+        help="BUNDLE only: this machine is an emulator (e.g. 'qemu-aarch64 -cpu cortex-a72'): the result "
+             "records it and shows no latency (not a device figure).", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print bench.json to stdout.")] = False,
 ) -> None:
     """Measure what int8 costs and buys: accuracy, latency, size, memory, on held-out images.
@@ -50,7 +57,25 @@ def bench(
     Every exported model (and the Keras model when TensorFlow is installed) on the run's test
     split, through tlx.runtime: top-1 with a 95% Wilson interval, drop against Keras, latency
     percentiles per thread count, `tlx predict` cold start and peak memory. Writes
-    RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png."""
+    RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png.
+
+    With a BUNDLE (from `tlx bundle`, on the device, no TensorFlow needed): every model on every
+    installed backend (or --backend), accuracy, drop against the bundled Keras reference,
+    agreement with it and with the host's outputs, latency, cold start, peak memory; writes
+    OUT.json and OUT.md."""
+    if run_dir.is_file():
+        from tlx.cli.bundle_cmd import bench_bundle_command
+
+        if data_dir is not None or compare_backends or not keras:
+            raise typer.BadParameter("--data-dir, --compare-backends and --no-keras are for a run folder; "
+                                     "a bundle holds its photos and Keras reference, and runs every "
+                                     "installed backend unless --backend names one.")
+        return bench_bundle_command(run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
+                                    backend=backend, max_drop=max_drop, cold_start=cold_start, out=out,
+                                    emulated=emulated, json_output=json_output)
+    if out is not None or emulated is not None:
+        raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
+                                 "to RUN_DIR/bench.")
     from tlx.bench.bench import BenchConfig, run_bench
     from tlx.bench.report import text_table, write
     from tlx.run_dir import RunDir

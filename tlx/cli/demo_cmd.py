@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -51,16 +51,20 @@ def demo(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder (after export and bench).")],
+    device: Annotated[Optional[List[Path]], typer.Option(
+        "--device", help="A result .json of `tlx bench BUNDLE` on a device; repeat for several. "
+                         "Shown side by side with the host.", show_default=False)] = None,
 ) -> None:
     """Regenerate RUN_DIR/report.html, one self-contained file.
 
     Dataset, learning curves, predictions, the float vs int8 table, the accuracy/latency chart
-    and the confusion matrices, images inlined."""
+    and the confusion matrices, images inlined; with --device, the host and each device side
+    by side."""
     from tlx.report import missing_parts, write_report
     from tlx.run_dir import RunDir
 
     with user_errors():
-        path = write_report(run_dir)
+        path = write_report(run_dir, devices=device or ())
         missing = missing_parts(RunDir(run_dir))
     typer.echo(str(path))
     if missing:

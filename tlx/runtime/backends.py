@@ -152,3 +152,12 @@ def create_interpreter(model: bytes, num_threads: int | None = None,
             raise TlxError(f"the {name} interpreter cannot load the model: "
                            f"{str(exc).strip()}") from None
     return name, interpreter
+
+
+def installed_backends() -> list[str]:
+    """Registry keys of the device backends (not TensorFlow) whose package is installed,
+    in registry order. Found without importing them."""
+    import importlib.util
+
+    return [name for name, backend in BACKENDS.items() if name != "tensorflow"
+            and importlib.util.find_spec(backend.module.split(".")[0]) is not None]

@@ -1,0 +1,7 @@
+"""The bench bundle: one file that carries a run's exported models, held-out test photos and
+the host's results to a device, so that `tlx bench BUNDLE` measures accuracy and latency
+there, through the device's own kernels, without TensorFlow or the run folder.
+
+tlx.bundle.archive reads and checks a bundle (TensorFlow-free, runs on the device),
+tlx.bundle.make writes one on the host, tlx.bundle.device benches one on the device.
+"""

@@ -1,0 +1,230 @@
+"""`tlx bundle RUN_DIR`: the host side. Packs the exported models, the held-out test photos
+(original files) and what the host measured on them into one zip (tlx.bundle.archive).
+
+manifest.json holds:
+- format, format_version, tlx (version), created (UTC)
+- run: folder name, run_id, model_sha256 (of model.keras; every bundled .tflite must carry it)
+- labels, image_size
+- files: {member name: sha256} for every other member
+- models: [{name, file, size_bytes, output_quantization}]
+- images: [{file, label, source}] (source: the photo's path in the data folder, for people)
+- reference: the Keras model's probabilities and top-1 per image, computed here
+- host: {machine, date, results: [{model, backend, scores, top1}]}: every model on every
+  interpreter backend installed here, so a device can say which of its outputs differ from
+  the host's and by how many quantization steps.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+import tlx
+from tlx import files, machine
+from tlx.bundle.archive import FORMAT, FORMAT_VERSION, IMAGES, LABELS, MANIFEST, MODELS, sha256_bytes
+from tlx.errors import MissingDependencyError, TlxError
+from tlx.run_dir import RunDir, require_present
+
+#: Photos are already compressed; deflating them again costs time and saves nothing.
+_STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """What `tlx bundle` packs."""
+
+    #: A `tlx train` run with `tlx export` output in RUN_DIR/export.
+    run_dir: Path
+    #: The bundle file; None: <run folder name>-bundle.zip in the current folder.
+    out: Optional[Path] = None
+    #: At most this many test photos, a class-stratified subset; None: all of them.
+    max_images: Optional[int] = None
+    #: Seed of that subset: same run, same seed, same photos.
+    seed: int = 0
+    #: Where the run's photos are now, if the data folder moved since training.
+    data_dir: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    path: Path
+    size_bytes: int
+    models: tuple[str, ...]
+    images: int
+    skipped: tuple[tuple[str, str], ...]
+    host_backends: tuple[str, ...]
+
+
+def default_out(run_dir: Path) -> Path:
+    return Path(f"{Path(run_dir).resolve().name}-bundle.zip")
+
+
+def stratified_subset(items, count: Optional[int], seed: int = 0) -> list[tuple[str, int]]:
+    """Up to `count` items keeping the classes' shares (largest remainder; every class that
+    has items keeps at least one when count allows). Deterministic; order as given."""
+    items = list(items)
+    if count is None or count >= len(items):
+        return items
+    if count < 1:
+        raise TlxError(f"--max-images must be 1 or more (got {count}).")
+    by_class: dict[int, list[int]] = {}
+    for index, (_, label) in enumerate(items):
+        by_class.setdefault(int(label), []).append(index)
+    classes = sorted(by_class)
+    exact = {c: count * len(by_class[c]) / len(items) for c in classes}
+    take = {c: int(exact[c]) for c in classes}
+    for c in sorted(classes, key=lambda c: (take[c] - exact[c], c))[:count - sum(take.values())]:
+        take[c] += 1
+    rng = random.Random(seed)
+    chosen = set()
+    for c in classes:
+        chosen.update(rng.sample(by_class[c], take[c]))
+    return [items[i] for i in sorted(chosen)]
+
+
+def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda message: None) -> BundleSummary:
+    from tlx.bench.bench import exported_models, model_name
+    from tlx.bench.evaluate import tensorflow_available
+    from tlx.imaging import load_labelled
+    from tlx.runtime.backends import installed_backends
+
+    run = RunDir(config.run_dir)
+    labels = run.read_labels()
+    split = run.read_split(config.data_dir)
+    run.require(run.model, "the trained Keras model, the bundle's reference")
+    if not split.test:
+        raise TlxError(f"The test split in {run.split} is empty: nothing to bundle. "
+                       "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
+    require_present(split, "test")
+    if not tensorflow_available():
+        raise MissingDependencyError("`tlx bundle` (the Keras reference is computed on the host)", "train")
+    tflite_paths = exported_models(run)
+    model_sha = files.sha256_file(run.model)
+    contents = {path: path.read_bytes() for path in tflite_paths}
+    _check_models(contents, labels, model_sha, run)
+
+    items = stratified_subset(split.test, config.max_images, config.seed)
+    log(f"Decoding {len(items)} test photos")
+    images = load_labelled(items, tuple(split.image_size))
+    if not len(images):
+        raise TlxError("None of the test photos could be read: nothing to bundle.")
+
+    log("Keras reference (TensorFlow)")
+    reference = _keras_probabilities(run.model, len(labels), images)
+    host_backends = installed_backends()
+    results = []
+    for path, content in contents.items():
+        for backend in host_backends:
+            log(f"Host: {model_name(path)} on {backend}")
+            scores = _tflite_scores(content, images.pixels, str(path), backend)
+            results.append({"model": model_name(path), "backend": backend,
+                            "scores": _rounded(scores), "top1": _top1(scores)})
+
+    photos = [(f"{IMAGES}{i:04d}-{Path(p).name}", Path(p)) for i, p in enumerate(images.paths)]
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tlx": tlx.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run": {"name": run.root.resolve().name, "run_id": _run_id(run), "model_sha256": model_sha},
+        "labels": labels,
+        "image_size": list(split.image_size),
+        "files": {},
+        "models": [{"name": model_name(p), "file": f"{MODELS}{p.name}", "size_bytes": len(c),
+                    "output_quantization": _output_quantization(c)} for p, c in contents.items()],
+        "images": [{"file": member, "label": int(label), "source": _source(path, split.data_dir)}
+                   for (member, path), label in zip(photos, images.labels)],
+        "skipped": [{"source": _source(p, split.data_dir), "error": e} for p, e in images.skipped],
+        "reference": {"name": "keras", "probabilities": _rounded(reference), "top1": _top1(reference)},
+        "host": {"machine": machine.current().to_json(), "results": results},
+    }
+    out = Path(config.out) if config.out is not None else default_out(run.root)
+    _write(out, manifest, labels, contents, photos)
+    return BundleSummary(out, out.stat().st_size, tuple(model_name(p) for p in contents), len(photos),
+                         images.skipped, tuple(host_backends))
+
+
+def _check_models(contents: dict[Path, bytes], labels: list[str], model_sha: str, run: RunDir) -> None:
+    """Every .tflite comes from this run's model.keras and lists its labels: a bundle
+    describes one model, and a device cannot check what the host did not."""
+    from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
+
+    for path, content in contents.items():
+        info = read_tlx_metadata(content) or {}
+        if info.get("model_sha256") not in (None, model_sha):
+            raise TlxError(f"{path} was exported from another model than {run.model} (model hashes differ). "
+                           f"Re-export: `tlx export {run.root}`.")
+        found = read_labels(content)
+        if found is not None and list(found) != labels:
+            raise TlxError(f"{path} lists the labels {list(found)}, the run {labels}. "
+                           f"Re-export: `tlx export {run.root}`.")
+
+
+def _keras_probabilities(model_path: Path, num_labels: int, images) -> np.ndarray:
+    from tlx.export.inference import build_inference_model, load_trained_model
+    from tlx.export.parity import keras_probabilities
+
+    return keras_probabilities(build_inference_model(load_trained_model(model_path), num_labels), images)
+
+
+def _tflite_scores(content: bytes, pixels: np.ndarray, source: str, backend: str) -> np.ndarray:
+    from tlx.export.parity import tflite_probabilities
+
+    return tflite_probabilities(content, pixels, source=source, backend=backend)[0]
+
+
+def _output_quantization(content: bytes) -> Optional[list]:
+    from tlx.runtime import Classifier
+
+    classifier = Classifier(content)
+    try:
+        return list(classifier.output_quantization) if classifier.output_quantization else None
+    finally:
+        classifier.close()
+
+
+def _rounded(scores: np.ndarray) -> list[list[float]]:
+    # float32 values written as the shortest decimal that reads back as the same float32:
+    # exact for dequantized int8 outputs, so "identical" on the device means identical.
+    return [[float(np.format_float_positional(v, unique=True, precision=None)) if np.isfinite(v) else None
+             for v in row.astype(np.float32)] for row in scores]
+
+
+def _top1(scores: np.ndarray) -> list[int]:
+    return [int(i) for i in np.argmax(scores, axis=1)]
+
+
+def _run_id(run: RunDir) -> Optional[str]:
+    try:
+        return run.read_config().run_id
+    except TlxError:
+        return None
+
+
+def _source(path, data_dir: str) -> str:
+    path = Path(path)
+    try:
+        return path.relative_to(data_dir).as_posix() if data_dir else path.name
+    except ValueError:
+        return path.name
+
+
+def _write(out: Path, manifest: dict, labels: list[str], contents: dict[Path, bytes], photos) -> None:
+    """The zip, atomically: a temp file beside `out`, renamed when complete."""
+    with files.atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        def add(name: str, data: bytes, stored: bool = False) -> None:
+            manifest["files"][name] = sha256_bytes(data)
+            archive.writestr(name, data, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+
+        add(LABELS, "".join(f"{label}\n" for label in labels).encode("utf-8"))
+        for path, content in contents.items():
+            add(f"{MODELS}{path.name}", content)
+        for member, path in photos:
+            add(member, path.read_bytes(), stored=path.suffix.lower() in _STORED_SUFFIXES)
+        # Last: a zip cut short before this point has no manifest and is refused as foreign.
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=1), zipfile.ZIP_DEFLATED)

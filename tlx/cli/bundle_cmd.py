@@ -1,0 +1,69 @@
+"""`tlx bundle RUN_DIR`, and `tlx bench BUNDLE` (called by bench_cmd for a file argument)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tlx.bundle.make import BundleConfig
+from tlx.cli.app import app
+from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
+
+_DEFAULTS = BundleConfig(run_dir=Path("."))
+
+
+@app.command()
+def bundle(
+    run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder with `tlx export` output.",
+                                            show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="The bundle file to write. Default: <run folder name>-bundle.zip here.",
+        show_default=False)] = _DEFAULTS.out,
+    max_images: Annotated[Optional[int], typer.Option(
+        min=1, help="At most this many test photos, a class-stratified subset (default: all). "
+                    "Fewer photos: a smaller file and a quicker device run, a wider interval.",
+        show_default=False)] = _DEFAULTS.max_images,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
+                           "(default: the folder recorded in split.json).", show_default=False)] = None,
+) -> None:
+    """Pack a run for benchmarking on a device: one file to copy to the Raspberry Pi.
+
+    Holds the exported .tflite files, the run's held-out test photos (the original files),
+    the labels, and a manifest with the Keras model's probabilities on each photo and every
+    model's outputs on every interpreter backend installed here, with SHA-256 hashes.
+    On the device: `tlx bench BUNDLE` (no TensorFlow needed)."""
+    from tlx.bundle.make import make_bundle
+
+    config = BundleConfig(run_dir=run_dir, out=out, max_images=max_images, data_dir=data_dir)
+    with user_errors():
+        summary = make_bundle(config, log=lambda message: typer.echo(f"... {message}", err=True))
+    for path, reason in summary.skipped:
+        typer.secho(f"Warning: left out {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
+               f"{summary.images} photos; host results on {', '.join(summary.host_backends)})")
+
+
+def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend: Optional[str],
+                         max_drop: Optional[float], cold_start: bool, out: Optional[Path],
+                         emulated: Optional[str], json_output: bool) -> None:
+    """`tlx bench BUNDLE`: see tlx.bundle.device."""
+    from tlx.bundle.device import DeviceBenchConfig, bench_bundle, default_prefix, text_table, write_result
+
+    config = DeviceBenchConfig(bundle=path, threads=threads, runs=runs, warmup=warmup,
+                               backends=(backend,) if backend else None, cold_start=cold_start,
+                               max_drop=max_drop, emulated=emulated)
+    with user_errors():
+        result = bench_bundle(config, progress=lambda message: typer.echo(f"... {message}", err=True))
+        json_path, md_path = write_result(result, out if out is not None else default_prefix(path))
+    if json_output:
+        print_json(result)
+    else:
+        typer.echo(text_table(result))
+        typer.echo(f"\nResult: {json_path} and {md_path}")
+    if result["max_drop_exceeded"]:
+        typer.secho(f"int8 lost more than {max_drop:g} points against the bundled Keras reference.",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_QUALITY_GATE)
