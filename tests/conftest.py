@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,13 @@ from PIL import Image
 
 # Keep TensorFlow quiet and deterministic enough for tests.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Decoded-pixel caches of the tests go to a private folder (removed at exit), not to the
+# user's ~/.cache/tlx (subprocesses inherit it through the environment).
+if "TLX_PIXEL_CACHE_DIR" not in os.environ:
+    _PIXEL_CACHE = tempfile.mkdtemp(prefix="tlx-test-pixels-")
+    os.environ["TLX_PIXEL_CACHE_DIR"] = _PIXEL_CACHE
+    atexit.register(shutil.rmtree, _PIXEL_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 

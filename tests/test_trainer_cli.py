@@ -43,7 +43,7 @@ def test_help_lists_options_with_defaults_and_does_not_import_tensorflow():
     assert "TF_NOT_LOADED" in out
     for option in ("--out", "--resume", "--backbone", "--weights", "--image-size", "--test-fraction",
                    "--test-dir", "--no-augment", "--phase1-epochs", "--phase2-epochs", "--fine-tune-at",
-                   "--cache-features", "--strategy", "--json"):
+                   "--cache-features", "--strategy", "--cache-dir", "--workers", "--json"):
         assert option in out, option
     assert "default: 10" in out and "default: 160" in out and "mobilenet_v2" in out
 
@@ -56,6 +56,7 @@ def test_train_json_summary_on_stdout_progress_on_stderr(tmp_path, tiny_backbone
     assert summary["classes"] == ["cat", "dog"] and summary["phase1"]["epochs"] == 1
     assert "test_accuracy" in summary and summary["images"]["train"] == 20
     assert "Phase 1" in result.stderr and "Phase 2" in result.stderr and "epoch   2/2" in result.stderr
+    assert "Decoded 24 images" in result.stderr
     # A second run into the same folder refuses to overwrite it.
     again = runner.invoke(app, tiny_args(data, tmp_path / "run"))
     assert again.exit_code == 1 and "already holds a run" in again.output and "--resume" in again.output
@@ -87,6 +88,8 @@ def test_resume_through_the_cli(tmp_path, tiny_backbone):  # noqa: F811
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["phase1"]["epochs"] == 1
     assert "Resuming" in resumed.stderr
+    # The pixels come back from the cache the first run wrote.
+    assert "Read 24 images back from the pixel cache" in resumed.stderr
     mixed = runner.invoke(app, ["train", str(data), "--resume", str(run)])
     assert mixed.exit_code == 2 and "only --resume" in _text(mixed.output)
 
@@ -101,6 +104,8 @@ def test_resume_through_the_cli(tmp_path, tiny_backbone):  # noqa: F811
     ("unknown_backbone", 1, "Unknown backbone"),
     ("missing_weights_file", 1, "no such file"),
     ("single_class", 1, "single class"),
+    ("no_workers", 1, "--workers 0"),
+    ("cache_dir_is_a_file", 1, "Cannot write the pixel cache"),
 ])
 def test_user_errors_are_messages_not_tracebacks(tmp_path, case, code, message):
     data = make_image_folder(tmp_path / "data", classes=("cat",) if case == "single_class" else ("cat", "dog"))
@@ -117,6 +122,9 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path, case, code, message):
         "unknown_backbone": ["train", str(data), "--out", out, "--backbone", "resnet9000"],
         "missing_weights_file": ["train", str(data), "--out", out, "--weights", str(tmp_path / "no.h5")],
         "single_class": ["train", str(data), "--out", out, "--weights", "none"],
+        "no_workers": ["train", str(data), "--out", out, "--workers", "0"],
+        "cache_dir_is_a_file": ["train", str(data), "--out", out, "--weights", "none",
+                                "--cache-dir", str(tmp_path / "a_file")],
     }[case]
     result = runner.invoke(app, args)
     assert result.exit_code == code, result.output

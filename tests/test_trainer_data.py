@@ -152,7 +152,8 @@ def test_bad_files_are_skipped_and_listed_odd_modes_become_rgb(tmp_path):
     for name in ("gray.png", "palette.png", "rgba.png", "cmyk.jpg", "deep16.png"):
         path = str(data / "dog" / name)
         assert path in _all(split)
-        assert images.pixels[path].shape == (12, 12, 3) and images.pixels[path].dtype == np.uint8
+        pixels = images.pixels[images.cache.rows[path]]
+        assert pixels.shape == (12, 12, 3) and pixels.dtype == np.uint8
 
 
 @pytest.mark.parametrize("case, match", [
@@ -193,15 +194,27 @@ def test_check_split_rejects_duplicates_across_splits():
         check_split(split)
 
 
-def test_tf_data_pipeline_batches_float_pixels_and_labels(tmp_path):
+def test_tf_data_pipeline_gathers_rows_as_float_pixels_with_their_labels():
     from tlx.trainer.data import make_dataset
 
-    images = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
-    ds = make_dataset(images, np.array([0, 1, 0, 1, 1]), num_classes=2, batch_size=2)
+    pixels = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
+    rows = np.array([5, 0, 3, 1, 4])
+    ds = make_dataset(pixels, rows, np.array([0, 1, 0, 1, 1]), num_classes=2, batch_size=2)
     batches = list(ds)
     assert [len(b[0]) for b in batches] == [2, 2, 1]
     assert batches[0][0].dtype.name == "float32" and batches[0][1].dtype.name == "float32"
-    np.testing.assert_array_equal(batches[0][0].numpy(), images[:2].astype(np.float32))
-    ds3 = make_dataset(images, np.array([0, 1, 2, 1, 0]), num_classes=3, batch_size=5, shuffle=True)
-    x, y = next(iter(ds3))
-    assert y.dtype.name == "int32" and sorted(y.numpy().tolist()) == [0, 0, 1, 1, 2]
+    np.testing.assert_array_equal(batches[0][0].numpy(), pixels[[5, 0]].astype(np.float32))
+    np.testing.assert_array_equal(batches[0][1].numpy(), [0.0, 1.0])
+    # Shuffled: every epoch a fresh order, and each image keeps its own label.
+    many = np.arange(64)
+    labels = many % 3
+    ds3 = make_dataset(np.repeat(many.astype(np.uint8), 3).reshape(64, 1, 1, 3), many, labels,
+                       num_classes=3, batch_size=64, shuffle=True, seed=1)
+    orders = []
+    for x, y in list(ds3) + list(ds3):
+        assert y.dtype.name == "int32"
+        seen = x.numpy()[:, 0, 0, 0].astype(int)
+        np.testing.assert_array_equal(y.numpy(), seen % 3)
+        assert sorted(seen) == list(range(64))
+        orders.append(seen.tolist())
+    assert orders[0] != orders[1]

@@ -31,6 +31,11 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: what matters is that train and device use the same.
 RESAMPLE = Image.Resampling.BILINEAR
 
+#: Bump whenever `load_image` would return different pixels for the same file (another
+#: resampling, colour handling, orientation rule...): decoded-pixel caches keyed by it
+#: (tlx.trainer.pixel_cache) are then rebuilt instead of trusted.
+PREPROCESSING_VERSION = 1
+
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
@@ -130,22 +135,36 @@ class LabelledImages:
 
 
 def load_labelled(items, size: int | tuple[int, int],
-                  advance: Callable[[int], None] | None = None) -> LabelledImages:
+                  advance: Callable[[int], None] | None = None, *,
+                  workers: int | None = None, cache_dir=None) -> LabelledImages:
     """(path, label) pairs -> LabelledImages; an unreadable file is skipped, not fatal.
-    `advance(1)` after each file drives a progress bar."""
-    paths, arrays, labels, skipped = [], [], [], []
-    for path, label in items:
-        try:
-            arrays.append(load_image(path, size))
-            paths.append(str(path))
-            labels.append(int(label))
-        except ImageError as exc:
-            skipped.append((str(path), exc.reason))
-        if advance is not None:
-            advance(1)
-    height, width = image_size_tuple(size)
-    pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), np.uint8)
-    return LabelledImages(tuple(paths), pixels, np.asarray(labels, dtype=np.int64), tuple(skipped))
+    `advance(n)` as files are decoded drives a progress bar.
+
+    Decoded in parallel, once, into the on-disk pixel cache (tlx.trainer.pixel_cache):
+    `pixels` is memory-mapped from it, so a large split is not held in memory and the
+    next export or bench of the same files reads it back instead of decoding."""
+    from contextlib import contextmanager
+
+    from tlx.trainer.pixel_cache import prepare
+
+    items = [(str(path), int(label)) for path, label in items]
+
+    @contextmanager
+    def progress(_label, _total):
+        yield advance or (lambda _n: None)
+
+    cache = prepare([path for path, _ in items], size, workers=workers, cache_dir=cache_dir,
+                    progress=progress)
+    if advance is not None and len(items) > cache.decoded:
+        advance(len(items) - cache.decoded)  # the ones read back from the cache
+    kept = [(path, label) for path, label in items if path in cache.rows]
+    rows = cache.rows_of([path for path, _ in kept])
+    # The entry is keyed by this very list, so rows are usually 0..n-1 in order: then the
+    # memory map itself is the array (no copy).
+    in_order = len(rows) == len(cache.pixels) and np.array_equal(rows, np.arange(len(rows)))
+    pixels = cache.pixels if in_order else np.asarray(cache.pixels[rows])
+    return LabelledImages(tuple(path for path, _ in kept), pixels,
+                          np.asarray([label for _, label in kept], dtype=np.int64), cache.skipped)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -66,6 +69,13 @@ def train(
         = _DEFAULTS.strategy,
     max_pixels: Annotated[int, typer.Option(
         help="Skip images with more pixels than this (decompression bombs).")] = DEFAULT_MAX_PIXELS,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder of the decoded-pixel cache (images are decoded once; the next run over the same "
+             "folder reads them back). Default: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels "
+             "(under $XDG_CACHE_HOME when set).", show_default=False)] = _DEFAULTS.cache_dir,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Threads that decode images. Default: one per core.", show_default=False)]
+        = _DEFAULTS.workers,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier run in --out instead of refusing.")] = False,
     json_output: Annotated[bool, typer.Option(
@@ -84,7 +94,7 @@ def train(
             if data_dir is not None or out is not None:
                 raise typer.BadParameter("--resume continues a run with its saved options: "
                                          "pass only --resume RUN_DIR (and --json).")
-            summary = resume_run(resume, log=log)
+            summary = resume_run(resume, log=log, progress=_decode_bar)
         else:
             if data_dir is None:
                 raise typer.BadParameter("Missing DATA_DIR (the folder of class folders), "
@@ -98,10 +108,30 @@ def train(
                 test_fraction=test_fraction, test_dir=test_dir, augment=augment,
                 phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, learning_rate=learning_rate,
                 fine_tune_at=fine_tune_at, dropout=dropout, cache_features=cache_features,
-                strategy=strategy, max_pixels=max_pixels, overwrite=overwrite)
-            summary = train_run(config, log=log)
+                strategy=strategy, max_pixels=max_pixels, cache_dir=cache_dir, workers=workers,
+                overwrite=overwrite)
+            summary = train_run(config, log=log, progress=_decode_bar)
     if json_output:
         print_json(summary)
     else:
         log("")
         log(format_summary(summary))
+
+
+@contextlib.contextmanager
+def _decode_bar(label: str, total: int):
+    """A bar on stderr (stdout may carry --json) with the images decoded per second."""
+    start = time.perf_counter()
+    done = 0
+
+    def rate(_item) -> str:
+        seconds = time.perf_counter() - start
+        return f"{done / seconds:,.0f} images/s" if done and seconds > 0 else ""
+
+    with typer.progressbar(length=total, label=label, file=sys.stderr, item_show_func=rate) as bar:
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(n)
+
+        yield advance

@@ -68,6 +68,11 @@ class TrainConfig:
     strategy: Strategy = Strategy.DEFAULT
     #: Images with more pixels than this are skipped (decompression bombs).
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Folder of the decoded-pixel cache; None: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels
+    #: (under $XDG_CACHE_HOME when set). See tlx.trainer.pixel_cache.
+    cache_dir: Optional[Path] = None
+    #: Threads that decode images; None: one per core.
+    workers: Optional[int] = None
     #: Replace the files of an earlier run in `out` instead of refusing to.
     overwrite: bool = False
 
@@ -76,6 +81,8 @@ class TrainConfig:
         object.__setattr__(self, "out", Path(self.out))
         if self.test_dir is not None:
             object.__setattr__(self, "test_dir", Path(self.test_dir))
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "strategy", Strategy(self.strategy))
 
     @property
@@ -101,6 +108,8 @@ class TrainConfig:
             raise TlxError("--learning-rate must be positive.")
         if not 0.0 <= self.dropout < 1.0:
             raise TlxError("--dropout must be in [0, 1).")
+        if self.workers is not None and self.workers < 1:
+            raise TlxError(f"--workers {self.workers}: at least 1 decoding thread is needed.")
         if self.fine_tune_at is not None and self.fine_tune_at < 0:
             raise TlxError("--fine-tune-at must be 0 or more.")
 

@@ -6,8 +6,11 @@ Two folder layouts are read:
     DATA/train/<class>/*, DATA/validation/<class>/*   (the tutorial's cats_and_dogs_filtered)
 
 Every image is decoded once with `tlx.imaging.load_image`, the preprocessing shared
-with the exporter and the runtime; that is also how unreadable files are found, so
-they are reported and left out before any split is made. Splits are made from the
+with the exporter and the runtime, in parallel, into the on-disk pixel cache
+(tlx.trainer.pixel_cache); a second run over the same folder reads it back. Decoding is
+also how unreadable files are found, so they are reported and left out before any split
+is made. Training reads batches of rows from the memory-mapped cache (`make_dataset`):
+no copy of all pixels is ever held in memory. Splits are made from the
 file lists with a seeded generator and written to the run dir as split.json, so
 export and bench use exactly the same held-out files.
 
@@ -20,6 +23,7 @@ and checked.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -27,8 +31,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from tlx.errors import ImageError, TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_file, load_image
+from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_file
 from tlx.run_dir import Split
+from tlx.trainer import pixel_cache
+from tlx.trainer.pixel_cache import PixelCache, Progress
 
 Log = Callable[[str], None]
 
@@ -52,20 +58,27 @@ class Folder:
 
 @dataclass
 class Images:
-    """The split and the decoded uint8 pixels of each of its files."""
+    """The split, and the pixel cache that holds the decoded uint8 pixels of its files."""
 
     split: Split
-    pixels: dict[str, np.ndarray]
+    cache: PixelCache
 
-    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(images uint8 N x H x W x 3, labels int N) of split `name` ("train", "validation", "test")."""
+    def rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(cache rows, labels int64) of split `name` ("train", "validation", "test")."""
         items = getattr(self.split, name)
-        height, width = self.split.image_size
-        images = np.zeros((len(items), height, width, 3), dtype=np.uint8)
-        for i, (path, _) in enumerate(items):
-            images[i] = self.pixels[path]
-        labels = np.array([label for _, label in items], dtype=np.int64)
-        return images, labels
+        return (self.cache.rows_of([path for path, _ in items]),
+                np.array([label for _, label in items], dtype=np.int64))
+
+    def arrays(self, name: str, limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """(images uint8 N x H x W x 3, labels) of split `name`, copied into memory: for
+        a few images (plots, tests), not a whole split of a large folder."""
+        rows, labels = self.rows(name)
+        rows, labels = rows[:limit], labels[:limit]
+        return np.asarray(self.cache.pixels[rows]), labels
+
+    @property
+    def pixels(self) -> np.ndarray:
+        return self.cache.pixels
 
 
 def _is_hidden(path) -> bool:
@@ -131,22 +144,6 @@ def _check_classes(folder: Folder, what: str, classes: Optional[Sequence[str]] =
                        f"{', '.join(empty)}. Add images or remove the folders.")
 
 
-def decode_all(paths: Sequence[Path], image_size: tuple[int, int], max_pixels: int,
-               log: Log = lambda _: None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Decode each file once: ({path: pixels}, [(path, reason) for files that failed])."""
-    pixels: dict[str, np.ndarray] = {}
-    skipped: list[tuple[str, str]] = []
-    step = max(1, len(paths) // 10)
-    for i, path in enumerate(paths):
-        if len(paths) > 500 and i and i % step == 0:
-            log(f"  decoded {i}/{len(paths)} images")
-        try:
-            pixels[str(path)] = load_image(path, image_size, max_pixels=max_pixels)
-        except ImageError as exc:
-            skipped.append((str(path), exc.reason))
-    return pixels, skipped
-
-
 def format_skipped(skipped: Sequence[tuple[str, str]]) -> str:
     lines = [f"Warning: skipped {len(skipped)} file(s) that are not usable images:"]
     for path, reason in list(skipped)[:MAX_LISTED]:
@@ -156,8 +153,8 @@ def format_skipped(skipped: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _usable(folder: Folder, pixels: dict, what: str) -> dict[str, list[str]]:
-    usable = {name: [str(p) for p in paths if str(p) in pixels] for name, paths in folder.files.items()}
+def _usable(folder: Folder, rows: dict, what: str) -> dict[str, list[str]]:
+    usable = {name: [str(p) for p in paths if str(p) in rows] for name, paths in folder.files.items()}
     empty = [name for name, paths in usable.items() if not paths]
     if empty:
         raise TlxError(f"The {what} {folder.root} has class folders without a single readable image: "
@@ -240,10 +237,43 @@ def check_split(split: Split) -> None:
                            f"{len(split.validation)} validation, {len(split.test)} test files): {hint}.")
 
 
+def source_folders(data_dir: Path, test_dir: Optional[Path] = None) -> list[Path]:
+    """The folders a run reads (data_dir or its train/validation, and test_dir): the
+    pixel cache entry is keyed by them, so a resumed run finds the entry of its start."""
+    data_dir = Path(data_dir)
+    layout = detect_layout(data_dir) if data_dir.is_dir() else None
+    roots = list(layout) if layout else [data_dir]
+    if test_dir is not None:
+        roots.append(Path(test_dir))
+    return [r.absolute() for r in roots]
+
+
+def _decode(paths: Sequence, image_size: int, folders: Sequence[Path], *, cache_dir, max_pixels,
+            workers, log: Log, progress: Optional[Progress]) -> PixelCache:
+    """The cache of `paths`, with a line saying whether it was read back or decoded."""
+    started = time.perf_counter()
+    if progress is None:
+        def progress(label, total):
+            return pixel_cache.rate_reporter(log, label, total)
+    cache = pixel_cache.prepare(
+        paths, image_size, key={"folders": sorted(str(f) for f in folders)}, cache_dir=cache_dir,
+        max_pixels=max_pixels, workers=workers, log=log, progress=progress)
+    seconds = time.perf_counter() - started
+    if cache.decoded:
+        log(f"Decoded {cache.decoded} images in {seconds:.1f} s ({cache.decoded / seconds:.0f} images/s) "
+            f"into the pixel cache {cache.location}")
+    else:
+        log(f"Read {len(paths)} images back from the pixel cache {cache.location} in {seconds:.1f} s")
+    return cache
+
+
 def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction: float = 0.2,
               test_fraction: float = 0.2, test_dir: Optional[Path] = None,
-              max_pixels: int = DEFAULT_MAX_PIXELS, log: Log = lambda _: None) -> Images:
-    """Scan, decode once, report skipped files, split. Every error comes before training."""
+              max_pixels: int = DEFAULT_MAX_PIXELS, cache_dir: Optional[Path] = None,
+              workers: Optional[int] = None, log: Log = lambda _: None,
+              progress: Optional[Progress] = None) -> Images:
+    """Scan, decode once (or read back from the pixel cache), report skipped files,
+    split. Every error comes before training."""
     data_dir = Path(data_dir)
     size = (image_size, image_size)
     layout = detect_layout(data_dir) if data_dir.is_dir() else None
@@ -264,16 +294,15 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
 
     folders = [f for f in (main, val_folder, test_folder) if f is not None]
     all_paths = [p for f in folders for paths in f.files.values() for p in paths]
-    if len(all_paths) > 500:
-        log(f"Decoding {len(all_paths)} images at {image_size}x{image_size} ...")
-    pixels, bad = decode_all(all_paths, size, max_pixels, log)
-    skipped = [item for f in folders for item in f.skipped] + bad
+    cache = _decode(all_paths, image_size, source_folders(data_dir, test_dir), cache_dir=cache_dir,
+                    max_pixels=max_pixels, workers=workers, log=log, progress=progress)
+    skipped = [item for f in folders for item in f.skipped] + list(cache.skipped)
     if skipped:
         log(format_skipped(skipped))
 
-    files = _usable(main, pixels, "train folder" if layout else "data folder")
-    val_files = _usable(val_folder, pixels, "validation folder") if val_folder else None
-    test_files = _usable(test_folder, pixels, "--test-dir folder") if test_folder else None
+    files = _usable(main, cache.rows, "train folder" if layout else "data folder")
+    val_files = _usable(val_folder, cache.rows, "validation folder") if val_folder else None
+    test_files = _usable(test_folder, cache.rows, "--test-dir folder") if test_folder else None
     train, validation, test = split_files(
         classes, files, seed=seed, validation_fraction=validation_fraction,
         test_fraction=None if test_files is not None else test_fraction,
@@ -282,19 +311,23 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
                   test=tuple(test), seed=seed, image_size=size, data_dir=str(data_dir.resolve()),
                   skipped=tuple(skipped))
     check_split(split)
-    return Images(split=split, pixels=pixels)
+    return Images(split=split, cache=cache)
 
 
-def load_split_images(split: Split, max_pixels: int = DEFAULT_MAX_PIXELS) -> Images:
-    """Decode the files of a saved split again (for --resume). A file that no longer
-    decodes is an error: the split would silently change otherwise."""
-    paths = [Path(p) for name in ("train", "validation", "test") for p, _ in getattr(split, name)]
-    pixels, bad = decode_all(paths, tuple(split.image_size), max_pixels)
-    if bad:
+def load_split_images(split: Split, folders: Sequence[Path], max_pixels: int = DEFAULT_MAX_PIXELS,
+                      cache_dir: Optional[Path] = None, workers: Optional[int] = None,
+                      log: Log = lambda _: None, progress: Optional[Progress] = None) -> Images:
+    """The pixels of a saved split again (for --resume), from the pixel cache entry of
+    `folders` when its rows are still valid. A file that no longer decodes is an error:
+    the split would silently change otherwise."""
+    paths = [p for name in ("train", "validation", "test") for p, _ in getattr(split, name)]
+    cache = _decode(paths, int(split.image_size[0]), folders, cache_dir=cache_dir,
+                    max_pixels=max_pixels, workers=workers, log=log, progress=progress)
+    if cache.skipped:
         raise TlxError("Files of this run changed since it started and no longer decode:\n"
-                       + "\n".join(f"  {p}: {r}" for p, r in bad[:MAX_LISTED])
+                       + "\n".join(f"  {p}: {r}" for p, r in cache.skipped[:MAX_LISTED])
                        + "\nRestore them or start a new run.")
-    return Images(split=split, pixels=pixels)
+    return Images(split=split, cache=cache)
 
 
 # -- tf.data -------------------------------------------------------------------
@@ -304,27 +337,31 @@ def label_dtype(num_classes: int):
     return np.float32 if num_classes == 2 else np.int32
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                 shuffle: bool = False, seed: int = 0):
-    """A batched tf.data pipeline of (float32 raw pixels 0..255, label), cached and prefetched.
+def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int,
+                 batch_size: int, shuffle: bool = False, seed: int = 0, with_labels: bool = True):
+    """A batched tf.data pipeline of (float32 raw pixels 0..255, label) read from `pixels`
+    (the memory-mapped cache) at `rows`.
 
-    Pixels stay uint8 in the cache (4x less memory) and become float32 per batch; the
-    model's own Rescaling layer maps them to what the backbone expects.
+    Only the row numbers go through tf.data; a fresh shuffle of them each epoch, then
+    each batch gathers its rows from the memory map (a numpy copy of batch_size images,
+    on tf.data's parallel threads). Pixels stay uint8 on disk and become float32 per
+    batch; the model's own Rescaling layer maps them to what the backbone expects.
     """
     import tensorflow as tf
 
     labels = labels.astype(label_dtype(num_classes))
-    height, width = images.shape[1:3]
+    height, width = pixels.shape[1:3]
 
-    def generate():
-        yield from zip(images, labels)
+    def gather(batch_rows):
+        return np.asarray(pixels[batch_rows])
 
-    ds = tf.data.Dataset.from_generator(generate, output_signature=(
-        tf.TensorSpec((height, width, 3), tf.uint8),
-        tf.TensorSpec((), tf.as_dtype(labels.dtype))))
-    ds = ds.apply(tf.data.experimental.assert_cardinality(len(labels))).cache()
+    def load(batch_rows, batch_labels):
+        images = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
+        images = tf.cast(tf.ensure_shape(images, (None, height, width, 3)), tf.float32)
+        return (images, batch_labels) if with_labels else images
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int64), labels))
     if shuffle:
         ds = ds.shuffle(max(1, len(labels)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -160,11 +160,13 @@ def prepare_out(out: Path, overwrite: bool) -> RunDir:
     return run
 
 
-def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
+def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
+          progress: Optional[data_mod.Progress] = None) -> dict:
     """Run both phases and write the run dir. Returns the summary (see `summarize`).
 
     Every check of the input happens before training starts. `callbacks` are extra
-    Keras callbacks added to both phases (tests use them to look inside).
+    Keras callbacks added to both phases (tests use them to look inside). `progress`
+    shows decoding (a bar in the CLI; lines in `log` when None).
     """
     config.validate()
     if config.fine_tune_at is None:
@@ -178,7 +180,8 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> 
     images = data_mod.load_data(config.data_dir, image_size=config.image_size, seed=config.seed,
                                 validation_fraction=config.validation_fraction,
                                 test_fraction=config.test_fraction, test_dir=config.test_dir,
-                                max_pixels=config.max_pixels, log=log)
+                                max_pixels=config.max_pixels, cache_dir=config.cache_dir,
+                                workers=config.workers, log=log, progress=progress)
     split = images.split
 
     def write_run_files():
@@ -194,7 +197,8 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = ()) -> 
     return _run(config, images, run, Store(run, log), log, callbacks, on_model_ready=write_run_files)
 
 
-def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
+def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
+           progress: Optional[data_mod.Progress] = None) -> dict:
     """Continue an interrupted run from its last complete epoch, with its saved options."""
     require_training_dependencies()
     run = RunDir(run_dir)
@@ -203,7 +207,9 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = ()) -> dict:
     store.read()
     if store.finished:
         raise TlxError(f"The run in {run.root} has finished; there is nothing to resume.")
-    images = data_mod.load_split_images(run.read_split(), config.max_pixels)
+    images = data_mod.load_split_images(
+        run.read_split(), data_mod.source_folders(config.data_dir, config.test_dir), config.max_pixels,
+        cache_dir=config.cache_dir, workers=config.workers, log=log, progress=progress)
     return _run(config, images, run, store, log, callbacks, resuming=True)
 
 
@@ -224,13 +230,13 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
     num_classes = len(split.classes)
     spec = get_backbone(config.backbone)
     size = (config.image_size, config.image_size)
-    x_train, y_train = images.arrays("train")
-    x_val, y_val = images.arrays("validation")
-    x_test, y_test = images.arrays("test")
-    train_ds = data_mod.make_dataset(x_train, y_train, num_classes, config.batch_size, shuffle=True,
-                                     seed=config.seed)
-    val_ds = data_mod.make_dataset(x_val, y_val, num_classes, config.batch_size)
-    test_ds = data_mod.make_dataset(x_test, y_test, num_classes, config.batch_size)
+
+    def dataset(name: str, shuffle: bool = False):
+        rows, labels = images.rows(name)
+        return data_mod.make_dataset(images.pixels, rows, labels, num_classes, config.batch_size,
+                                     shuffle=shuffle, seed=config.seed)
+
+    train_ds, val_ds, test_ds = dataset("train", shuffle=True), dataset("validation"), dataset("test")
 
     store.clean()
     p1, total = config.phase1_epochs, config.total_epochs
@@ -289,8 +295,10 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
             _banner(log, "Test")
             test = model.evaluate(test_ds, verbose=0, return_dict=True)
             # Nine test images spread over the classes (the split lists them class by class).
-            shown = np.sort(np.random.default_rng(config.seed).permutation(len(x_test))[:9])
-            logits = model.predict(x_test[shown].astype(np.float32), verbose=0)
+            test_rows, y_test = images.rows("test")
+            shown = np.sort(np.random.default_rng(config.seed).permutation(len(test_rows))[:9])
+            x_shown = np.asarray(images.pixels[test_rows[shown]])
+            logits = model.predict(x_shown.astype(np.float32), verbose=0)
     except KeyboardInterrupt:
         saved = store.latest
         if saved is not None:
@@ -311,7 +319,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
 
     plots.learning_curves(job.history, run.learning_curves)
     predicted = (logits[:, 0] > 0).astype(int) if num_classes == 2 else np.argmax(logits, axis=1)
-    plots.predictions(x_test[shown], y_test[shown], predicted, split.classes, run.predictions)
+    plots.predictions(x_shown, y_test[shown], predicted, split.classes, run.predictions)
     summary = summarize(config, split, job.history, metrics, time.perf_counter() - started, run)
     store.mark_finished()
     return summary
@@ -332,11 +340,18 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
 
     config = job.config
     features = feature_model(model)
-    x_train, y_train = images.arrays("train")
-    x_val, y_val = images.arrays("validation")
     t0 = time.perf_counter()
-    f_train = features.predict(x_train.astype(np.float32), batch_size=config.batch_size, verbose=0)
-    f_val = features.predict(x_val.astype(np.float32), batch_size=config.batch_size, verbose=0)
+
+    def features_of(name: str):
+        # Batches read from the pixel cache: only the features (not the pixels) of the
+        # whole split are in memory.
+        rows, labels = images.rows(name)
+        ds = data_mod.make_dataset(images.pixels, rows, labels, num_classes, config.batch_size,
+                                   with_labels=False)
+        return features.predict(ds, verbose=0), labels
+
+    f_train, y_train = features_of("train")
+    f_val, y_val = features_of("validation")
     job.log(f"backbone features of {len(f_train) + len(f_val)} images computed once "
             f"in {time.perf_counter() - t0:.1f} s")
     job.history.setdefault("feature_seconds", time.perf_counter() - t0)

@@ -1,0 +1,311 @@
+"""Training that scales: memory, decode speed, epoch time and cache reuse against folder size.
+
+For each size (default 1k, 4k, 16k synthetic 320x240 JPEGs in 4 classes, trained at 160 px):
+
+1. `tlx train DATA --weights none --phase1-epochs 1 --phase2-epochs 0` in a fresh pixel
+   cache, as a subprocess; its memory is sampled every 0.1 s over the process and all its
+   children: anonymous memory (RssAnon: what the kernel cannot drop) and plain RSS (which
+   also counts pages of the memory-mapped cache file).
+2. The same command again into another run dir: the data is read back from the cache
+   (preparation time compared with the first run's).
+
+Then, on the 4k folder, side by side in one process:
+
+- decoding images per second with `--workers 1` and `--workers 2` (fresh caches);
+- one phase-1 epoch of the same model fed by tlx's pipeline (rows gathered from the
+  memory-mapped cache) and by the tutorial's own (`image_dataset_from_directory`:
+  tf.data decoding the files in parallel on every epoch), second epoch timed.
+
+Goals (issue 14): RssAnon at the largest size <= 1.5x the 1k one; 2 workers >= 1.7x one;
+epoch time linear in the image count within 15%; no slower than the tutorial's pipeline;
+second run prepares its data >= 20x faster.
+
+    .venv/bin/python benchmarks/train_scale.py [--sizes 1000 4000 16000 64000] [--work DIR]
+
+Writes benchmarks/results/train_scale.md (and .json beside it). Scratch data goes to --work
+(default: a temporary folder), never into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tlx import files  # noqa: E402
+from tlx.bench.bench import environment  # noqa: E402
+
+CLASSES = ("red", "green", "blue", "yellow")
+COLOURS = ((200, 50, 50), (50, 180, 70), (60, 70, 210), (210, 200, 50))
+SIZE = (240, 320)  # height, width
+IMAGE_SIZE = 160
+
+
+def make_folder(root: Path, count: int, seed: int = 0) -> Path:
+    """count JPEGs, 320x240, in 4 class folders: class colour + noise + a random box."""
+    if (root / ".complete").exists():
+        return root
+    rng = np.random.default_rng(seed)
+    height, width = SIZE
+    for i in range(count):
+        label = i % len(CLASSES)
+        pixels = np.empty((height, width, 3), np.float32)
+        pixels[:] = COLOURS[label]
+        pixels += rng.normal(0, 30, (height // 8, width // 8, 3)).repeat(8, 0).repeat(8, 1)
+        y, x = rng.integers(0, height - 60), rng.integers(0, width - 60)
+        pixels[y:y + 60, x:x + 60] = rng.integers(0, 256, 3)
+        folder = root / CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
+    (root / ".complete").write_text("")
+    return root
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out.extend(_tree(int(child)))
+    return out
+
+
+def _memory(pids) -> tuple[int, int]:
+    """(RssAnon, VmRSS) in bytes summed over pids."""
+    anon = rss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("RssAnon:"):
+                anon += int(line.split()[1]) * 1024
+            elif line.startswith("VmRSS:"):
+                rss += int(line.split()[1]) * 1024
+    return anon, rss
+
+
+def run_measured(command: list[str], env: dict) -> dict:
+    """Run `command`; peak RssAnon and RSS over its process tree, wall time, stderr."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = {"anon": 0, "rss": 0}
+
+    def sample():
+        while proc.poll() is None:
+            anon, rss = _memory(_tree(proc.pid))
+            peak["anon"], peak["rss"] = max(peak["anon"], anon), max(peak["rss"], rss)
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+    return {"seconds": time.perf_counter() - started, "peak_anon": peak["anon"], "peak_rss": peak["rss"],
+            "stdout": stdout, "stderr": stderr}
+
+
+def prepare_seconds(stderr: str) -> float:
+    match = re.search(r"(?:Decoded|Read) \d+ images(?: back from the pixel cache \S+)? in ([0-9.]+) s", stderr)
+    if not match:
+        sys.exit(f"no decode line in:\n{stderr[-2000:]}")
+    return float(match.group(1))
+
+
+def train_twice(data: Path, work: Path, backbone: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TLX_PIXEL_CACHE_DIR": str(work / "cache")}
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    result = {}
+    for name in ("first", "second"):
+        out = work / f"run-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        command = [sys.executable, "-m", "tlx", "train", str(data), "--out", str(out), "--backbone", backbone,
+                   "--weights", "none", "--image-size", str(IMAGE_SIZE), "--phase1-epochs", "1",
+                   "--phase2-epochs", "0", "--json"]
+        measured = run_measured(command, env)
+        history = files.read_json(out / "history.json")
+        summary = json.loads(measured["stdout"])
+        result[name] = {"wall_s": round(measured["seconds"], 1), "peak_anon_mb": measured["peak_anon"] / 2**20,
+                        "peak_rss_mb": measured["peak_rss"] / 2**20,
+                        "prepare_s": prepare_seconds(measured["stderr"]),
+                        "epoch_s": history["phase1"]["seconds"][0], "train_images": summary["images"]["train"],
+                        "val_accuracy": summary["phase1"]["val_accuracy"]}
+        shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    return result
+
+
+def decode_rates(data: Path, work: Path) -> dict:
+    from tlx.trainer.pixel_cache import prepare
+
+    paths = sorted(data.rglob("*.jpg"))
+    rates = {}
+    for workers in (1, 2, 1, 2):  # interleaved, so load changes hit both alike
+        cache = work / f"decode-{workers}"
+        shutil.rmtree(cache, ignore_errors=True)
+        t0 = time.perf_counter()
+        prepare(paths, IMAGE_SIZE, cache_dir=cache, workers=workers)
+        rates.setdefault(workers, []).append(len(paths) / (time.perf_counter() - t0))
+        shutil.rmtree(cache, ignore_errors=True)
+    return {w: max(r) for w, r in rates.items()}
+
+
+def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 2) -> dict:
+    """One model, two input pipelines, epoch time of the last epoch (after tracing)."""
+    import keras
+    import tensorflow as tf
+
+    from tlx.trainer import data as data_mod
+    from tlx.trainer.backbones import get_backbone
+    from tlx.trainer.model import build_classifier
+    from tlx.trainer.train import compile_phase1
+
+    images = data_mod.load_data(data, image_size=IMAGE_SIZE, seed=0, cache_dir=work / "side-cache")
+    rows, labels = images.rows("train")
+    n_classes = len(images.split.classes)
+
+    def timed(dataset) -> float:
+        keras.utils.set_random_seed(0)
+        model = build_classifier(get_backbone(backbone), n_classes, (IMAGE_SIZE, IMAGE_SIZE), None)
+        compile_phase1(model, n_classes, 1e-4)
+        times = []
+
+        class Clock(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                times.append(time.perf_counter() - self.t0)
+
+        model.fit(dataset, epochs=epochs, verbose=0, callbacks=[Clock()])
+        return times[-1]
+
+    # The tutorial: the files of the same train split, decoded by tf.data on every epoch.
+    tutorial = tf.keras.utils.image_dataset_from_directory(
+        data, shuffle=True, batch_size=32, image_size=(IMAGE_SIZE, IMAGE_SIZE), seed=0,
+        validation_split=0.2 * (1 + 0), subset="training").prefetch(tf.data.AUTOTUNE)
+    tutorial_images = int(tutorial.cardinality()) * 32
+    ours = data_mod.make_dataset(images.pixels, rows, labels, n_classes, 32, shuffle=True)
+    result = {"tlx_epoch_s": timed(ours), "tlx_images": len(rows),
+              "tutorial_epoch_s": timed(tutorial), "tutorial_images": tutorial_images}
+    shutil.rmtree(work / "side-cache", ignore_errors=True)
+    return result
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000])
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--keep-data", action="store_true", help="keep the synthetic folders in --work")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_scale.md")
+    args = parser.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="tlx-train-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": environment(), "backbone": args.backbone,
+              "load_before": load_average(), "sizes": {}}
+    for count in args.sizes:
+        data = make_folder(work / f"data-{count}", count)
+        print(f"{count} images: training twice ...", flush=True)
+        record["sizes"][count] = {**train_twice(data, work, args.backbone), "load": load_average()}
+        print(json.dumps(record["sizes"][count]), flush=True)
+    middle = work / f"data-{4000 if 4000 in args.sizes else args.sizes[0]}"
+    print("decode rates ...", flush=True)
+    record["decode"] = {"images": len(list(middle.rglob("*.jpg"))), "rates": decode_rates(middle, work),
+                        "load": load_average()}
+    print(record["decode"], flush=True)
+    print("pipelines side by side ...", flush=True)
+    record["side_by_side"] = {**pipelines_side_by_side(middle, work, args.backbone), "load": load_average()}
+    print(record["side_by_side"], flush=True)
+    record["load_after"] = load_average()
+    files.write_json(args.out.with_suffix(".json"), record)
+    files.write_text(args.out, report(record))
+    print(args.out.read_text())
+    if not args.keep_data and args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(record: dict) -> str:
+    env = record["machine"]
+    sizes = record["sizes"]
+    counts = sorted(int(c) for c in sizes)
+    lines = [
+        "# Training that scales: memory, decoding, epoch time, cache reuse",
+        "",
+        f"Recorded {record['date']} with `benchmarks/train_scale.py --sizes {' '.join(map(str, counts))}`.",
+        "",
+        f"- Machine: {env.get('cpu')}, {env.get('cores')} cores, int8 flags {env.get('cpu_flags', '-')}; "
+        f"load average before {record['load_before']}, after {record['load_after']} (shared machine: "
+        "absolute times are noisy, ratios are measured side by side).",
+        f"- Data: synthetic 320x240 JPEGs, 4 classes, trained at {IMAGE_SIZE} px, {record['backbone']} "
+        "--weights none, batch 32, one phase-1 epoch (`tlx train ... --phase1-epochs 1 --phase2-epochs 0`).",
+        "",
+        "| images | train images | peak RssAnon MB | peak RSS MB | prepare s (1st) | prepare s (2nd) | "
+        "2nd faster | epoch s | ms / train image | load |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for count in counts:
+        s = sizes[count] if count in sizes else sizes[str(count)]
+        first, second = s["first"], s["second"]
+        lines.append(
+            f"| {count} | {first['train_images']} | {first['peak_anon_mb']:.0f} | {first['peak_rss_mb']:.0f} | "
+            f"{first['prepare_s']:.1f} | {second['prepare_s']:.2f} | "
+            f"{first['prepare_s'] / max(second['prepare_s'], 1e-3):.0f}x | {first['epoch_s']:.1f} | "
+            f"{1000 * first['epoch_s'] / first['train_images']:.2f} | {s['load']} |")
+    get = lambda c: sizes[c] if c in sizes else sizes[str(c)]  # noqa: E731
+    small, large = get(counts[0]), get(counts[-1])
+    per_image = [get(c)["first"]["epoch_s"] / get(c)["first"]["train_images"] for c in counts]
+    decode = record["decode"]
+    rates = {int(k): v for k, v in decode["rates"].items()}
+    side = record["side_by_side"]
+    lines += [
+        "",
+        f"- Peak anonymous memory at {counts[-1]} images: **{large['first']['peak_anon_mb'] / small['first']['peak_anon_mb']:.2f}x** "
+        f"the {counts[0]}-image run (goal <= 1.5x). Second runs: "
+        + ", ".join(f"{get(c)['second']['peak_anon_mb']:.0f} MB" for c in counts) + ".",
+        f"- Epoch time per train image, largest / smallest deviation from the mean: "
+        f"**{max(per_image) / np.mean(per_image):.2f} / {min(per_image) / np.mean(per_image):.2f}** "
+        "(goal: within 15%, i.e. 1.15 / 0.85).",
+        f"- Second run prepares its data **{min(get(c)['first']['prepare_s'] / max(get(c)['second']['prepare_s'], 1e-3) for c in counts):.0f}x** "
+        "faster than the first at least (goal >= 20x).",
+        f"- Decoding {decode['images']} images (best of two, interleaved): 1 worker {rates[1]:.0f} images/s, "
+        f"2 workers {rates[2]:.0f} images/s: **{rates[2] / rates[1]:.2f}x** (goal >= 1.7x; load {decode['load']}).",
+        f"- Side by side, same model and train split of the {decode['images']}-image folder, second epoch: "
+        f"tlx (pixel cache) {side['tlx_epoch_s']:.1f} s for {side['tlx_images']} images, the tutorial's "
+        f"`image_dataset_from_directory` pipeline {side['tutorial_epoch_s']:.1f} s for ~{side['tutorial_images']}: "
+        f"per image tlx takes **{(side['tlx_epoch_s'] / side['tlx_images']) / (side['tutorial_epoch_s'] / side['tutorial_images']):.2f}x** "
+        f"the tutorial's time (goal <= 1.0; load {side['load']}).",
+        "",
+        "Re-run: `.venv/bin/python benchmarks/train_scale.py --sizes "
+        + " ".join(map(str, counts)) + "` (add `--work DIR --keep-data` to keep the synthetic folders).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Decode once, in parallel, into an on-disk uint8 pixel cache.
+
+Every image goes through `tlx.imaging.load_image` (the preprocessing shared with export
+and the device) exactly once per (file, image size, preprocessing version): the pixels
+land in one memory-mapped .npy file, one row per file, beside a small index.json that
+records, for every file, its row and the size and modification time it had when it was
+decoded (and, for files that could not be read, why). The next run over the same files
+stats them and reads the rows back instead of decoding; only new or changed files are
+decoded again.
+
+Nothing here holds all pixels in memory: decoding writes each image straight into its
+row of the memory-mapped file, and readers gather the rows they need (the kernel pages
+the file in and out, so a folder bigger than RAM still trains).
+
+Threads, not processes: Pillow releases the GIL while it decodes and resizes, so threads
+use every core without copying pixels between processes.
+
+Safety: the .npy is written under a temporary name and renamed; index.json (written
+atomically after it) names the .npy with its byte size and mtime. A cache whose index
+does not parse, whose .npy is missing, has another size or mtime, or another shape, is
+reported and rebuilt, never trusted. Only TensorFlow-free imports (numpy, pillow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator, Optional, Sequence
+
+import numpy as np
+
+from tlx import files
+from tlx.errors import ImageError, TlxError
+from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple, load_image
+
+Log = Callable[[str], None]
+#: progress(label, total) -> a context manager yielding advance(n) (as `tlx export` uses).
+Progress = Callable[[str, int], ContextManager[Callable[[int], None]]]
+
+#: Bump when the layout of index.json or the .npy changes.
+CACHE_FORMAT = 1
+INDEX = "index.json"
+#: Environment variable that moves the default cache folder (tests point it at a temp dir).
+CACHE_DIR_ENV = "TLX_PIXEL_CACHE_DIR"
+#: Rows copied from an old cache per step when refreshing it (bounded memory).
+COPY_ROWS = 256
+
+
+def default_cache_dir() -> Path:
+    """$TLX_PIXEL_CACHE_DIR, else pixels/ in tlx's user cache folder ($XDG_CACHE_HOME/tlx,
+    default ~/.cache/tlx: the same folder as the converted Lite0 weights)."""
+    from tlx.trainer.efficientnet_lite import cache_dir
+
+    return Path(os.environ.get(CACHE_DIR_ENV) or cache_dir() / "pixels")
+
+
+def default_workers() -> int:
+    """Every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class CacheError(Exception):
+    """A cache that must not be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class PixelCache:
+    """Decoded pixels of a list of files: `pixels[rows[path]]` is the file's uint8 image."""
+
+    #: uint8 (rows, height, width, 3), memory-mapped read-only (an ndarray when empty).
+    pixels: np.ndarray
+    #: Row of each readable file.
+    rows: dict[str, int]
+    #: (path, reason) of each file that could not be read, in the order given.
+    skipped: tuple[tuple[str, str], ...]
+    #: The cache entry's folder.
+    location: Path
+    #: How many files were decoded for this call (0 when everything came from the cache).
+    decoded: int = 0
+
+    def rows_of(self, paths: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.rows[str(p)] for p in paths), dtype=np.int64, count=len(paths))
+
+
+def entry_dir(cache_dir: Path, key: dict) -> Path:
+    """The cache folder of one set of files at one size: a hash of `key`."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+    return Path(cache_dir) / digest
+
+
+def prepare(paths: Sequence[Path | str], image_size: int | tuple[int, int], *,
+            key: Optional[dict] = None, cache_dir: Optional[Path] = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,
+            log: Log = lambda _: None, progress: Optional[Progress] = None) -> PixelCache:
+    """Pixels of every file in `paths` at `image_size`, from the cache where its row is
+    still valid, decoded (in parallel) where not. Unreadable files are listed in
+    `skipped`, not fatal.
+
+    `key` names the entry (e.g. the data folders scanned); files may come and go under
+    one key and only those are decoded again. Without it the key is the list of paths.
+    """
+    paths = [str(p) for p in paths]
+    size = image_size_tuple(image_size)
+    settings = {"format": CACHE_FORMAT, "preprocessing": PREPROCESSING_VERSION,
+                "image_size": list(size), "max_pixels": int(max_pixels)}
+    if key is None:
+        key = {"paths": hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()}
+    where = entry_dir(Path(cache_dir) if cache_dir else default_cache_dir(), {**key, **settings})
+    stats = [_stat(p) for p in paths]
+
+    old: Optional[dict] = None
+    old_pixels: Optional[np.ndarray] = None
+    try:
+        old, old_pixels = _open(where, settings)
+    except FileNotFoundError:
+        pass
+    except CacheError as exc:
+        log(f"Pixel cache {where} is not usable ({exc}): decoding every image again.")
+
+    rows: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
+    todo: list[int] = []
+    if old is not None:
+        old_files, old_skipped = old["files"], old["skipped"]
+        for i, (path, stat) in enumerate(zip(paths, stats)):
+            hit = old_files.get(path)
+            if hit is not None and stat is not None and hit[1:] == list(stat):
+                rows[path] = int(hit[0])
+                continue
+            miss = old_skipped.get(path)
+            if miss is not None and (miss[:2] == list(stat) if stat else miss[:2] == [None, None]):
+                skipped.append((path, miss[2]))
+                continue
+            todo.append(i)
+        if not todo:
+            return PixelCache(old_pixels, rows, tuple(skipped), where)
+        log(f"Pixel cache {where}: {len(todo)} of {len(paths)} images are new or changed; "
+            "decoding those.")
+    else:
+        todo = list(range(len(paths)))
+    try:
+        return _rebuild(where, settings, paths, stats, size, max_pixels, old, old_pixels, set(todo),
+                        workers or default_workers(), log, progress)
+    except OSError as exc:
+        raise TlxError(f"Cannot write the pixel cache in {where} ({exc.strerror or exc}): free some "
+                       "space there, or choose a writable folder with --cache-dir.") from None
+
+
+def _stat(path: str) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (int(st.st_size), int(st.st_mtime_ns))
+
+
+def _open(where: Path, settings: dict) -> tuple[dict, np.ndarray]:
+    """The entry's index and memory-mapped pixels. FileNotFoundError when there is no
+    entry; CacheError when there is one that must not be used."""
+    index_path = where / INDEX
+    if not index_path.exists():
+        raise FileNotFoundError(index_path)
+    try:
+        index = files.read_json(index_path)
+        if not isinstance(index, dict):
+            raise ValueError("not a JSON object")
+        for name, value in settings.items():
+            if index.get(name) != value:
+                raise CacheError(f"made with {name} {index.get(name)!r}, not {value!r}")
+        npy = where / str(index["pixels"])
+        if "/" in str(index["pixels"]) or not npy.is_file():
+            raise CacheError(f"its pixel file {npy.name} is missing")
+        st = npy.stat()
+        if [st.st_size, st.st_mtime_ns] != [index["pixels_bytes"], index["pixels_mtime_ns"]]:
+            raise CacheError(f"{npy.name} changed after its index was written")
+        pixels = np.load(npy, mmap_mode="r") if index["rows"] else _empty(settings)
+        expected = (int(index["rows"]), *settings["image_size"], 3)
+        if pixels.dtype != np.uint8 or tuple(pixels.shape) != expected:
+            raise CacheError(f"{npy.name} holds {pixels.dtype} {tuple(pixels.shape)}, "
+                             f"the index says uint8 {expected}")
+        bad_rows = [r for r, *_ in index["files"].values() if not 0 <= int(r) < expected[0]]
+        if bad_rows:
+            raise CacheError(f"the index names row {bad_rows[0]} of {expected[0]}")
+        return index, pixels
+    except CacheError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CacheError(f"unreadable: {exc}") from None
+
+
+def _empty(settings: dict) -> np.ndarray:
+    return np.zeros((0, *settings["image_size"], 3), np.uint8)
+
+
+def _rebuild(where: Path, settings: dict, paths: list[str], stats: list, size: tuple[int, int],
+             max_pixels: int, old: Optional[dict], old_pixels: Optional[np.ndarray], todo: set[int],
+             workers: int, log: Log, progress: Optional[Progress]) -> PixelCache:
+    """Write a new .npy with one row per path (rows still valid copied from the old
+    file, the rest decoded), then the index that names it."""
+    where.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(where)
+    n = len(paths)
+    name = f"pixels-{secrets.token_hex(6)}.npy"
+    final = where / name
+    tmp = where / f".{name}.tmp"
+    rows: dict[str, int] = {}
+    skipped: dict[int, tuple[str, str]] = {}
+    try:
+        out = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *size, 3))
+               if n else None)
+        if old is not None and out is not None:
+            _copy_valid_rows(old, old_pixels, paths, todo, out, rows, skipped)
+        failures = decode_into(out, [(i, paths[i]) for i in sorted(todo)], size, max_pixels,
+                               workers, progress)
+        for i in sorted(todo):
+            if i in failures:
+                skipped[i] = (paths[i], failures[i])
+            else:
+                rows[paths[i]] = i
+        if out is not None:
+            out.flush()
+            del out
+            os.replace(tmp, final)
+        else:
+            np.save(tmp, _empty(settings), allow_pickle=False)
+            os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    st = final.stat()
+    index = {**settings, "pixels": name, "rows": n, "pixels_bytes": st.st_size,
+             "pixels_mtime_ns": st.st_mtime_ns,
+             "files": {path: [row, *stats[row]] for path, row in rows.items()},
+             "skipped": {path: [*(stats[i] or (None, None)), reason]
+                         for i, (path, reason) in sorted(skipped.items())}}
+    # Compact JSON: the index of 100,000 files stays a few MB.
+    files.write_text(where / INDEX, json.dumps(index, separators=(",", ":")))
+    if old is not None and old.get("pixels") != name:
+        (where / str(old["pixels"])).unlink(missing_ok=True)
+    pixels = np.load(final, mmap_mode="r") if n else _empty(settings)
+    return PixelCache(pixels, rows, tuple(skipped[i] for i in sorted(skipped)), where,
+                      decoded=len(todo))
+
+
+def _copy_valid_rows(old: dict, old_pixels: np.ndarray, paths: list[str], todo: set[int],
+                     out: np.ndarray, rows: dict, skipped: dict) -> None:
+    """Rows of the old cache that are still valid, copied a few at a time."""
+    keep = [i for i in range(len(paths)) if i not in todo]
+    for start in range(0, len(keep), COPY_ROWS):
+        chunk = keep[start:start + COPY_ROWS]
+        sources, targets = [], []
+        for i in chunk:
+            hit = old["files"].get(paths[i])
+            if hit is not None:
+                sources.append(int(hit[0]))
+                targets.append(i)
+                rows[paths[i]] = i
+            else:
+                skipped[i] = (paths[i], old["skipped"][paths[i]][2])
+        if targets:
+            out[np.asarray(targets)] = old_pixels[np.asarray(sources)]
+
+
+def decode_into(out: Optional[np.ndarray], jobs: Sequence[tuple[int, str]], size: tuple[int, int],
+                max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,
+                progress: Optional[Progress] = None) -> dict[int, str]:
+    """Decode each (row, path) with load_image into out[row], on `workers` threads.
+    Returns {row: reason} for the files that could not be read."""
+    def one(job: tuple[int, str]) -> Optional[str]:
+        row, path = job
+        try:
+            out[row] = load_image(path, size, max_pixels=max_pixels)
+        except ImageError as exc:
+            return exc.reason
+        return None
+
+    failures: dict[int, str] = {}
+    if not jobs:
+        return failures
+    bar = progress("Decoding images", len(jobs)) if progress else nullcontext(lambda _n: None)
+    with bar as advance, ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
+        for (row, _), reason in zip(jobs, pool.map(one, jobs)):
+            if reason is not None:
+                failures[row] = reason
+            advance(1)
+    return failures
+
+
+def _remove_stale_temporaries(where: Path, older_than: float = 3600.0) -> None:
+    """Temporary .npy files of runs that were killed while writing (an hour old at least,
+    so a run writing right now on another process is left alone)."""
+    now = time.time()
+    for tmp in where.glob(".pixels-*.npy.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+@contextmanager
+def rate_reporter(log: Log, label: str, total: int, every: float = 10.0) -> Iterator[Callable[[int], None]]:
+    """A plain-text progress for logs without a terminal bar: a line every `every` seconds
+    with the count and images per second (the caller reports the total)."""
+    start = last = time.perf_counter()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.perf_counter()
+        if now - last >= every:
+            last = now
+            log(f"  {label}: {done}/{total} ({done / (now - start):.0f} images/s)")
+
+    yield advance
