@@ -8,8 +8,10 @@ Only numpy and pillow: this module runs on a Raspberry Pi.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +88,10 @@ def _open(source: ImageInput, name) -> Image.Image:
     if isinstance(source, np.ndarray):
         return _from_array(source, name)
     try:
-        with warnings.catch_warnings():
-            # Our own limit decides; Pillow's warning would only repeat it.
+        with warnings.catch_warnings(), _pillow_limit_off():
+            # Our own limit (max_pixels, checked on the header right after opening) decides;
+            # Pillow's warning would only repeat it, and its error at twice its own figure
+            # would overrule a larger --max-pixels and quote a number the user never gave.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if isinstance(source, bytes):
                 image = Image.open(io.BytesIO(source))
@@ -106,6 +110,21 @@ def _open(source: ImageInput, name) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "truncated", "broken data"...
         raise ImageError(name, f"cannot decode image ({exc})") from None
     return image
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit_off():
+    """Pillow's global decompression-bomb limit off while a file is opened (opening reads
+    only the header); restored afterwards."""
+    with _PILLOW_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _from_array(array: np.ndarray, name) -> Image.Image:

@@ -32,7 +32,7 @@ import numpy as np
 
 from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_file
-from tlx.run_dir import Split
+from tlx.run_dir import Split, class_name_problem
 from tlx.trainer import pixel_cache
 from tlx.trainer.pixel_cache import PixelCache, Progress
 
@@ -54,6 +54,8 @@ class Folder:
     files: dict[str, list[Path]]
     #: Files that are not images by their suffix, with a reason.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Hidden sub-folders (".name", "__name"), which are not classes.
+    ignored: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,17 +99,24 @@ def scan_class_folders(root: Path, what: str = "data folder") -> Folder:
     if not root.is_dir():
         raise TlxError(f"The {what} {root} is not a folder.")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    ignored = sorted(p.name for p in root.iterdir() if p.is_dir() and _is_hidden(p))
     if not class_dirs:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
         hint = (" It holds images directly: put them in one sub-folder per class." if loose
                 else "")
         raise TlxError(f"The {what} {root} has no class folders (expected one sub-folder per class "
                        f"holding its images).{hint}")
-    folder = Folder(root=root, files={})
+    _check_class_names(root, what, class_dirs)
+    folder = Folder(root=root, files={}, ignored=ignored)
     for class_dir in class_dirs:
         found = []
         for path in sorted(class_dir.rglob("*")):
-            if not path.is_file() or any(_is_hidden(part) for part in path.relative_to(class_dir).parts):
+            if any(_is_hidden(part) for part in path.relative_to(class_dir).parts):
+                continue
+            if path.is_symlink() and not path.exists() and path.suffix.lower() in IMAGE_SUFFIXES:
+                folder.skipped.append((str(path), "a symbolic link that leads nowhere (broken or looping)"))
+                continue
+            if not path.is_file():
                 continue
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 found.append(path)
@@ -115,6 +124,23 @@ def scan_class_folders(root: Path, what: str = "data folder") -> Folder:
                 folder.skipped.append((str(path), f"not an image file (suffix {path.suffix or 'none'!r})"))
         folder.files[class_dir.name] = found
     return folder
+
+
+def _check_class_names(root: Path, what: str, class_dirs: Sequence[Path]) -> None:
+    """Class names must survive labels.txt exactly (tlx.run_dir.class_name_problem), and no
+    class folder may lead back to the data folder (a link to it would list every image twice)."""
+    problems = [f"{d.name!r}: {problem}" for d in class_dirs if (problem := class_name_problem(d.name))]
+    if problems:
+        raise TlxError(f"The {what} {root} has class folders whose names cannot be class names: "
+                       + "; ".join(problems) + ". labels.txt holds one name per line and label readers "
+                       "strip spaces at the ends, so such a name would come back different. "
+                       "Rename the folders.")
+    real_root = Path(os.path.realpath(root))
+    for d in class_dirs:
+        real = Path(os.path.realpath(d))
+        if real == real_root or real in real_root.parents:
+            raise TlxError(f"The class folder {d} is a link to the {what} itself (or a folder above it): "
+                           "every image would be listed twice. Remove the link.")
 
 
 def detect_layout(data_dir: Path) -> Optional[tuple[Path, Path]]:
@@ -142,6 +168,20 @@ def _check_classes(folder: Folder, what: str, classes: Optional[Sequence[str]] =
     if empty:
         raise TlxError(f"The {what} {folder.root} has empty class folders (no image files): "
                        f"{', '.join(empty)}. Add images or remove the folders.")
+
+
+def _check_no_file_twice(folders: Sequence[Folder]) -> None:
+    """The same file under two names (a link) would be counted twice, possibly in two classes
+    or splits: refuse it, naming both."""
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        for paths in folder.files.values():
+            for path in paths:
+                first = seen.setdefault(os.path.realpath(path), path)
+                if first != path:
+                    raise TlxError(f"{path} and {first} are the same file (through a link). Each image "
+                                   "may appear once: remove the link, or give --test-dir a folder "
+                                   "outside the data folder.")
 
 
 def format_skipped(skipped: Sequence[tuple[str, str]]) -> str:
@@ -293,6 +333,11 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
         _check_classes(test_folder, "--test-dir folder", classes)
 
     folders = [f for f in (main, val_folder, test_folder) if f is not None]
+    for f in folders:
+        if f.ignored:
+            log(f"Note: ignored hidden folder(s) in {f.root}: {', '.join(f.ignored)} "
+                "(names starting with '.' or '__' are not classes).")
+    _check_no_file_twice(folders)
     all_paths = [p for f in folders for paths in f.files.values() for p in paths]
     cache = _decode(all_paths, image_size, source_folders(data_dir, test_dir), cache_dir=cache_dir,
                     max_pixels=max_pixels, workers=workers, log=log, progress=progress)
