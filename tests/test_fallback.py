@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from tlx.errors import TlxError
-from tlx.export.fallback import channel_error, layer_name, repair_int8
+from tlx.export.fallback import repair_int8
+from tlx.export.fallback_report import write_reports
+from tlx.export.sensitivity import channel_error, layer_name
 
 SIZE = 8
 COLOURS = np.array([(220, 40, 40), (40, 200, 60), (50, 70, 230)], np.float32)
@@ -79,8 +81,8 @@ def test_hostile_model_is_repaired(saved_models, data, tmp_path):
     val_pixels, val_labels = data["val"]
     test_pixels, test_labels = data["test"]
     result = repair_int8(saved_models["hostile"], data["calibration"], val_pixels, val_labels,
-                         max_drop_points=2.0, test_pixels=test_pixels, test_labels=test_labels,
-                         out_dir=tmp_path)
+                         max_drop_points=2.0, test_pixels=test_pixels, test_labels=test_labels)
+    assert write_reports(result, tmp_path) == []
 
     assert result.reference_accuracy >= 0.95
     plain = result.steps[0]
@@ -121,7 +123,8 @@ def test_hostile_model_is_repaired(saved_models, data, tmp_path):
 def test_healthy_model_stays_plain_int8(saved_models, data, tmp_path):
     val_pixels, val_labels = data["val"]
     result = repair_int8(saved_models["healthy"], data["calibration"], val_pixels, val_labels,
-                         max_drop_points=2.0, reference_accuracy=1.0, out_dir=tmp_path)
+                         max_drop_points=2.0, reference_accuracy=1.0)
+    write_reports(result, tmp_path)
     assert result.passed and result.chosen == 0 and len(result.steps) == 1
     assert result.chosen_step.float_layers == ()
     # Plain int8 is within the limit: the (slow) debugger never ran, no layer was ranked.

@@ -41,14 +41,11 @@ def tflite_predictions(classifier, images: LabelledImages) -> Predictions:
 def tflite_scores(classifier, pixels, paths) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Scores (n, classes) per image; a row of NaN where the model failed on that image
     (listed as (path, error)): one bad inference must not stop the benchmark."""
-    scores = np.full((len(pixels), classifier.num_classes), np.nan, dtype=np.float32)
-    failures = []
-    for i, image in enumerate(pixels):
-        try:
-            scores[i] = classifier.run(image)
-        except Exception as exc:
-            failures.append((paths[i], f"{type(exc).__name__}: {exc}"))
-    return scores, failures
+    from tlx.runtime.batch import run_over_pixels
+
+    failed: list[tuple[int, str]] = []
+    scores = run_over_pixels(classifier, pixels, failures=failed)
+    return scores, [(paths[i], message) for i, message in failed]
 
 
 def top1(scores: np.ndarray) -> np.ndarray:

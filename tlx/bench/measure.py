@@ -12,16 +12,10 @@ from tlx.bench.stats import Latency, latency_from_seconds
 
 
 def interpreter_latency(classifier, pixels, runs: int, warmup: int) -> Latency:
-    """Milliseconds per `Classifier.run` (input conversion, invoke, dequantization) on one
-    preprocessed image; the first `warmup` calls (allocation, caches) are discarded."""
-    for _ in range(warmup):
-        classifier.run(pixels)
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        classifier.run(pixels)
-        timings.append(time.perf_counter() - start)
-    return latency_from_seconds(timings)
+    """Milliseconds per `Classifier.run` on one preprocessed image (tlx.runtime.batch.time_runs)."""
+    from tlx.runtime.batch import time_runs
+
+    return latency_from_seconds(time_runs(classifier, pixels, runs, warmup))
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def export(
 
 
 def _fallback_table(result) -> str:
-    from tlx.export.fallback import format_steps
+    from tlx.export.fallback_report import format_steps
 
     verdict = "within" if result.passed else "NOT within"
     return (f"int8 float fallback, decided on the validation images (Keras "

@@ -36,14 +36,18 @@ class CalibrationSet:
         return len(self.items)
 
     def representative_dataset(self) -> Callable[[], Iterator[list[np.ndarray]]]:
-        """The converter's callable: yields [float32 batch of one image] (the graph input dtype)."""
-        pixels = self.pixels
+        return representative(self.pixels)
 
-        def generate() -> Iterator[list[np.ndarray]]:
-            for image in pixels:
-                yield [image[np.newaxis].astype(np.float32)]
 
-        return generate
+def representative(pixels: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's callable over uint8 pixels (n, h, w, 3): yields [float32 batch of one
+    image] (the graph input is float32 raw pixels: the data's dtype must match it)."""
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for image in pixels:
+            yield [image[np.newaxis].astype(np.float32)]
+
+    return generate
 
 
 def select(train: Sequence[tuple[str, int]], count: int, seed: int = 0) -> list[tuple[str, int]]:

@@ -25,11 +25,11 @@ def saved_model(model) -> Iterator[Path]:
     """Export `model` once to a temporary SavedModel; every format converts from it."""
     with tempfile.TemporaryDirectory(prefix="tlx-export-") as tmp:
         path = Path(tmp) / "saved_model"
-        with _quiet():
+        with quiet():
             try:
                 model.export(str(path), format="tf_saved_model", verbose=False)
             except Exception as exc:
-                raise TlxError(f"Cannot trace the inference model for export: {_first_line(exc)}") from None
+                raise TlxError(f"Cannot trace the inference model for export: {first_line(exc)}") from None
         yield path
 
 
@@ -62,16 +62,22 @@ def convert(saved_model_dir: str | Path, spec: FormatSpec, *,
         # uint8 pixels in; with calibration covering 0..255 and the rescaling inside the
         # graph this gives input scale 1.0 / zero point 0 (pixels pass straight in).
         converter.inference_input_type = tf.uint8
-        converter.inference_output_type = {
-            OutputType.UINT8: tf.uint8, OutputType.INT8: tf.int8, OutputType.FLOAT32: tf.float32,
-        }[OutputType(output_type)]
+        converter.inference_output_type = tensorflow_type(output_type)
     try:
-        with _quiet():
+        with quiet():
             return bytes(converter.convert())
     except TlxError:
         raise
     except Exception as exc:
         raise TlxError(explain_converter_error(exc, spec.name, layer_names)) from None
+
+
+def tensorflow_type(output_type: OutputType | str):
+    """The tf.DType of an int8 file's output tensor type."""
+    import tensorflow as tf
+
+    return {OutputType.UINT8: tf.uint8, OutputType.INT8: tf.int8,
+            OutputType.FLOAT32: tf.float32}[OutputType(getattr(output_type, "value", output_type))]
 
 
 #: The converter's error text names each unsupported op as 'tf.OpName' and its source as
@@ -93,7 +99,7 @@ def explain_converter_error(exc: BaseException, format_name: str,
         if op not in ops:
             ops.append(op)
     if not ops:
-        return f"The TFLite converter failed for the {format_name} format: {_first_line(exc)[:500]}"
+        return f"The TFLite converter failed for the {format_name} format: {first_line(exc)[:500]}"
     layers: dict[str, str] = {}
     for op, path in _OP_LOCATION.findall(text):
         if op in ops and op not in layers:
@@ -143,13 +149,14 @@ def _strip_keras_suffix(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (converter errors run to pages of MLIR)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """TensorFlow writes SavedModel and converter chatter to stdout and stderr, much of it from
     C++ ("fully_quantize: ...", pages of MLIR on a failure). Swallow it: stdout must stay clean
     for `--json`, and a failure is reported as one TlxError naming the op and layer.

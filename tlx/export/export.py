@@ -23,8 +23,8 @@ from tlx import files, versions
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
-from tlx.export.fallback import (LAYERS_CSV, LAYERS_PNG, FallbackMode, FallbackResult, plot_layers,
-                                 repair_int8, write_layers_csv)
+from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
+from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import RESAMPLE
 from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
@@ -104,7 +104,9 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     contents, fallback = _convert_all(config, specs, inputs, model, calibration, test_images,
                                       image_size, tlx_info, progress, log)
     written, file_info = _write_files(inputs.out_dir, specs, contents, log)
-    removed = _write_fallback_reports(fallback, inputs.out_dir)
+    # Written with the models (not while converting: a failure there leaves an earlier
+    # export untouched); without the fallback an older export's reports go.
+    removed = write_reports(fallback, inputs.out_dir)
 
     report, warnings = (_measure_parity(model, contents, test_images, progress)
                         if config.parity else (None, []))
@@ -349,23 +351,7 @@ def _repair_int8(config: ExportConfig, saved, model, calibration: calib.Calibrat
         output_type=config.output_type,
         test_pixels=test_images.pixels if has_test else None,
         test_labels=test_images.labels if has_test else None,
-        out_dir=None, log=log)
-
-
-def _write_fallback_reports(fallback: FallbackResult | None, out_dir: Path) -> list[str]:
-    """The per-layer CSV and PNG of --fallback auto, written with the models (not while
-    converting: a failure there leaves an earlier export untouched). Without the fallback, an
-    older export's reports go: the folder describes one model. Returns the names removed."""
-    if fallback is not None:
-        fallback.files["csv"] = write_layers_csv(fallback, out_dir / LAYERS_CSV)
-        fallback.files["png"] = plot_layers(fallback, out_dir / LAYERS_PNG)
-        return []
-    removed = []
-    for name in (LAYERS_CSV, LAYERS_PNG):
-        if (out_dir / name).is_file():
-            (out_dir / name).unlink()
-            removed.append(name)
-    return removed
+        log=log)
 
 
 def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization) -> dict:

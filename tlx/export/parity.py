@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tlx.errors import TlxError
 from tlx.imaging import LabelledImages, load_labelled
 
 Advance = Callable[[int], None]
@@ -80,22 +79,12 @@ def tflite_probabilities(model_content: bytes, pixels: np.ndarray, source: str =
     uint8 pixels (n, h, w, 3), one image at a time. Returns dequantized float32 probabilities
     (n, labels) and whether the output tensor is float."""
     from tlx.runtime import Classifier
+    from tlx.runtime.batch import require_raw_pixel_input, run_over_pixels
 
-    classifier = Classifier(model_content, source=source, backend=backend)
-    try:
-        if classifier.input_quantization not in (None, (1.0, 0)):
-            scale, zero_point = classifier.input_quantization
-            raise TlxError(f"{source}: the input is quantized with scale {scale}, zero point "
-                           f"{zero_point}, not 1.0 and 0 (raw pixels). This is a tlx bug: please report it.")
-        results = []
-        for image in pixels:
-            results.append(classifier.run(image))
-            if advance is not None:
-                advance(1)
-        probs = np.stack(results) if results else np.zeros((0, classifier.num_classes), np.float32)
+    with Classifier(model_content, source=source, backend=backend) as classifier:
+        require_raw_pixel_input(classifier, source)
+        probs = run_over_pixels(classifier, pixels, advance)
         return probs, classifier.output_quantization is None
-    finally:
-        classifier.close()
 
 
 #: Suffix of the extra parity row of a full-integer file run on the builtin kernels.
