@@ -165,3 +165,20 @@ def test_a_model_failing_on_one_image_is_counted_not_fatal(exported_run):
     predictions = evaluate.tflite_predictions(FailsOnSecondImage(), images)
     assert predictions.predicted[1] == -1 and (predictions.predicted[[0, 2]] >= 0).all()
     assert predictions.failures == [(images.paths[1], "RuntimeError: invoke failed")]
+
+
+def test_a_model_of_another_image_size_is_refused(exported_run, tmp_path):
+    """The .tflite's input size is checked against the run's split.json (the size bench
+    decodes the test photos at), not discovered as a failure on every image."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    split = json.loads((run / "split.json").read_text())
+    split["image_size"] = [24, 24]
+    (run / "split.json").write_text(json.dumps(split))
+    result = _bench(run, "--no-keras")
+    assert result.exit_code == 1, result.output
+    assert "takes 32x32 pixels but the run's split.json says 24x24" in result.output
+    assert "Re-export it" in result.output
+    assert "Traceback" not in result.output

@@ -577,6 +577,15 @@ def test_calibration_never_uses_test_images(tiny_run, tmp_path):
     assert result.summary["calibration"]["used"] == len(split.train)
 
 
+def test_split_of_another_image_size_is_refused(tiny_run, tmp_path):
+    bad = copy_run(tiny_run, tmp_path / "run")
+    files.write_json(bad / "split.json", {**files.read_json(bad / "split.json"), "image_size": [8, 8]})
+    result = cli(bad, "--format", "float32")
+    assert result.exit_code == 1, result.output
+    assert f"model.keras takes {SIZE[0]}x{SIZE[1]} pixels but split.json says 8x8" in result.output
+    assert "Traceback" not in result.output and not (bad / "export").exists()
+
+
 def test_labels_that_do_not_match_the_model(tiny_run, tmp_path):
     bad = copy_run(tiny_run, tmp_path / "run")
     (bad / "labels.txt").write_text("a\nb\n")

@@ -20,7 +20,7 @@ from typing import Callable, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tlx.errors import ImageError
+from tlx.errors import ImageError, TlxError
 
 #: File suffixes treated as images when scanning folders (lower case).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -51,6 +51,20 @@ def image_size_tuple(size: int | tuple[int, int]) -> tuple[int, int]:
         return (size, size)
     height, width = size
     return (int(height), int(width))
+
+
+def check_image_size(found, expected, found_in: str, expected_in: str, fix: str,
+                     error: type[Exception] | None = None) -> None:
+    """The one check that a model takes the image size the run decoded its images at.
+
+    The run's size is split.json's (what train decoded, what export calibrates and tests on,
+    what bench and bundles decode); a model.keras or .tflite of another size is from another
+    run. Raises `error` (TlxError by default) naming both places and `fix`."""
+    found, expected = image_size_tuple(found), image_size_tuple(expected)
+    if found != expected:
+        raise (error or TlxError)(
+            f"{found_in} takes {found[0]}x{found[1]} pixels but {expected_in} says "
+            f"{expected[0]}x{expected[1]}: they are from different runs. {fix}")
 
 
 def load_image(source: ImageInput, size: int | tuple[int, int] | None,

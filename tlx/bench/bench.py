@@ -15,6 +15,7 @@ from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
+from tlx.imaging import check_image_size
 from tlx.run_dir import RunDir, require_present
 
 KERAS = "keras"
@@ -213,6 +214,8 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
     if classifier.num_classes != len(labels):
         raise TlxError(f"{path} has {classifier.num_classes} outputs but the run has "
                        f"{len(labels)} labels: it was exported from another run. Re-export it.")
+    check_image_size(classifier.input_size, images.pixels.shape[1:3], str(path),
+                     "the run's split.json", "Re-export it with `tlx export`.")
     predictions = evaluate.tflite_predictions(classifier, images)
     result = _model_result(name, path, classifier.backend, labels, images, predictions)
     for threads in config.threads:

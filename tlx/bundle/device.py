@@ -29,7 +29,7 @@ from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle
 from tlx.errors import TlxError
-from tlx.imaging import load_image
+from tlx.imaging import check_image_size, load_image
 
 #: What a device result file says it is, so that `tlx report --device` refuses anything else.
 KIND = "tlx-device-result"
@@ -143,6 +143,8 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
     if classifier.num_classes != len(labels):
         raise BundleError(f"{source} has {classifier.num_classes} outputs, the bundle {len(labels)} labels. "
                           "Make the bundle again with `tlx bundle RUN_DIR`.")
+    check_image_size(classifier.input_size, bundle.image_size, source, "the bundle's manifest",
+                     "Make the bundle again with `tlx bundle RUN_DIR`.", error=BundleError)
     scores, failures = evaluate.tflite_scores(classifier, pixels, names)
     predicted = evaluate.top1(scores)
     out = {

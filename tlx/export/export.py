@@ -26,7 +26,7 @@ from tlx.export import parity as par
 from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
-from tlx.imaging import RESAMPLE
+from tlx.imaging import RESAMPLE, check_image_size
 from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
 
 
@@ -192,17 +192,16 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
 
 
 def _load_model(inputs: _RunInputs, log: Callable[[str], None]) -> tuple[object, tuple[int, int], dict]:
-    """Loads model.keras (the slow part) and checks it against config.json.
-    Returns (inference model, image size as (height, width), in-graph normalization)."""
+    """Loads model.keras (the slow part) and checks its input size against split.json and
+    config.json. Returns (inference model, image size as (height, width), in-graph normalization)."""
     from tlx.export import inference
 
     log(f"Loading {inputs.run.model}")
     trained = inference.load_trained_model(inputs.run.model)
     image_size = inference.input_size(trained)
-    configured = inputs.config.options.image_size
-    if (configured, configured) != tuple(image_size):
-        raise TlxError(f"config.json says image_size {configured} but model.keras takes "
-                       f"{image_size[0]}x{image_size[1]} pixels. Are they from the same run?")
+    fix = "Export a model.keras together with the split.json and config.json of its own run."
+    check_image_size(image_size, inputs.split.image_size, "model.keras", "split.json", fix)
+    check_image_size(image_size, inputs.config.options.image_size, "model.keras", "config.json", fix)
     model = inference.build_inference_model(trained, len(inputs.labels))
     return model, image_size, inference.normalization(trained)
 
