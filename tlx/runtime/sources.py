@@ -251,7 +251,7 @@ def picamera2_cameras() -> int:
     """How many cameras Picamera2 sees (0 when it is not importable)."""
     try:
         return len(_import_picamera2().global_camera_info())
-    except StreamError:
+    except Exception:  # not importable, or libcamera itself failing: then no Pi camera
         return 0
 
 

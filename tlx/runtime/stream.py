@@ -46,8 +46,8 @@ class StreamConfig:
     #: Read a file at its own frame rate and drop frames when the model is slower, like a
     #: camera. Live sources always do.
     realtime: bool = False
-    #: Keep the RGB frame in each result (for drawing / writing video); off saves nothing
-    #: but a reference, so it is on.
+    #: Keep the RGB frame in each result (for drawing or writing video). It is a reference,
+    #: not a copy; but results collected in a list keep their frames alive.
     keep_frames: bool = True
 
     def __post_init__(self):
