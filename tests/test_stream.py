@@ -461,3 +461,15 @@ def test_picamera2_adapter(clf, photos, monkeypatch):
     assert StandInPicamera2.calls[-2:] == [("stop",), ("close",)]
     with pytest.raises(StreamError, match="Pi camera 2: not found"):
         sources_mod.open_picamera2(2)
+
+
+def test_live_status_line_on_stderr(models, video, monkeypatch):
+    from tlx.cli import predict_stream
+
+    monkeypatch.setattr(predict_stream, "STATUS_INTERVAL_LOG", 0.0)  # a line per frame
+    result = invoke(models / "int8.tflite", video, "--max-frames", "5", "--json")
+    assert result.exit_code == 0, result.output
+    status = [line for line in result.stderr.splitlines() if "FPS | ms:" in line]
+    assert len(status) >= 4
+    assert all(f" {stage} " in status[-1] for stage in STAGES) and "dropped 0" in status[-1]
+    assert len(json_lines(result.stdout)) == 5  # stdout stays JSON Lines only
