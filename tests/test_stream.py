@@ -473,3 +473,13 @@ def test_live_status_line_on_stderr(models, video, monkeypatch):
     assert len(status) >= 4
     assert all(f" {stage} " in status[-1] for stage in STAGES) and "dropped 0" in status[-1]
     assert len(json_lines(result.stdout)) == 5  # stdout stays JSON Lines only
+
+
+def test_annotate_draws_grey_and_rgba_frames_too(photos):
+    from tlx.runtime.annotate import draw
+
+    rgb = photos[0]
+    for frame in (rgb, rgb[:, :, 0], rgb[:, :, :1], np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])):
+        out = draw(frame, ["label 0.99", "10.0 FPS"])
+        assert out.shape == rgb.shape and out.dtype == np.uint8
+        assert out[4, 4].max() < 60  # the caption box

@@ -40,9 +40,14 @@ def _ascii(text: str) -> str:
 
 
 def draw(frame_rgb: np.ndarray, lines: list[str]) -> np.ndarray:
-    """A BGR copy of the frame with `lines` in white on black boxes, top left."""
+    """A BGR copy of the frame (RGB, RGBA or grey, as classify_stream takes them) with
+    `lines` in white on black boxes, top left."""
     cv2 = import_cv2()
-    bgr = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
+    if frame_rgb.ndim == 3 and frame_rgb.shape[2] == 1:
+        frame_rgb = frame_rgb[:, :, 0]
+    code = {2: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}[
+        frame_rgb.shape[2] if frame_rgb.ndim == 3 else 2]
+    bgr = cv2.cvtColor(frame_rgb, code)
     height = bgr.shape[0]
     scale = max(0.4, height / 800)
     thickness = max(1, round(scale * 2))
