@@ -162,8 +162,14 @@ def test_video_predictions_equal_classify_on_the_same_frames(clf, photos, tmp_pa
 
 
 def test_every_max_frames_and_duration(clf, video):
-    total = len(decoded_frames(video))
-    assert [r.index for r in clf.classify_stream(video, every=5)] == list(range(0, total, 5))
+    frames = decoded_frames(video)
+    total = len(frames)
+    results = list(clf.classify_stream(video, every=5))
+    assert [r.index for r in results] == list(range(0, total, 5))
+    # Skipped frames are grabbed, not decoded: the ones classified are still the right ones.
+    for result in results:
+        assert np.array_equal(result.frame, frames[result.index])
+        assert result.time == pytest.approx(result.index / FPS)
     assert [r.index for r in clf.classify_stream(video, every=2, max_frames=3)] == [0, 2, 4]
     # Video time: frames at 0, 1/8, ... 7/8 s come before the 1 s mark.
     assert [r.index for r in clf.classify_stream(video, duration=1.0)] == list(range(8))

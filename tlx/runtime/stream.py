@@ -254,18 +254,19 @@ class FrameStream:
         index = 0
         try:
             while not self._stop.is_set():
+                selected = index % config.every == 0
                 t0 = time.perf_counter()
-                got = source.read()
+                got = source.read() if selected else source.skip()
                 capture_ms = (time.perf_counter() - t0) * 1000
                 if got is None:
                     end = _End(source.end_error(index))
                     break
-                frame, stamp = got
+                frame, stamp = got if selected else (None, got)
                 index += 1
                 self.stats.frames_read = index
                 if config.duration is not None and stamp >= config.duration:
                     break
-                if (index - 1) % config.every:
+                if not selected:
                     continue
                 if pacer is not None:
                     pacer.wait(stamp)
