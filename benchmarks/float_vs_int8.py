@@ -161,7 +161,7 @@ def run_dataset(setting: Setting, work: Path, fresh: bool, log) -> dict:
     log(f"[{setting.dataset}] bench: Keras, float32, int8 on the test split; latency on 1 thread ({BACKEND})")
     started = time.perf_counter()
     result = run_bench(BenchConfig(run_dir=run.root, threads=(1,), runs=100, warmup=10, backend=BACKEND,
-                                   cold_start=False), progress=lambda m: log(f"  {m}"))
+                                   cold_start=False), log=lambda m: log(f"  {m}"))
     bench_report.write(result, run.bench)
     timings["bench_s"] = time.perf_counter() - started
     files.write_json(timings_path, timings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -46,6 +47,23 @@ def test_help_lists_options_with_defaults_and_does_not_import_tensorflow():
                    "--cache-features", "--strategy", "--cache-dir", "--workers", "--json"):
         assert option in out, option
     assert "default: 10" in out and "default: 160" in out and "mobilenet_v2" in out
+
+
+@pytest.mark.parametrize("command", ["", "train", "export", "predict", "bench", "bundle", "demo",
+                                     "report", "backbones", "inspect"])
+def test_help_is_readable_at_80_columns(command):
+    """Every --help fits 80 columns with room for its text: flags carry no type, the option
+    column is capped (a long option moves its help to the next line), defaults are shown."""
+    result = runner.invoke(app, [*command.split(), "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert "<bool>" not in result.output and "list[Path]" not in result.output
+    # Help text starts by column 40 on every option line, leaving it half the width.
+    for line in lines:
+        option = re.match(r"  -\S.*?\s{2,}(?=\S)", line)
+        if option:
+            assert option.end() <= 40, line
 
 
 def test_train_json_summary_on_stdout_progress_on_stderr(tmp_path, tiny_backbone):  # noqa: F811

@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tlx import datasets
+from tlx.progress import Log
 from tlx.run_dir import RunDir
 
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     if _fresh(run.bench_json, export_json):
         log("      already measured: reusing it")
     else:
-        result = run_bench(BenchConfig(run_dir=run.root, threads=(1, 2)), progress=lambda m: log(f"      {m}"))
+        result = run_bench(BenchConfig(run_dir=run.root, threads=(1, 2)), log=lambda m: log(f"      {m}"))
         bench_report.write(result, run.bench)
         log(bench_report.text_table(result))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
+from tlx.progress import Log, silent
 from tlx.imaging import check_image_size
 from tlx.run_dir import RunDir, require_present
 
@@ -152,7 +153,7 @@ def model_name(path: Path) -> str:
     return path.stem[len("model_"):] if path.stem.startswith("model_") else path.stem
 
 
-def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
+def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     from tlx.runtime.backends import installed_backends, resolve_name
 
     if config.max_drop is not None and config.max_drop < 0:
@@ -165,12 +166,12 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
                        "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
     require_present(split, "test")
     tflite_paths = exported_models(run)
-    progress(f"Decoding {len(split.test)} test images")
+    log(f"Decoding {len(split.test)} test images")
     images = evaluate.load_test_images(split.test, tuple(split.image_size))
 
     results: list[ModelResult] = []
     if config.include_keras and evaluate.tensorflow_available() and run.model.is_file():
-        progress("Evaluating the Keras model")
+        log("Evaluating the Keras model")
         results.append(_bench_keras(run.model, labels, images, config))
 
     backends = [resolve_name(config.backend)]
@@ -179,7 +180,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     for path in tflite_paths:
         for backend in backends:
             name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"
-            results.append(_bench_tflite(name, path, backend, labels, images, config, progress))
+            results.append(_bench_tflite(name, path, backend, labels, images, config, log))
 
     # The drop is measured against Keras when it ran, else against the first .tflite.
     reference = results[0]
@@ -206,10 +207,10 @@ def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> Model
     return result
 
 
-def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, progress) -> ModelResult:
+def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, log: Log) -> ModelResult:
     from tlx.runtime import Classifier
 
-    progress(f"Evaluating {name}")
+    log(f"Evaluating {name}")
     classifier = Classifier.from_file(path, num_threads=config.threads[0], backend=backend)
     if classifier.num_classes != len(labels):
         raise TlxError(f"{path} has {classifier.num_classes} outputs but the run has "
@@ -219,14 +220,14 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
     predictions = evaluate.tflite_predictions(classifier, images)
     result = _model_result(name, path, classifier.backend, labels, images, predictions)
     for threads in config.threads:
-        progress(f"Timing {name}, {threads} thread(s)")
+        log(f"Timing {name}, {threads} thread(s)")
         # The evaluation's interpreter already has the first thread count.
         timed = classifier if threads == config.threads[0] else Classifier.from_file(
             path, num_threads=threads, backend=backend)
         result.latency[threads] = measure.interpreter_latency(timed, images.pixels[0], config.runs,
                                                               config.warmup)
     if config.cold_start:
-        progress(f"Cold start of `tlx predict` with {name}")
+        log(f"Cold start of `tlx predict` with {name}")
         result.cold_start = measure.predict_cold_start(path, images.paths[0], classifier.backend)
     return result
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle
 from tlx.errors import TlxError
+from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
 
 #: What a device result file says it is, so that `tlx report --device` refuses anything else.
@@ -72,7 +73,7 @@ def default_prefix(bundle: Path) -> Path:
     return Path(f"{stem}-{platform.node() or 'device'}")
 
 
-def bench_bundle(config: DeviceBenchConfig, progress: Callable[[str], None] = lambda m: None) -> dict:
+def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
     """Run the device benchmark; returns the result document (see write_result)."""
     from tlx.runtime.backends import installed_backends, resolve_name
 
@@ -85,7 +86,7 @@ def bench_bundle(config: DeviceBenchConfig, progress: Callable[[str], None] = la
                        "  pip install 'tlx-edge[runtime]'   # ai-edge-litert\n"
                        "  pip install 'tlx-edge[tflite]'    # tflite-runtime 2.14 (Raspberry Pi OS Bookworm)")
     with open_bundle(config.bundle) as bundle:
-        progress(f"Checked {bundle.path.name}: {len(bundle.manifest['models'])} models, "
+        log(f"Checked {bundle.path.name}: {len(bundle.manifest['models'])} models, "
                  f"{len(bundle.manifest['images'])} photos")
         manifest = bundle.manifest
         pixels, truth, names = _photos(bundle)
@@ -94,9 +95,9 @@ def bench_bundle(config: DeviceBenchConfig, progress: Callable[[str], None] = la
         for entry in manifest["models"]:
             content = bundle.read(entry["file"])
             for backend in backends:
-                progress(f"{entry['name']} on {backend}")
+                log(f"{entry['name']} on {backend}")
                 models.append(_bench_model(bundle, entry, content, backend, pixels, truth, names,
-                                           reference, config, progress))
+                                           reference, config, log))
     result = {
         "kind": KIND, "format_version": RESULT_VERSION, "tlx": tlx.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -131,7 +132,7 @@ def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.stack(arrays), np.asarray(truth, dtype=np.int64), names
 
 
-def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config, progress) -> dict:
+def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config, log: Log) -> dict:
     from tlx.runtime import Classifier
 
     source = f"{bundle.path.name}:{entry['file']}"
@@ -159,14 +160,14 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
         "failures": [{"image": n, "error": e} for n, e in failures],
     }
     for threads in config.threads:
-        progress(f"Timing {entry['name']} on {classifier.backend}, {threads} thread(s)")
+        log(f"Timing {entry['name']} on {classifier.backend}, {threads} thread(s)")
         timed = classifier if threads == config.threads[0] else Classifier(
             content, num_threads=threads, backend=backend, source=source)
         out["latency"][str(threads)] = measure.interpreter_latency(timed, pixels[0], config.runs,
                                                                    config.warmup).to_json()
         timed.close()  # one interpreter (and its packed weights) alive at a time: peak RSS
     if config.cold_start:
-        progress(f"Cold start of `tlx predict` with {entry['name']} on {classifier.backend}")
+        log(f"Cold start of `tlx predict` with {entry['name']} on {classifier.backend}")
         with tempfile.TemporaryDirectory(prefix="tlx-bundle-") as scratch:
             model_path = Path(scratch) / Path(entry["file"]).name
             model_path.write_bytes(content)

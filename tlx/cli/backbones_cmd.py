@@ -50,7 +50,7 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + legend
 
 
-@app.command("backbones")
+@app.command("backbones", short_help="List the backbones and whether their weights are usable now.")
 def backbones(
     as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
 ) -> None:

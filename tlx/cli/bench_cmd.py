@@ -7,8 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from tlx.bench.bench import BenchConfig
 from tlx.cli.app import app
-from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
+from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
+
+_DEFAULTS = BenchConfig(run_dir=Path("."))
 
 
 def _parse_threads(value: str) -> tuple[int, ...]:
@@ -21,26 +24,31 @@ def _parse_threads(value: str) -> tuple[int, ...]:
     return threads
 
 
-@app.command()
+@app.command(short_help="Measure accuracy, latency, size and memory of exported models.")
 def bench(
     run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR|BUNDLE",
         help="A `tlx train` run folder with `tlx export` output, or a file from `tlx bundle`.")],
-    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma separated.")] = "1,2",
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = 50,
-    warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")] = 5,
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma separated.")]
+        = ",".join(map(str, _DEFAULTS.threads)),
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = _DEFAULTS.runs,
+    warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")]
+        = _DEFAULTS.warmup,
     backend: Annotated[Optional[str], typer.Option(
         help="Interpreter backend: litert, litert-builtin (no XNNPACK), tflite-runtime or tensorflow. "
              "Default: the first "
              "installed of litert and tflite-runtime.")] = None,
     compare_backends: Annotated[bool, typer.Option(
-        "--compare-backends", help="Run every .tflite on each installed backend, side by side.")] = False,
+        "--compare-backends", help="Run every .tflite on each installed backend, side by side.")]
+        = _DEFAULTS.compare_backends,
     max_drop: Annotated[Optional[float], typer.Option(
         help="Exit with code 3 when int8 loses more than this many top-1 points against Keras "
              "(or the first .tflite without TensorFlow).")] = None,
     keras: Annotated[bool, typer.Option(
-        help="Evaluate the Keras model as the reference (needs TensorFlow).")] = True,
+        help="Evaluate the Keras model as the reference (needs TensorFlow).")] = _DEFAULTS.include_keras,
     cold_start: Annotated[bool, typer.Option(
-        help="Measure `tlx predict` start-up time and peak memory in a fresh process.")] = True,
+        help="Measure `tlx predict` start-up time and peak memory in a fresh process.")]
+        = _DEFAULTS.cold_start,
     data_dir: Annotated[Optional[Path], typer.Option(
         "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
                            "(default: the folder recorded in split.json).", show_default=False)] = None,
@@ -76,16 +84,15 @@ def bench(
     if out is not None or emulated is not None:
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
                                  "to RUN_DIR/bench.")
-    from tlx.bench.bench import BenchConfig, run_bench
+    from tlx.bench.bench import run_bench
     from tlx.bench.report import text_table, write
     from tlx.run_dir import RunDir
 
     config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
                          backend=backend, compare_backends=compare_backends, max_drop=max_drop,
                          include_keras=keras, cold_start=cold_start, data_dir=data_dir)
-    say = (lambda message: typer.echo(f"... {message}", err=True))
     with user_errors():
-        result = run_bench(config, progress=say)
+        result = run_bench(config, log=say)
         written = write(result, RunDir(run_dir).bench)
     if json_output:
         print_json(result.to_json())

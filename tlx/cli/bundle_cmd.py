@@ -9,15 +9,15 @@ import typer
 
 from tlx.bundle.make import BundleConfig
 from tlx.cli.app import app
-from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
+from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 
 _DEFAULTS = BundleConfig(run_dir=Path("."))
 
 
-@app.command()
+@app.command(short_help="Pack a run into one file to benchmark on a device.")
 def bundle(
-    run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder with `tlx export` output.",
-                                            show_default=False)],
+    run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="A `tlx train` run folder with `tlx export` output.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="The bundle file to write. Default: <run folder name>-bundle.zip here.",
         show_default=False)] = _DEFAULTS.out,
@@ -39,7 +39,7 @@ def bundle(
 
     config = BundleConfig(run_dir=run_dir, out=out, max_images=max_images, data_dir=data_dir)
     with user_errors():
-        summary = make_bundle(config, log=lambda message: typer.echo(f"... {message}", err=True))
+        summary = make_bundle(config, log=say)
     for path, reason in summary.skipped:
         typer.secho(f"Warning: left out {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
@@ -56,7 +56,7 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
                                backends=(backend,) if backend else None, cold_start=cold_start,
                                max_drop=max_drop, emulated=emulated)
     with user_errors():
-        result = bench_bundle(config, progress=lambda message: typer.echo(f"... {message}", err=True))
+        result = bench_bundle(config, log=say)
         json_path, md_path = write_result(result, out if out is not None else default_prefix(path))
     if json_output:
         print_json(result)

@@ -1,4 +1,5 @@
-"""What every command shares: turning user errors into a message and an exit code."""
+"""What every command shares: user errors as a message and an exit code, JSON on stdout,
+the stderr log line and progress bar."""
 
 from __future__ import annotations
 
@@ -32,3 +33,16 @@ def user_errors():
 
 def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def say(message: str) -> None:
+    """The CLI's Log (tlx.progress): one "... step" line on stderr, which leaves stdout to the
+    results (and --json's document)."""
+    typer.echo(f"... {message}", err=True)
+
+
+@contextmanager
+def progress_bar(label: str, total: int):
+    """The CLI's Progress (tlx.progress): a bar on stderr, for the same reason."""
+    with typer.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update

@@ -19,7 +19,7 @@ def _say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-@app.command()
+@app.command(short_help="Train, export, bench and report on real photos, offline.")
 def demo(
     dataset: Annotated[str, typer.Option(
         help="Offline dataset: " + "; ".join(f"{name}: {spec.description}" for name, spec in DATASETS.items())
@@ -50,9 +50,10 @@ def demo(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A `tlx train` run folder (after export and bench).")],
+    run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="A `tlx train` run folder (after export and bench).", show_default=False)],
     device: Annotated[Optional[List[Path]], typer.Option(
-        "--device", help="A result .json of `tlx bench BUNDLE` on a device; repeat for several. "
+        "--device", metavar="JSON", help="A result .json of `tlx bench BUNDLE` on a device; repeat for several. "
                          "Shown side by side with the host.", show_default=False)] = None,
 ) -> None:
     """Regenerate RUN_DIR/report.html, one self-contained file.

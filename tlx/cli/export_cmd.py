@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
 from tlx.cli.app import app
-from tlx.cli.common import EXIT_QUALITY_GATE, print_json, user_errors
+from tlx.cli.common import EXIT_QUALITY_GATE, print_json, progress_bar, user_errors
+from tlx.export.export import ExportConfig
 from tlx.export.fallback import FallbackMode
-from tlx.export.formats import DEFAULT_FORMATS, ExportFormat, OutputType, describe_formats
+from tlx.export.formats import ExportFormat, OutputType, describe_formats
+
+_DEFAULTS = ExportConfig(run_dir=Path("."))
 
 
-@app.command("export")
+@app.command("export", short_help="Export a trained run to TFLite (float32, float16, dynamic, int8).")
 def export(
     run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR",
         help="The --out folder of a `tlx train` run (model.keras, labels.txt, split.json, config.json).",
         show_default=False)],
     formats: Annotated[Optional[List[ExportFormat]], typer.Option(
-        "--format", "-f", case_sensitive=False,
-        help=f"Format to write; repeat for several. Default: {' and '.join(DEFAULT_FORMATS)}. "
+        "--format", "-f", case_sensitive=False, metavar="FORMAT",
+        help=f"Format to write; repeat for several. Default: {' and '.join(_DEFAULTS.formats)}. "
              f"{describe_formats()}.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Output folder. Default: RUN_DIR/export. Files of formats not exported "
@@ -29,11 +32,12 @@ def export(
         show_default=False)] = None,
     output_type: Annotated[OutputType, typer.Option(
         "--output-type", case_sensitive=False,
-        help="Output tensor type of the int8 file (probabilities; uint8 scale 1/256).")] = OutputType.UINT8,
+        help="Output tensor type of the int8 file (probabilities; uint8 scale 1/256).")]
+        = _DEFAULTS.output_type,
     calibration_samples: Annotated[int, typer.Option(
         "--calibration-samples", min=1,
         help="Training images that calibrate int8: class-balanced, deterministic, "
-             "never test images.")] = 300,
+             "never test images.")] = _DEFAULTS.calibration_samples,
     max_drop: Annotated[Optional[float], typer.Option(
         "--max-drop", min=0.0, metavar="POINTS",
         help="Exit with code 3 if int8 accuracy on the test split is more than POINTS percentage "
@@ -47,7 +51,7 @@ def export(
              "TensorFlow's quantization debugger on calibration images), one more per step, "
              "until it is within --max-drop or the step limit is reached; the steps go to "
              "export.json, the per-layer errors to fallback_layers.csv and .png. Needs "
-             "--max-drop and --format int8. none (the default): plain int8.")] = FallbackMode.NONE,
+             "--max-drop and --format int8. none: plain int8.")] = _DEFAULTS.fallback,
     data_dir: Annotated[Optional[Path], typer.Option(
         "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
                            "(default: the folder recorded in split.json).", show_default=False)] = None,
@@ -62,15 +66,15 @@ def export(
     Each file is then checked against the Keras model on the run's test images.
     """
     with user_errors():
-        from tlx.export.export import ExportConfig, export_run
+        from tlx.export.export import export_run
         from tlx.export.parity import format_table
 
-        names = tuple(f.value for f in formats) if formats else DEFAULT_FORMATS
+        names = tuple(f.value for f in formats) if formats else _DEFAULTS.formats
         config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
                               calibration_samples=calibration_samples, max_drop=max_drop,
                               fallback=fallback, data_dir=data_dir)
         log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
-        result = export_run(config, progress=_progress_bar, log=log)
+        result = export_run(config, progress=progress_bar, log=log)
 
         if as_json:
             print_json(result.summary)
@@ -101,16 +105,3 @@ def _fallback_table(result) -> str:
     return (f"int8 float fallback, decided on the validation images (Keras "
             f"{result.reference_accuracy:.1%}; chosen step {result.chosen_step.step}, {verdict} "
             f"--max-drop {result.max_drop_points:g}):\n{format_steps(result)}")
-
-
-@contextlib.contextmanager
-def _progress_bar(label: str, total: int):
-    # On stderr: stdout carries the results (and --json's document).
-    with typer.progressbar(length=total, label=label, file=_stderr()) as bar:
-        yield bar.update
-
-
-def _stderr():
-    import sys
-
-    return sys.stderr

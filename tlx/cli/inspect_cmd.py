@@ -13,7 +13,7 @@ from tlx.cli.common import print_json, user_errors
 
 @app.command("inspect")
 def inspect(
-    model: Annotated[Path, typer.Argument(help="A .tflite file.", show_default=False)],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="A .tflite file.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
     """Show what is inside a .tflite model, without TensorFlow.

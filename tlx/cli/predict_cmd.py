@@ -21,11 +21,12 @@ _STREAM = StreamConfig()
 BackendChoice = Enum("BackendChoice", {name: name for name in (AUTO, *BACKENDS)}, type=str)
 
 
-@app.command("predict")
+@app.command("predict", short_help="Classify images, videos, streams or a camera with a .tflite.")
 def predict(
-    model: Annotated[Path, typer.Argument(help="The .tflite model (from `tlx export`).",
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="The .tflite model (from `tlx export`).",
                                           show_default=False)],
     images: Annotated[Optional[List[str]], typer.Argument(
+        metavar="SOURCE",
         help="Image files and/or folders (searched recursively for images); or video files "
              "(.mp4 .avi .mkv .mov) and rtsp:// / http:// stream URLs, classified frame by frame; "
              "with --camera: the camera (an index, /dev/videoN or picamera2).",

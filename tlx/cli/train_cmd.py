@@ -12,15 +12,15 @@ import typer
 
 from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
-from tlx.imaging import DEFAULT_MAX_PIXELS
 from tlx.trainer.config import Strategy, TrainConfig
 
 _DEFAULTS = TrainConfig(data_dir=Path("."), out=Path("."))
 
 
-@app.command("train")
+@app.command("train", short_help="Train a classifier on photos: frozen phase, then fine-tuning.")
 def train(
     data_dir: Annotated[Optional[Path], typer.Argument(
+        metavar="DATA_DIR",
         help="Folder with one sub-folder per class, or with train/ and validation/ sub-folders "
              "that each hold the class folders.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -63,12 +63,12 @@ def train(
         = _DEFAULTS.dropout,
     cache_features: Annotated[bool, typer.Option(
         "--cache-features", help="Phase 1 on backbone features computed once (much faster; needs "
-                                 "--no-augment).")] = False,
+                                 "--no-augment).")] = _DEFAULTS.cache_features,
     strategy: Annotated[Strategy, typer.Option(
         help="tf.distribute strategy: default (one device) or mirrored (all local GPUs).")]
         = _DEFAULTS.strategy,
     max_pixels: Annotated[int, typer.Option(
-        help="Skip images with more pixels than this (decompression bombs).")] = DEFAULT_MAX_PIXELS,
+        help="Skip images with more pixels than this (decompression bombs).")] = _DEFAULTS.max_pixels,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Folder of the decoded-pixel cache (images are decoded once; the next run over the same "
              "folder reads them back). Default: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels "
@@ -77,7 +77,7 @@ def train(
         help="Threads that decode images. Default: one per core.", show_default=False)]
         = _DEFAULTS.workers,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an earlier run in --out instead of refusing.")] = False,
+        "--overwrite", help="Replace an earlier run in --out instead of refusing.")] = _DEFAULTS.overwrite,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print the summary as JSON on stdout (progress goes to stderr).")] = False,
 ) -> None:

@@ -16,9 +16,9 @@ import numpy as np
 
 from tlx.errors import ImageError, TlxError
 from tlx.imaging import load_image
+from tlx.progress import Advance
 
 #: A progress hook: called with the number of items just done.
-Advance = Callable[[int], None]
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ import contextlib
 import datetime as _dt
 import hashlib
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 import numpy as np
 
@@ -27,15 +26,15 @@ from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import RESAMPLE, check_image_size
+from tlx.progress import Advance, Log, Progress
 from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
 
 
 #: A progress hook: progress(label, total) -> a context manager yielding advance(n).
-Progress = Callable[[str, int], ContextManager[Callable[[int], None]]]
 
 
 @contextlib.contextmanager
-def _no_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+def _no_progress(label: str, total: int) -> Iterator[Advance]:
     yield lambda n: None
 
 
@@ -86,7 +85,7 @@ class ExportResult:
 
 
 def export_run(config: ExportConfig, progress: Progress | None = None,
-               log: Callable[[str], None] | None = None) -> ExportResult:
+               log: Log | None = None) -> ExportResult:
     progress = progress or _no_progress
     log = log or (lambda message: None)
     specs = _check_request(config)
@@ -191,7 +190,7 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
                       calibration_items=calibration_items)
 
 
-def _load_model(inputs: _RunInputs, log: Callable[[str], None]) -> tuple[object, tuple[int, int], dict]:
+def _load_model(inputs: _RunInputs, log: Log) -> tuple[object, tuple[int, int], dict]:
     """Loads model.keras (the slow part) and checks its input size against split.json and
     config.json. Returns (inference model, image size as (height, width), in-graph normalization)."""
     from tlx.export import inference
@@ -207,7 +206,7 @@ def _load_model(inputs: _RunInputs, log: Callable[[str], None]) -> tuple[object,
 
 
 def _load_calibration(items: list[tuple[str, int]], image_size, progress: Progress,
-                      log: Callable[[str], None]) -> calib.CalibrationSet | None:
+                      log: Log) -> calib.CalibrationSet | None:
     """The calibration images at the model's input size; None when nothing needs calibration."""
     if not items:
         return None
@@ -221,7 +220,7 @@ def _load_calibration(items: list[tuple[str, int]], image_size, progress: Progre
 def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _RunInputs, model,
                  calibration: calib.CalibrationSet | None, test_images: par.TestImages | None,
                  image_size, tlx_info: dict, progress: Progress,
-                 log: Callable[[str], None]) -> tuple[dict[str, bytes], FallbackResult | None]:
+                 log: Log) -> tuple[dict[str, bytes], FallbackResult | None]:
     """Every requested format as .tflite bytes with metadata, in memory, and what --fallback
     auto did (None without it)."""
     from tlx.export.convert import convert, layer_names, saved_model
@@ -256,7 +255,7 @@ def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _Ru
 
 
 def _write_files(out_dir: Path, specs: dict[str, FormatSpec], contents: dict[str, bytes],
-                 log: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, dict]]:
+                 log: Log) -> tuple[dict[str, Path], dict[str, dict]]:
     """Writes each .tflite atomically. Returns the paths and export.json's "files" entries."""
     # From here the folder changes: an old export.json would describe files being replaced.
     _remove_stale_temp_files(out_dir)
@@ -329,7 +328,7 @@ def _load_images(label: str, items, image_size, progress: Progress) -> par.TestI
 
 def _repair_int8(config: ExportConfig, saved, model, calibration: calib.CalibrationSet,
                  validation_items, test_images: par.TestImages | None, image_size,
-                 progress: Progress, log: Callable[[str], None]) -> FallbackResult:
+                 progress: Progress, log: Log) -> FallbackResult:
     """--fallback auto: decided on the validation images against the Keras model's accuracy
     there; the test images (if any) are only reported."""
     validation = _load_images("Validation images", validation_items, image_size, progress)

@@ -16,7 +16,7 @@ tlx.export.requantize. The CSV, chart and step table: tlx.export.fallback_report
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from tlx.export import requantize
 from tlx.export.calibration import cover_full_range
 from tlx.export.formats import OutputType
 from tlx.export.sensitivity import METRICS, Graph, LayerError, groups, rank_layers
+from tlx.progress import Log
 
 
 class FallbackMode(str, enum.Enum):
@@ -124,7 +125,7 @@ def repair_int8(
     test_pixels: np.ndarray | None = None,
     test_labels: Sequence[int] | None = None,
     latency_runs: int = 20,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> FallbackResult:
     """Full-int8 with float fallback for the layers int8 hurts most (see the module doc).
 

@@ -7,14 +7,14 @@ model's, i.e. the trained logits through the same softmax).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from tlx.imaging import LabelledImages, load_labelled
+from tlx.progress import Advance
 
-Advance = Callable[[int], None]
 
 
 #: The test split as parity reads it (kept as a name for the callers).

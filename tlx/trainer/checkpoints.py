@@ -26,13 +26,13 @@ import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 from tlx import files
 from tlx.errors import TlxError
+from tlx.progress import Log
 from tlx.run_dir import RunDir
 
-Log = Callable[[str], None]
 
 #: How many complete checkpoints stay on disk.
 KEEP = 2

@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -34,9 +34,9 @@ from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_file
 from tlx.run_dir import Split, class_name_problem
 from tlx.trainer import pixel_cache
-from tlx.trainer.pixel_cache import PixelCache, Progress
+from tlx.progress import Log, Progress
+from tlx.trainer.pixel_cache import PixelCache
 
-Log = Callable[[str], None]
 
 #: Sub-folder names of the pre-split layout.
 TRAIN_DIR = "train"

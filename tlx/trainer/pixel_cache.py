@@ -32,17 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 from tlx import files
 from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple, load_image
-
-Log = Callable[[str], None]
-#: progress(label, total) -> a context manager yielding advance(n) (as `tlx export` uses).
-Progress = Callable[[str, int], ContextManager[Callable[[int], None]]]
+from tlx.progress import Advance, Log, Progress
 
 #: Bump when the layout of index.json or the .npy changes.
 CACHE_FORMAT = 1
@@ -309,7 +306,7 @@ def _remove_stale_temporaries(where: Path, older_than: float = 3600.0) -> None:
 
 
 @contextmanager
-def rate_reporter(log: Log, label: str, total: int, every: float = 10.0) -> Iterator[Callable[[int], None]]:
+def rate_reporter(log: Log, label: str, total: int, every: float = 10.0) -> Iterator[Advance]:
     """A plain-text progress for logs without a terminal bar: a line every `every` seconds
     with the count and images per second (the caller reports the total)."""
     start = last = time.perf_counter()

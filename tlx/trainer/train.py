@@ -26,6 +26,7 @@ import numpy as np
 import tlx
 from tlx import files
 from tlx.errors import MissingDependencyError, TlxError
+from tlx.progress import Log, Progress
 from tlx.run_dir import DERIVED, LABELS, RUN_FILES, RunDir
 from tlx.versions import installed as installed_versions
 from tlx.versions import tensorflow as tensorflow_version
@@ -36,7 +37,6 @@ from tlx.trainer.config import Strategy, TrainConfig
 from tlx.trainer.model import (BACKBONE, LOGITS, build_classifier, build_head, compile_phase1,
                               compile_phase2, copy_head, feature_model, unfreeze)
 
-Log = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:
@@ -161,7 +161,7 @@ def prepare_out(out: Path, overwrite: bool) -> RunDir:
 
 
 def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
-          progress: Optional[data_mod.Progress] = None) -> dict:
+          progress: Optional[Progress] = None) -> dict:
     """Run both phases and write the run dir. Returns the summary (see `summarize`).
 
     Every check of the input happens before training starts. `callbacks` are extra
@@ -198,7 +198,7 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
 
 
 def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
-           progress: Optional[data_mod.Progress] = None) -> dict:
+           progress: Optional[Progress] = None) -> dict:
     """Continue an interrupted run from its last complete epoch, with its saved options."""
     require_training_dependencies()
     run = RunDir(run_dir)
