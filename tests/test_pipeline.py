@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from tests.conftest import make_image_folder
 from tests.trainer_support import tiny_args, tiny_backbone  # noqa: F401  (fixture)
 from tlx.cli import app
+from tlx.run_dir import RunDir
 from tlx.runtime.model_metadata import read_tlx_metadata
 
 runner = CliRunner()
@@ -21,8 +23,13 @@ def test_train_with_relative_paths_then_export_and_predict_from_elsewhere(tmp_pa
     result = runner.invoke(app, tiny_args("photos", "run", "--test-fraction", "0.5"))
     assert result.exit_code == 0, result.output
 
+    # On disk: photos relative to the data folder, which is recorded absolute; read back,
+    # every path is absolute again, whatever the working directory.
     split = json.loads((tmp_path / "work" / "run" / "split.json").read_text())
-    assert all(path.startswith("/") for key in ("train", "validation", "test") for path, _ in split[key])
+    assert split["data_dir"] == str((tmp_path / "work" / "photos").resolve())
+    assert not any(path.startswith("/") for key in ("train", "validation", "test") for path, _ in split[key])
+    test_photos = [path for path, _ in RunDir(tmp_path / "work" / "run").read_split().test]
+    assert all(Path(path).is_absolute() and Path(path).is_file() for path in test_photos)
 
     monkeypatch.chdir(tmp_path)  # export and predict from another folder
     result = runner.invoke(app, ["export", "work/run", "--format", "float32", "--calibration-samples", "4"])
@@ -33,7 +40,7 @@ def test_train_with_relative_paths_then_export_and_predict_from_elsewhere(tmp_pa
     assert info["backbone"] == tiny_backbone
     assert info["preprocessing"]["in_graph"]["normalization"] is not None
 
-    image = split["test"][0][0]
+    image = test_photos[0]
     result = runner.invoke(app, ["predict", str(model), image, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)
