@@ -54,7 +54,7 @@ class DeviceBenchConfig:
     runs: int = 50
     #: Discarded warm-up runs before timing.
     warmup: int = 5
-    #: Backends to run; None: every one installed here (litert, litert-builtin, tflite-runtime).
+    #: Backends to run; None: those of litert and tflite-runtime installed here.
     backends: Optional[tuple[str, ...]] = None
     #: Measure `tlx predict` cold start and peak memory in a fresh process.
     cold_start: bool = True
@@ -75,12 +75,15 @@ def default_prefix(bundle: Path) -> Path:
 
 def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
     """Run the device benchmark; returns the result document (see write_result)."""
-    from tlx.runtime.backends import installed_backends, resolve_name
+    from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
     if config.max_drop is not None and config.max_drop < 0:
         raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
     started = time.perf_counter()
-    backends = ([resolve_name(b) for b in config.backends] if config.backends else installed_backends())
+    # By default the backends a device user would run (litert-builtin only when named: it
+    # stands in for tflite-runtime's kernels on a host, and costs time and memory here).
+    backends = ([resolve_name(b) for b in config.backends] if config.backends else
+                [b for b in installed_backends() if b in AUTO_ORDER])
     if not backends:
         raise TlxError("no TFLite interpreter backend is installed. Install one of:\n"
                        "  pip install 'tlx-edge[runtime]'   # ai-edge-litert\n"
@@ -98,6 +101,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
                 log(f"{entry['name']} on {backend}")
                 models.append(_bench_model(bundle, entry, content, backend, pixels, truth, names,
                                            reference, config, log))
+            del content  # before the next model is read: one model in memory at a time
     result = {
         "kind": KIND, "format_version": RESULT_VERSION, "tlx": tlx.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -223,7 +223,9 @@ def _write(out: Path, manifest: dict, labels: list[str], contents: dict[Path, by
 
         add(LABELS, "".join(f"{label}\n" for label in labels).encode("utf-8"))
         for path, content in contents.items():
-            add(f"{MODELS}{path.name}", content)
+            # Stored: deflate saves under 10% on model weights, and inflating a member on the
+            # device holds it twice in memory (peak RSS is one of the things measured there).
+            add(f"{MODELS}{path.name}", content, stored=True)
         for member, path in photos:
             add(member, path.read_bytes(), stored=path.suffix.lower() in _STORED_SUFFIXES)
         # Last: a zip cut short before this point has no manifest and is refused as foreign.

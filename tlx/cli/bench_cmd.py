@@ -37,7 +37,8 @@ def bench(
     backend: Annotated[Optional[str], typer.Option(
         help="Interpreter backend: litert, litert-builtin (no XNNPACK), tflite-runtime or tensorflow. "
              "Default: the first "
-             "installed of litert and tflite-runtime.")] = None,
+             "installed of litert and tflite-runtime. For a BUNDLE: several, comma separated; "
+             "default: each of litert and tflite-runtime that is installed.")] = None,
     compare_backends: Annotated[bool, typer.Option(
         "--compare-backends", help="Run every .tflite on each installed backend, side by side.")]
         = _DEFAULTS.compare_backends,

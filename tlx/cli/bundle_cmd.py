@@ -53,7 +53,8 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
     from tlx.bundle.device import DeviceBenchConfig, bench_bundle, default_prefix, text_table, write_result
 
     config = DeviceBenchConfig(bundle=path, threads=threads, runs=runs, warmup=warmup,
-                               backends=(backend,) if backend else None, cold_start=cold_start,
+                               backends=tuple(b.strip() for b in backend.split(",") if b.strip())
+                               if backend else None, cold_start=cold_start,
                                max_drop=max_drop, emulated=emulated)
     with user_errors():
         result = bench_bundle(config, log=say)
