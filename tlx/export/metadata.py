@@ -114,8 +114,8 @@ def with_metadata(model: bytes, *, labels: list[str], tlx_info: dict,
     labels = _check_labels(labels)
     tlx_json = json.dumps(tlx_info, indent=2, ensure_ascii=False) + "\n"
 
+    _check_model(model, len(labels))
     model_t = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(model), 0))
-    _check_model(model_t, len(labels))
 
     metadata = encode("ModelMetadata", classifier_metadata(
         labels=labels, tlx_info=tlx_info, name=name, description=description))
@@ -160,21 +160,23 @@ def _check_labels(labels) -> list[str]:
     return labels
 
 
-def _check_model(model_t, num_labels: int) -> None:
+def _check_model(model: bytes, num_labels: int) -> None:
     """The metadata describes one image input and one probability output: refuse a model
-    it would misdescribe, since clients index labels by output position."""
-    if not model_t.subgraphs:
-        raise ValueError("the model has no subgraph")
-    graph = model_t.subgraphs[0]
-    inputs = list(graph.inputs) if graph.inputs is not None else []
-    outputs = list(graph.outputs) if graph.outputs is not None else []
-    if len(inputs) != 1 or len(outputs) != 1:
+    it would misdescribe, since clients index labels by output position. Read with
+    tlx.runtime.validate (the one FlatBuffer reader); the object API only rewrites."""
+    from tlx.runtime.validate import ModelError, validate_model
+
+    try:
+        info = validate_model(model)
+    except ModelError as exc:
+        raise ValueError(exc.reason) from None
+    if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ValueError(f"expected a classifier with one input and one output, "
-                         f"got {len(inputs)} inputs and {len(outputs)} outputs")
-    in_shape = list(graph.tensors[inputs[0]].shape)
+                         f"got {len(info.inputs)} inputs and {len(info.outputs)} outputs")
+    in_shape = list(info.inputs[0].shape)
     if len(in_shape) != 4 or in_shape[-1] != 3:
         raise ValueError(f"expected an RGB image input of shape (1, H, W, 3), got {in_shape}")
-    out_shape = list(graph.tensors[outputs[0]].shape)
+    out_shape = list(info.outputs[0].shape)
     if not out_shape or out_shape[-1] != num_labels:
         raise ValueError(f"the model outputs {out_shape[-1] if out_shape else 0} scores "
                          f"but {num_labels} labels were given")
