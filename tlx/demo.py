@@ -17,7 +17,6 @@ from tlx.progress import Log
 from tlx.run_dir import RunDir
 
 
-
 @dataclass(frozen=True)
 class DemoConfig:
     """The demo's settings: the tutorial's recipe, sized to finish in minutes on 2 cores."""
@@ -58,7 +57,8 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     from tlx.export.export import ExportConfig, export_run
     from tlx.report import write_report
     from tlx.trainer.config import TrainConfig
-    from tlx.trainer.train import format_summary, resume, train
+    from tlx.trainer.summary import format_summary
+    from tlx.trainer.train import resume, train
 
     started = time.perf_counter()
     out = Path(config.out)

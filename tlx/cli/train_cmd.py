@@ -86,7 +86,7 @@ def train(
         typer.echo(message, err=json_output)
 
     with user_errors():
-        from tlx.trainer.train import format_summary
+        from tlx.trainer.summary import format_summary
         from tlx.trainer.train import resume as resume_run
         from tlx.trainer.train import train as train_run
 

@@ -18,8 +18,6 @@ from tlx.errors import ImageError, TlxError
 from tlx.imaging import load_image
 from tlx.progress import Advance
 
-#: A progress hook: called with the number of items just done.
-
 
 @dataclass(frozen=True)
 class CalibrationSet:

@@ -30,9 +30,6 @@ from tlx.progress import Advance, Log, Progress
 from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
 
 
-#: A progress hook: progress(label, total) -> a context manager yielding advance(n).
-
-
 @contextlib.contextmanager
 def _no_progress(label: str, total: int) -> Iterator[Advance]:
     yield lambda n: None

@@ -16,7 +16,6 @@ from tlx.imaging import LabelledImages, load_labelled
 from tlx.progress import Advance
 
 
-
 #: The test split as parity reads it (kept as a name for the callers).
 TestImages = LabelledImages
 

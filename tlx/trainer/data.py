@@ -32,9 +32,9 @@ import numpy as np
 
 from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_file
+from tlx.progress import Log, Progress
 from tlx.run_dir import Split, class_name_problem
 from tlx.trainer import pixel_cache
-from tlx.progress import Log, Progress
 from tlx.trainer.pixel_cache import PixelCache
 
 
