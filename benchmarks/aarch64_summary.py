@@ -1,0 +1,88 @@
+"""Summary of emulated-Pi `tlx bench BUNDLE` results against the x86 host (benchmarks/aarch64_check.sh).
+
+    python benchmarks/aarch64_summary.py BUNDLE RESULT.json... > benchmarks/results/aarch64_bench.md
+
+One row per emulated board, install, backend and model: accuracy, drop against the bundled Keras
+reference, agreement with it, and how the ARM kernels' outputs compare with the host's for the
+same file (photos identical, and the spread in output quantization steps). No latency: emulated
+timings are not device figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tlx import files
+from tlx.bundle.archive import open_bundle
+
+
+def _pct(p: dict) -> str:
+    return f"{100 * p['value']:.1f} [{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]"
+
+
+def _steps(host: dict | None) -> str:
+    if host is None:
+        return "-"
+    if host["steps"] is None:
+        return f"max abs diff {host['max_abs_diff']:.2g}"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(host["steps"].items(), key=lambda kv: int(kv[0])))
+
+
+def main(bundle_path: str, result_paths: list[str]) -> None:
+    with open_bundle(bundle_path) as bundle:
+        manifest = bundle.manifest
+    host = manifest["host"]["machine"]
+    qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout
+    results = [files.read_json(p) for p in result_paths]
+    first = results[0] if results else {}
+    out = [
+        "# Emulated Raspberry Pi: tlx bench BUNDLE through the ARM kernels",
+        "",
+        "Reproduce: `tlx demo`, then `tlx bundle RUN_DIR -o demo.zip` on the x86 host, then "
+        "`bash benchmarks/aarch64_check.sh demo.zip`.",
+        "",
+        f"- bundle: {Path(bundle_path).name}, run `{manifest['run']['name']}` (model sha256 "
+        f"{manifest['run']['model_sha256'][:12]}), {len(manifest['images'])} test photos, models "
+        f"{', '.join(m['name'] for m in manifest['models'])}; made {manifest['created']} by tlx {manifest['tlx']}",
+        f"- host (reference outputs): {host['cpu']} ({host['architecture']}; "
+        f"{', '.join(host.get('cpu_features', [])) or 'no int8 features'}); "
+        + ", ".join(f"{k} {v}" for k, v in host["versions"].items()),
+        f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode, Debian bookworm "
+        f"arm64 sysroot, Python {first.get('machine', {}).get('python', '?')}; each board's /proc/cpuinfo "
+        "inside the sysroot; `-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",
+        f"- date: {first.get('date', '?')}; host load average during the runs: "
+        + "; ".join(str(r.get("load_average")) for r in results),
+        "- The tlx wheel of this checkout with its [tflite] extra (tflite-runtime) or its [runtime] extra "
+        "(ai-edge-litert: litert = XNNPACK, litert-builtin = builtin kernels), run by its `tlx` console script.",
+        "- drop: Keras minus the model, points, paired 95% interval; outputs = host's: photos whose "
+        "probabilities equal the x86 host's exactly for the same file and backend (tflite-runtime is "
+        "compared with the host's litert-builtin: the same builtin kernels); steps: photos per largest "
+        "difference in output quantization steps (1/256 for the uint8 output).",
+        "- Emulated latency is not a device figure and is not reported.",
+        "",
+        "| board (emulated) | install | model | backend | top-1 % [95% CI] | drop pts [95% CI] | "
+        "agree Keras % | outputs = host's | steps: photos |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path, result in zip(result_paths, results):
+        board = result["machine"]["cpu"].split(" (emulated")[0]
+        install = Path(path).stem.rsplit("-", 1)[-1]
+        for m in result["models"]:
+            drop = m["drop"]
+            interval = (f" [{drop['ci95'][0]:+.1f}, {drop['ci95'][1]:+.1f}]" if drop.get("ci95")
+                        else " (no photo changed correctness)")
+            h = m["host"]
+            same = "-" if h is None else (f"{h['identical']}/{h['n']}"
+                                          + ("" if h["same_backend"] else f" (vs host {h['backend']})"))
+            out.append(f"| {board} | [{install}] | {m['name']} | {m['backend']} | {_pct(m['accuracy'])} | "
+                       f"{drop['points']:+.1f}{interval} | {100 * m['agreement_reference']['value']:.1f} | "
+                       f"{same} | {_steps(h)} |")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2:])
