@@ -218,3 +218,23 @@ def test_tf_data_pipeline_gathers_rows_as_float_pixels_with_their_labels():
         assert sorted(seen) == list(range(64))
         orders.append(seen.tolist())
     assert orders[0] != orders[1]
+
+
+def test_worker_shares_make_up_the_batches_of_one_machine():
+    from tlx.trainer.data import make_dataset
+
+    rows = np.arange(21)
+    pixels = np.repeat(rows.astype(np.uint8), 3).reshape(21, 1, 1, 3)
+
+    def batches(shard):
+        ds = make_dataset(pixels, rows, rows % 2, num_classes=2, batch_size=8, shuffle=True, seed=3,
+                          shard=shard)
+        return [x.numpy()[:, 0, 0, 0].astype(int).tolist() for x, _ in ds]
+
+    whole = batches(None)
+    shares = [batches((i, 2)) for i in range(2)]
+    assert [len(b) for b in whole] == [8, 8, 5] and [len(s) for s in shares] == [3, 3]
+    for batch, first, second in zip(whole, *shares):
+        assert sorted(first + second) == sorted(batch) and not set(first) & set(second)
+    # A last batch too small to give each of 8 workers a row is left out on every worker.
+    assert [len(b) for b in batches((7, 8))] == [1, 1]

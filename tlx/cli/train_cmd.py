@@ -65,7 +65,8 @@ def train(
         "--cache-features", help="Phase 1 on backbone features computed once (much faster; needs "
                                  "--no-augment).")] = _DEFAULTS.cache_features,
     strategy: Annotated[Strategy, typer.Option(
-        help="tf.distribute strategy: default (one device) or mirrored (all local GPUs).")]
+        help="tf.distribute strategy: default (one device), mirrored (all local GPUs) or multi-worker "
+             "(the machines listed in TF_CONFIG; run the same command on each, see the README).")]
         = _DEFAULTS.strategy,
     max_pixels: Annotated[int, typer.Option(
         help="Skip images with more pixels than this (decompression bombs).")] = _DEFAULTS.max_pixels,

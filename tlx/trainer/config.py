@@ -21,6 +21,9 @@ class Strategy(str, Enum):
     #: tf.distribute.MirroredStrategy: synchronous data parallelism over all local GPUs
     #: (or the CPU as a single replica when there are none).
     MIRRORED = "mirrored"
+    #: tf.distribute.MultiWorkerMirroredStrategy over the machines listed in TF_CONFIG
+    #: (tlx.trainer.distribute): the same command on each, worker 0 writes the run dir.
+    MULTI_WORKER = "multi-worker"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class TrainConfig:
         if self.cache_features and self.augment:
             raise TlxError("--cache-features computes the backbone features once, so it cannot "
                            "see augmented images: add --no-augment, or drop --cache-features.")
+        if self.cache_features and self.strategy is Strategy.MULTI_WORKER:
+            raise TlxError("--cache-features trains the head on one machine's features: it cannot be "
+                           "combined with --strategy multi-worker. Drop one of them.")
         if self.image_size < 8:
             raise TlxError(f"--image-size {self.image_size} is too small (at least 8 pixels).")
         if self.batch_size < 1:

@@ -303,7 +303,7 @@ def _decode(paths: Sequence, image_size: int, folders: Sequence[Path], *, cache_
         log(f"Decoded {cache.decoded} images in {seconds:.1f} s ({cache.decoded / seconds:.0f} images/s) "
             f"into the pixel cache {cache.location}")
     else:
-        log(f"Read {len(paths)} images back from the pixel cache {cache.location} in {seconds:.1f} s")
+        log(f"Read {len(paths)} images back from the pixel cache {cache.location} in {seconds:.2f} s")
     return cache
 
 
@@ -383,7 +383,8 @@ def label_dtype(num_classes: int):
 
 
 def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int,
-                 batch_size: int, shuffle: bool = False, seed: int = 0, with_labels: bool = True):
+                 batch_size: int, shuffle: bool = False, seed: int = 0, with_labels: bool = True,
+                 shard: Optional[tuple[int, int]] = None):
     """A batched tf.data pipeline of (float32 raw pixels 0..255, label) read from `pixels`
     (the memory-mapped cache) at `rows`.
 
@@ -391,6 +392,11 @@ def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_c
     each batch gathers its rows from the memory map (a numpy copy of batch_size images,
     on tf.data's parallel threads). Pixels stay uint8 on disk and become float32 per
     batch; the model's own Rescaling layer maps them to what the backbone expects.
+
+    `shard` (index, count): this worker's share of every batch, rows index, index +
+    count, ... of it (tlx.trainer.distribute). The shuffle is seeded alike on every
+    worker, so the shares make up the batch one machine would train on; a last batch
+    too small to give each worker a row is left out.
     """
     import tensorflow as tf
 
@@ -408,5 +414,13 @@ def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_c
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int64), labels))
     if shuffle:
         ds = ds.shuffle(max(1, len(labels)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if shard is not None:
+        index, count = shard
+        remainder = len(labels) % batch_size
+        if 0 < remainder < count:
+            ds = ds.take(len(labels) - remainder)
+        ds = ds.batch(batch_size).map(lambda r, y: (r[index::count], y[index::count]))
+    else:
+        ds = ds.batch(batch_size)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -31,9 +32,10 @@ from tlx.run_dir import DERIVED, LABELS, RUN_FILES, RunDir
 from tlx.versions import installed as installed_versions
 from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
+from tlx.trainer import distribute
 from tlx.trainer.backbones import get_backbone, parse_weights
 from tlx.trainer.checkpoints import Checkpoint, Store, save_model
-from tlx.trainer.config import Strategy, TrainConfig
+from tlx.trainer.config import TrainConfig
 from tlx.trainer.model import (BACKBONE, LOGITS, build_classifier, build_head, compile_phase1,
                               compile_phase2, copy_head, feature_model, unfreeze)
 from tlx.trainer.summary import summarize
@@ -58,14 +60,6 @@ def versions() -> dict:
     return {"tlx": tlx.__version__, "python": platform.python_version(),
             "tensorflow": tensorflow_version(),
             **{name: found.get(name) for name in ("keras", "numpy", "pillow", "matplotlib")}}
-
-
-def make_strategy(strategy: Strategy):
-    import tensorflow as tf
-
-    if Strategy(strategy) is Strategy.MIRRORED:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 # -- callbacks -------------------------------------------------------------------
@@ -104,6 +98,10 @@ class _Run:
         class EpochEnd(Base):
             def on_epoch_begin(self, epoch, logs=None):
                 self._start = time.perf_counter()
+                self._steps = 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                self._steps += 1
 
             def on_epoch_end(self, epoch, logs=None):
                 seconds = time.perf_counter() - self._start
@@ -111,6 +109,8 @@ class _Run:
                 for key, value in (logs or {}).items():
                     record.setdefault(key, []).append(float(value))
                 record.setdefault("seconds", []).append(seconds)
+                # Training steps (batches) of the epoch: the same on one machine and on several.
+                record.setdefault("steps", []).append(self._steps)
                 owner.epochs_done = epoch + 1
                 owner.phase = phase
                 owner.save_checkpoint(saved_model if saved_model is not None else self.model, kind)
@@ -176,7 +176,15 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise TlxError(f"--weights {weights}: no such file. Use imagenet, none or a weights file path.")
     require_training_dependencies()
-    run = prepare_out(config.out, config.overwrite)
+    place = distribute.cluster(config.strategy)
+    if place is not None and not place.is_chief:
+        # Only the chief writes --out (it may be a shared folder); this worker's files
+        # go to a folder of its own, removed at the end.
+        run = RunDir(tempfile.mkdtemp(prefix=f"tlx-worker{place.index}-"))
+        log(f"Worker {place.index} of {place.workers}: worker 0 writes {config.out}; this one writes "
+            f"its checkpoints to {run.root} (removed at the end).")
+    else:
+        run = prepare_out(config.out, config.overwrite)
     images = data_mod.load_data(config.data_dir, image_size=config.image_size, seed=config.seed,
                                 validation_fraction=config.validation_fraction,
                                 test_fraction=config.test_fraction, test_dir=config.test_dir,
@@ -194,7 +202,17 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
     log(f"{len(split.classes)} classes ({', '.join(split.classes)}); {len(split.train)} train, "
         f"{len(split.validation)} validation, {len(split.test)} test images"
         + (f"; {len(split.skipped)} skipped" if split.skipped else ""))
-    return _run(config, images, run, Store(run, log), log, callbacks, on_model_ready=write_run_files)
+    return _worker_cleanup(place, run, lambda: _run(config, images, run, Store(run, log), log, callbacks,
+                                                    on_model_ready=write_run_files))
+
+
+def _worker_cleanup(place: Optional[distribute.Cluster], run: RunDir, body: Callable[[], dict]) -> dict:
+    """Run `body`; a worker other than the chief removes its own run folder afterwards."""
+    try:
+        return body()
+    finally:
+        if place is not None and not place.is_chief:
+            shutil.rmtree(run.root, ignore_errors=True)
 
 
 def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
@@ -203,6 +221,13 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
     require_training_dependencies()
     run = RunDir(run_dir)
     config = _replace(run.read_config().options, out=run.root)
+    place = distribute.cluster(config.strategy)
+    if place is not None and not place.is_chief:
+        # Every worker restores the same checkpoint (the run dir must be shared, or copied to
+        # each machine); only the chief writes to it, this worker to a copy of its own.
+        copy = Path(tempfile.mkdtemp(prefix=f"tlx-worker{place.index}-")) / "run"
+        shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns(*DERIVED))
+        run = RunDir(copy)
     store = Store(run, log)
     store.read()
     if store.finished:
@@ -210,6 +235,9 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
     images = data_mod.load_split_images(
         run.read_split(), data_mod.source_folders(config.data_dir, config.test_dir), config.max_pixels,
         cache_dir=config.cache_dir, workers=config.workers, log=log, progress=progress)
+    if place is not None and not place.is_chief:
+        return _worker_cleanup(place, RunDir(run.root.parent),
+                               lambda: _run(config, images, run, store, log, callbacks, resuming=True))
     return _run(config, images, run, store, log, callbacks, resuming=True)
 
 
@@ -225,6 +253,8 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
     import keras
 
     started = time.perf_counter()
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = distribute.make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     split = images.split
     num_classes = len(split.classes)
@@ -233,14 +263,14 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
 
     def dataset(name: str, shuffle: bool = False):
         rows, labels = images.rows(name)
-        return data_mod.make_dataset(images.pixels, rows, labels, num_classes, config.batch_size,
-                                     shuffle=shuffle, seed=config.seed)
+        return distribute.distribute_dataset(strategy, lambda shard: data_mod.make_dataset(
+            images.pixels, rows, labels, num_classes, config.batch_size, shuffle=shuffle, seed=config.seed,
+            shard=shard))
 
     train_ds, val_ds, test_ds = dataset("train", shuffle=True), dataset("validation"), dataset("test")
 
     store.clean()
     p1, total = config.phase1_epochs, config.total_epochs
-    strategy = make_strategy(config.strategy)
     job = None
     try:
         with strategy.scope():
@@ -254,6 +284,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
             else:
                 model = build_classifier(spec, num_classes, size, parse_weights(config.weights),
                                          augment=config.augment, dropout=config.dropout)
+            distribute.patch_keras_for_multi_worker(model, strategy)
             n_layers = len(model.get_layer(BACKBONE).layers)
             if config.fine_tune_at > n_layers:
                 raise TlxError(f"--fine-tune-at {config.fine_tune_at} is past the last layer of "
@@ -298,7 +329,8 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
             test_rows, y_test = images.rows("test")
             shown = np.sort(np.random.default_rng(config.seed).permutation(len(test_rows))[:9])
             x_shown = np.asarray(images.pixels[test_rows[shown]])
-            logits = model.predict(x_shown.astype(np.float32), verbose=0)
+            # A plain call: predict() would gather outputs across workers under multi-worker.
+            logits = np.asarray(model(x_shown.astype(np.float32), training=False))
     except KeyboardInterrupt:
         saved = store.latest
         if saved is not None:

@@ -1,0 +1,135 @@
+"""--strategy multi-worker: two worker processes on 127.0.0.1 (CPU, tiny backbone) against
+the same training on one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+try:  # tests/ imported as a package, or as a folder on sys.path
+    from tests.trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+except ImportError:
+    from trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+from tlx.cli import app
+from tlx.errors import TlxError
+from tlx.trainer.config import Strategy
+from tlx.trainer.distribute import cluster
+
+runner = CliRunner()
+
+# `tlx` with the tiny test backbone registered (the subprocesses cannot see a monkeypatch).
+LAUNCH = (
+    "import sys\n"
+    f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+    "from trainer_support import TINY, TINY_SPEC\n"
+    "from tlx.trainer import backbones\n"
+    "backbones.BACKBONES[TINY] = TINY_SPEC\n"
+    "from tlx.cli import app\n"
+    "app(sys.argv[1:], prog_name='tlx')\n"
+)
+
+#: Final validation accuracy, two workers against one: the batches are the same, but the
+#: gradient is the mean of two half-batch means, summed in another order, and dropout
+#: draws differ per process, so the runs are close, not bit-identical.
+ACCURACY_TOLERANCE = 0.15
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _tf_config(ports, index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def _workers(args: list[str], count: int = 2, timeout: int = 420):
+    ports = _free_ports(count)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1"}
+    procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**env, "TF_CONFIG": _tf_config(ports, i)}) for i in range(count)]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return results
+
+
+def test_two_workers_train_like_one_machine_and_only_the_chief_writes(tmp_path, tiny_backbone):
+    data = make_image_folder(tmp_path / "data", per_class=30)
+    # 48 train images in batches of 8 = 6 steps per epoch, each worker 4 rows of each batch.
+    args = tiny_args(data, tmp_path / "run", "--strategy", "multi-worker", "--json", "--no-augment",
+                     "--phase1-epochs", "2", "--phase2-epochs", "1", "--learning-rate", "0.2")
+    (code0, out0, err0), (code1, out1, err1) = _workers(args)
+    assert code0 == 0, err0[-3000:]
+    assert code1 == 0, err1[-3000:]
+    run = tmp_path / "run"
+    for name in ("model.keras", "history.json", "metrics.json", "config.json", "split.json", "labels.txt"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["options"]["strategy"] == "multi-worker"
+    # Worker 1 wrote to a folder of its own and removed it.
+    assert "worker 0 writes" in err1
+    worker_dir = err1.split("its checkpoints to ")[1].split(" (removed")[0]
+    assert not os.path.exists(worker_dir)
+    chief, worker = json.loads(out0), json.loads(out1)
+    assert chief["run_dir"] == str(run)
+
+    single = runner.invoke(app, tiny_args(data, tmp_path / "single", "--json", "--no-augment",
+                                          "--phase1-epochs", "2", "--phase2-epochs", "1",
+                                          "--learning-rate", "0.2"))
+    assert single.exit_code == 0, single.output
+    one = json.loads(single.stdout)
+    history = json.loads((run / "history.json").read_text())
+    history_one = json.loads((tmp_path / "single" / "history.json").read_text())
+    for phase in ("phase1", "phase2"):
+        assert history[phase]["steps"] == history_one[phase]["steps"], phase
+    assert history["phase1"]["steps"] == [6, 6]
+    # Both workers report the same (all-reduced) metrics; one machine is within the tolerance.
+    assert chief["phase2"]["val_accuracy"] == pytest.approx(worker["phase2"]["val_accuracy"])
+    assert abs(chief["phase2"]["val_accuracy"] - one["phase2"]["val_accuracy"]) <= ACCURACY_TOLERANCE
+    # The task is learnable (so the comparison means something), and two workers learn it too.
+    assert one["phase2"]["val_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "needs the TF_CONFIG"),
+    ("not json", "not a usable cluster"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "index"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "only"),
+])
+def test_tf_config_errors_say_what_to_set(value, message):
+    environ = {} if value is None else {"TF_CONFIG": value}
+    with pytest.raises(TlxError, match=message):
+        cluster(Strategy.MULTI_WORKER, environ)
+    assert cluster(Strategy.DEFAULT, environ) is None
+    place = cluster(Strategy.MULTI_WORKER, {"TF_CONFIG": _tf_config([1, 2], 1)})
+    assert place.workers == 2 and place.index == 1 and not place.is_chief
+
+
+def test_multi_worker_without_tf_config_is_a_message(tmp_path, tiny_backbone, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    data = make_image_folder(tmp_path / "data")
+    result = runner.invoke(app, tiny_args(data, tmp_path / "run", "--strategy", "multi-worker"))
+    assert result.exit_code == 1 and "TF_CONFIG" in result.output and "Traceback" not in result.output
+    cached = runner.invoke(app, tiny_args(data, tmp_path / "run", "--strategy", "multi-worker",
+                                          "--cache-features", "--no-augment"))
+    assert cached.exit_code == 1 and "--cache-features" in cached.output
