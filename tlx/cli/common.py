@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
 
 import typer
@@ -42,7 +43,24 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(label: str, total: int):
-    """The CLI's Progress (tlx.progress): a bar on stderr, for the same reason."""
-    with typer.progressbar(length=total, label=label, file=sys.stderr) as bar:
-        yield bar.update
+def progress_bar(label: str, total: int, unit: str | None = None):
+    """The CLI's Progress (tlx.progress): a bar on stderr, for the same reason. With `unit`
+    ("images") it also shows the rate, e.g. "812 images/s"."""
+    if unit is None:
+        with typer.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            yield bar.update
+        return
+    start = time.perf_counter()
+    done = 0
+
+    def rate(_item) -> str:
+        seconds = time.perf_counter() - start
+        return f"{done / seconds:,.0f} {unit}/s" if done and seconds > 0 else ""
+
+    with typer.progressbar(length=total, label=label, file=sys.stderr, item_show_func=rate) as bar:
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(n)
+
+        yield advance

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import time
+import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from tlx.cli.app import app
-from tlx.cli.common import print_json, user_errors
+from tlx.cli.common import print_json, progress_bar, user_errors
 from tlx.trainer.config import Strategy, TrainConfig
+
+#: Decoding shows images per second.
+_decode_bar = functools.partial(progress_bar, unit="images")
 
 _DEFAULTS = TrainConfig(data_dir=Path("."), out=Path("."))
 
@@ -118,21 +119,3 @@ def train(
         log("")
         log(format_summary(summary))
 
-
-@contextlib.contextmanager
-def _decode_bar(label: str, total: int):
-    """A bar on stderr (stdout may carry --json) with the images decoded per second."""
-    start = time.perf_counter()
-    done = 0
-
-    def rate(_item) -> str:
-        seconds = time.perf_counter() - start
-        return f"{done / seconds:,.0f} images/s" if done and seconds > 0 else ""
-
-    with typer.progressbar(length=total, label=label, file=sys.stderr, item_show_func=rate) as bar:
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            bar.update(n)
-
-        yield advance
