@@ -123,6 +123,20 @@ def test_model_with_other_class_count_is_refused(exported_run, tmp_path):
     assert result.exit_code == 1 and "3 outputs but the run has 4 labels" in result.output
 
 
+def test_model_with_other_preprocessing_version_is_refused(exported_run, tmp_path):
+    """The run was trained (and exported) with version 2; a config.json from before versions
+    existed means version 1: the models then belong to another run."""
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["preprocessing"] == 2
+    del config["options"]["preprocessing"]
+    (run / "config.json").write_text(json.dumps(config))
+    result = _bench(run, "--no-keras", "--no-cold-start")
+    assert result.exit_code == 1 and "version 2 but the run was trained with version 1" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_unreadable_test_image_is_reported_not_fatal(exported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))

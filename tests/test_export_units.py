@@ -87,10 +87,12 @@ def test_calibration_reads_through_the_shared_preprocessing(tmp_path):
     from tlx.imaging import load_image
 
     path = tmp_path / "a.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8), "RGBA").save(path)
-    cal = calibration.load([(str(path), 0)], (8, 8))
-    expected = calibration.cover_full_range(load_image(path, (8, 8))[np.newaxis])
-    np.testing.assert_array_equal(cal.pixels, expected)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 4), dtype=np.uint8), "RGBA").save(path)
+    for version in (1, 2):  # the run's preprocessing version, as training read the images
+        cal = calibration.load([(str(path), 0)], (8, 8), preprocessing=version)
+        expected = calibration.cover_full_range(load_image(path, (8, 8), version=version)[np.newaxis])
+        np.testing.assert_array_equal(cal.pixels, expected)
+    assert not np.array_equal(load_image(path, (8, 8), version=1), load_image(path, (8, 8), version=2))
     batch = next(iter(cal.representative_dataset()()))
     assert batch[0].dtype == np.float32 and batch[0].shape == (1, 8, 8, 3)
 
@@ -222,3 +224,13 @@ def test_centered_logits_recover_logits_up_to_a_shift():
     assert result.max_abs_logit_diff == pytest.approx(0.01 * 2 / 3, abs=1e-9)
     assert result.top1_agreement == 1.0 and result.accuracy == 1.0 and result.accuracy_drop_points == 0
     assert compare("int8", shifted, probs, np.array([0, 1]), float_output=False).max_abs_logit_diff is None
+
+
+def test_exported_metadata_names_the_runs_preprocessing_version():
+    from tlx.export.export import _common_tlx_info
+
+    normalization = {"scale": 1 / 127.5, "offset": -1.0}
+    for version in (1, 2):
+        info = _common_tlx_info("run", "sha", "tiny", ["a", "b"], (8, 8), normalization, version)
+        assert info["preprocessing"]["version"] == version
+        assert info["preprocessing"]["function"] == "tlx.imaging.load_image"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from tlx.errors import ImageError
+from tlx import imaging
+from tlx.errors import ImageError, TlxError
 from tlx.imaging import load_image
 
 
@@ -56,13 +57,14 @@ def test_resize_to_height_width(tmp_path):
     assert load_image(path, (24, 40)).shape == (24, 40, 3)
 
 
-def test_same_pixels_from_path_bytes_and_pil(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_same_pixels_from_path_bytes_and_pil(tmp_path, version):
     rng = np.random.default_rng(1)
     image = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
     path = _save(tmp_path, "noise.jpg", image, quality=90)
-    from_path = load_image(path, 20)
-    assert np.array_equal(from_path, load_image(path.read_bytes(), 20))
-    assert np.array_equal(from_path, load_image(Image.open(path), 20))
+    from_path = load_image(path, 20, version=version)
+    assert np.array_equal(from_path, load_image(path.read_bytes(), 20, version=version))
+    assert np.array_equal(from_path, load_image(Image.open(path), 20, version=version))
 
 
 @pytest.mark.parametrize("content, reason", [
@@ -93,3 +95,114 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     path = _save(tmp_path, "big.png", Image.new("L", (400, 300)))
     with pytest.raises(ImageError, match="over the limit"):
         load_image(path, 16, max_pixels=100_000)
+
+
+# --- preprocessing versions ---------------------------------------------------------------
+
+def _smooth_photo(width, height, seed=0) -> np.ndarray:
+    """Photo-like pixels: smooth at the scale of a few pixels (random noise is not a photo:
+    any reduction changes it completely)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    return np.asarray(small.resize((width, height), Image.Resampling.BICUBIC))
+
+
+def _version1_by_hand(source, size):
+    """Version 1 as it was written before versions existed: full decode, EXIF, RGB, one resize."""
+    image = Image.open(source) if not isinstance(source, np.ndarray) else Image.fromarray(source)
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def test_version_1_is_the_exact_path_of_old_models(tmp_path):
+    photo = _smooth_photo(640, 480)
+    path = _save(tmp_path, "photo.jpg", Image.fromarray(photo), quality=90)
+    for source in (path, photo):
+        assert np.array_equal(load_image(source, (40, 30), version=1), _version1_by_hand(source, (40, 30)))
+
+
+def _centre_subsample_by_hand(array, size):
+    fy, fx = (max(1, int(array.shape[a] / size[a] / 2.0)) for a in (0, 1))
+    kept = array[fy // 2::fy, fx // 2::fx][:array.shape[0] // fy, :array.shape[1] // fx]
+    return np.asarray(imaging.to_rgb(Image.fromarray(np.ascontiguousarray(kept)))
+                      .resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (720, 1280, 3), (481, 641, 4), (333, 777), (50, 60, 3)])
+@pytest.mark.parametrize("size", [(16, 16), (24, 40)])
+def test_version_2_array_is_the_centre_pixel_of_each_cell(shape, size):
+    rng = np.random.default_rng(sum(shape))
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    assert np.array_equal(load_image(array, size, version=2), _centre_subsample_by_hand(array, size))
+
+
+def test_version_2_strided_arrays_bgr_and_crops():
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    for view in (frame[..., ::-1], frame[100:600, 200:1100], frame[::-1]):  # BGR->RGB, a crop, flipped
+        assert np.array_equal(load_image(view, 20, version=2), _centre_subsample_by_hand(view, (20, 20)))
+
+
+def test_version_2_array_close_to_the_same_pixels_from_a_file(tmp_path):
+    """A frame and the same pixels saved losslessly differ only by subsampling against box
+    averaging before the same final resize."""
+    frame = _smooth_photo(1280, 720, seed=11)
+    path = _save(tmp_path, "frame.png", Image.fromarray(frame))
+    diff = np.abs(load_image(frame, 160, version=2).astype(int) - load_image(path, 160, version=2))
+    assert 0 < diff.mean() < 1.0 and diff.max() <= 8
+
+
+def test_version_2_from_path_and_bytes_identical_with_decoder_reduction(tmp_path):
+    photo = _smooth_photo(1280, 960, seed=3)
+    path = _save(tmp_path, "big.jpg", Image.fromarray(photo), quality=90)
+    from_path = load_image(path, 32, version=2)
+    assert np.array_equal(from_path, load_image(path.read_bytes(), 32, version=2))
+    # The decoder reduced (1280x960 -> 160x120 at 1/8 scale for a 32 px model, gap 2): not
+    # version 1's pixels, but close to them on a photo-like image.
+    exact = load_image(path, 32, version=1).astype(int)
+    diff = np.abs(from_path.astype(int) - exact)
+    assert 0 < diff.mean() < 1.0 and diff.max() <= 4
+
+
+def test_version_2_close_to_version_1_on_camera_frames():
+    for width, height in ((640, 480), (1280, 720), (1920, 1080)):
+        frame = _smooth_photo(width, height, seed=width)
+        diff = np.abs(load_image(frame, 160, version=2).astype(int) - load_image(frame, 160, version=1))
+        assert diff.mean() < 1.5 and diff.max() <= 24, (width, height, diff.mean(), diff.max())
+
+
+def test_version_2_changes_nothing_for_images_under_twice_the_input():
+    photo = _smooth_photo(300, 200)
+    assert np.array_equal(load_image(photo, 160, version=2), load_image(photo, 160, version=1))
+    assert np.array_equal(load_image(photo, None, version=2), photo)
+
+
+def test_version_2_reads_only_the_kept_pixels_of_a_frame():
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[1::3, 3::6] = 200  # the centre pixel of each 3x6 cell (gap 2 for 160 px)
+    assert imaging._subsample_array(frame, (160, 160)).shape == (360, 320, 3)
+    assert (load_image(frame, 160, version=2) == 200).all()
+
+
+def test_version_2_keeps_exif_rotation_and_transparency(tmp_path):
+    image = Image.new("RGB", (800, 400), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 400, 400))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save(tmp_path, "rotated.jpg", image, exif=exif.tobytes(), quality=95)
+    pixels = load_image(path, (40, 20), version=2)
+    assert pixels[:15].mean() > 200 and pixels[25:].mean() < 50
+    rgba = np.zeros((900, 900, 4), np.uint8)
+    assert (load_image(rgba, 16, version=2) == 255).all()
+
+
+def test_unknown_version_is_a_clear_error():
+    with pytest.raises(TlxError, match="preprocessing version 9.*known: 1 .*2 .*Upgrade tlx"):
+        load_image(np.zeros((8, 8, 3), np.uint8), 4, version=9)
+
+
+def test_version_of_runs_and_models():
+    assert imaging.version_of(None) == 1 and imaging.version_of({"image_size": [8, 8]}) == 1
+    assert imaging.version_of({"preprocessing": 2}) == 2  # a run's options
+    assert imaging.version_of({"preprocessing": {"function": "x", "version": 2}}) == 2  # tlx.json
+    assert imaging.version_of({"preprocessing": {"function": "x"}}) == 1  # tlx.json of older exports

@@ -135,12 +135,49 @@ def _awkward_images(folder: Path) -> dict[str, Path]:
     return files
 
 
+def _with_preprocessing(models, tmp_path, version) -> Path:
+    """The int8 test model, its tlx.json naming preprocessing `version` as the exporter writes it."""
+    from tests.runtime_support import annotate
+    path = tmp_path / f"v{version}.tflite"
+    path.write_bytes((models / "int8_nometa.tflite").read_bytes())
+    return annotate(path, info={"image_size": [SIZE, SIZE], "labels": LABELS,
+                                "preprocessing": {"function": "tlx.imaging.load_image", "version": version}})
+
+
+def _camera_frame(width=640, height=480) -> np.ndarray:
+    rng = np.random.default_rng(2)
+    return np.asarray(Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+                      .resize((width, height), Image.Resampling.BICUBIC))
+
+
+def test_model_is_preprocessed_with_the_version_it_was_trained_with(models, tmp_path):
+    frame = _camera_frame()
+    jpeg = tmp_path / "frame.jpg"
+    Image.fromarray(frame).save(jpeg, quality=90)
+    old = Classifier.from_file(models / "int8.tflite")  # tlx.json without a version: 1
+    new = Classifier.from_file(_with_preprocessing(models, tmp_path, 2))
+    assert (old.preprocessing, new.preprocessing) == (1, 2)
+    for source in (frame, jpeg):
+        np.testing.assert_array_equal(old.preprocess(source), load_image(source, SIZE, version=1))
+        np.testing.assert_array_equal(new.preprocess(source), load_image(source, SIZE, version=2))
+        assert not np.array_equal(old.preprocess(source), new.preprocess(source))
+    # --fast-jpeg approximates version 2's decoder reduction for version 1 models; a version 2
+    # model already reduces the way it was trained, so the flag changes nothing there.
+    fast_new = Classifier.from_file(_with_preprocessing(models, tmp_path, 2), fast_decode=True)
+    np.testing.assert_array_equal(fast_new.preprocess(jpeg), new.preprocess(jpeg))
+
+
+def test_model_from_a_newer_tlx_is_a_clear_error(models, tmp_path):
+    with pytest.raises(TlxError, match="preprocessing version 7.*Upgrade tlx"):
+        Classifier.from_file(_with_preprocessing(models, tmp_path, 7))
+
+
 def test_runtime_pixels_identical_to_shared_preprocessing(models, tmp_path):
     """The runtime feeds the interpreter exactly tlx.imaging.load_image's pixels (the
     function the trainer and the exporter's calibration use)."""
     clf = Classifier.from_file(models / "int8.tflite")
     for kind, path in _awkward_images(tmp_path).items():
-        expected = load_image(path, (SIZE, SIZE))
+        expected = load_image(path, (SIZE, SIZE), version=clf.preprocessing)
         got = clf.preprocess(path)
         assert got.dtype == np.uint8 and got.shape == (SIZE, SIZE, 3), kind
         np.testing.assert_array_equal(got, expected, err_msg=kind)
@@ -152,7 +189,7 @@ def test_exif_rotation_is_applied(models, tmp_path):
     rotated = load_image(files["exif_rotated"], None)
     assert rotated.shape[:2] == (90, 60)  # portrait after the EXIF transpose
     np.testing.assert_array_equal(clf.preprocess(files["exif_rotated"]),
-                                  load_image(files["exif_rotated"], (SIZE, SIZE)))
+                                  load_image(files["exif_rotated"], (SIZE, SIZE), version=clf.preprocessing))
 
 
 #: --fast-jpeg promise: mean absolute pixel difference from the full decode at most this.

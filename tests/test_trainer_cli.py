@@ -123,6 +123,7 @@ def test_resume_through_the_cli(tmp_path, tiny_backbone):  # noqa: F811
     ("missing_weights_file", 1, "no such file"),
     ("single_class", 1, "single class"),
     ("no_workers", 1, "--workers 0"),
+    ("unknown_preprocessing", 1, "preprocessing version 9"),
     ("cache_dir_is_a_file", 1, "Cannot write the pixel cache"),
 ])
 def test_user_errors_are_messages_not_tracebacks(tmp_path, case, code, message):
@@ -141,6 +142,7 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path, case, code, message):
         "missing_weights_file": ["train", str(data), "--out", out, "--weights", str(tmp_path / "no.h5")],
         "single_class": ["train", str(data), "--out", out, "--weights", "none"],
         "no_workers": ["train", str(data), "--out", out, "--workers", "0"],
+        "unknown_preprocessing": ["train", str(data), "--out", out, "--preprocessing", "9"],
         "cache_dir_is_a_file": ["train", str(data), "--out", out, "--weights", "none",
                                 "--cache-dir", str(tmp_path / "a_file")],
     }[case]

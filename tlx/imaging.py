@@ -1,9 +1,14 @@
 """The one preprocessing function shared by training, calibration and the device.
 
 Decode, apply EXIF orientation, convert to 8-bit RGB, resize. The trainer's data
-pipeline, the exporter's calibration data and tlx.runtime all call
+pipeline, the exporter's calibration data, tlx bench and tlx.runtime all call
 `load_image`, so the model sees identical pixels in training and on the device.
 Only numpy and pillow: this module runs on a Raspberry Pi.
+
+The pixels are versioned (PREPROCESSING_VERSIONS). A run stores the version it was trained
+with (config.json) and the exporter writes it into the model's tlx.json; every later reader
+(calibration, bench, the runtime) passes that version back, so an old model is preprocessed
+the way it was trained. Models and runs without the field are version 1.
 """
 
 from __future__ import annotations
@@ -33,12 +38,24 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: what matters is that train and device use the same.
 RESAMPLE = Image.Resampling.BILINEAR
 
-#: Bump whenever `load_image` would return different pixels for the same file (another
-#: resampling, colour handling, orientation rule...): decoded-pixel caches keyed by it
-#: (tlx.trainer.pixel_cache) are then rebuilt instead of trusted.
-PREPROCESSING_VERSION = 1
-
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+#: What each preprocessing version does to an image larger than the model's input. Add a
+#: version (never change one) whenever `load_image` would return different pixels for the same
+#: file: runs, models and the decoded-pixel caches (tlx.trainer.pixel_cache) are keyed by it.
+PREPROCESSING_VERSIONS = {
+    1: "exact: full decode, one bilinear (antialiased) resize from the full size",
+    2: "reduced: files decoded at a reduced JPEG DCT scale and box-averaged (Image.reduce), "
+       "arrays subsampled by whole pixels, each only down to twice the input size (REDUCE_GAP); "
+       "then the same bilinear resize",
+}
+#: The version new runs are trained with.
+PREPROCESSING_VERSION = 2
+#: Version 2 reduces an image only while it stays at least this many times the model's input
+#: in each direction (Pillow's `reducing_gap`): the final bilinear resize still averages over
+#: 2+ source pixels per output pixel (what keeps it close to version 1), and its cost stops
+#: growing with the camera's resolution.
+REDUCE_GAP = 2.0
 
 
 def is_image_file(path: Path) -> bool:
@@ -67,27 +84,66 @@ def check_image_size(found, expected, found_in: str, expected_in: str, fix: str,
             f"{expected[0]}x{expected[1]}: they are from different runs. {fix}")
 
 
+def check_version(version: int, where: str = "") -> int:
+    """`version` if tlx knows it; a TlxError naming the known ones otherwise (a model from a
+    newer tlx)."""
+    if version not in PREPROCESSING_VERSIONS:
+        known = ", ".join(f"{v} ({text.split(':')[0]})" for v, text in PREPROCESSING_VERSIONS.items())
+        raise TlxError(f"{where or 'The model'} asks for preprocessing version {version}, which this tlx "
+                       f"does not know (known: {known}). Upgrade tlx on this machine.")
+    return version
+
+
+def version_of(record: dict | None) -> int:
+    """The preprocessing version of a run's options or a model's tlx.json (1 when absent:
+    written before versions existed, so with the exact path)."""
+    if not record:
+        return 1
+    value = record.get("preprocessing", 1)
+    if isinstance(value, dict):  # tlx.json: {"preprocessing": {"version": 2, ...}}
+        value = value.get("version", 1)
+    return int(value)
+
+
 def load_image(source: ImageInput, size: int | tuple[int, int] | None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               version: int = PREPROCESSING_VERSION) -> np.ndarray:
     """Read an image and return uint8 RGB pixels of shape (height, width, 3).
 
-    `source` is a path, encoded bytes, a PIL image or an HxW / HxWxC array.
+    `source` is a path, encoded bytes, a PIL image or an HxW / HxWxC uint8 array.
     `size` is the target (height, width) or one int for a square; None keeps the size.
+    `version` is the preprocessing version (PREPROCESSING_VERSIONS): pass the one the model
+    was trained with. Version 2 reduces a large image first: in the JPEG decoder for paths and
+    bytes (not for a PIL image you opened: it is not changed behind your back), then by box
+    averaging; an array (a camera frame) is subsampled instead (only the kept pixels are
+    read and copied), because copying a whole frame into Pillow would cost about as much
+    as the model.
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
     name = source if isinstance(source, (str, os.PathLike)) else "<image>"
-    image = _open(source, name)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
-                               "(a possible decompression bomb); resize it first")
+    target = image_size_tuple(size) if size is not None else None
+    reduced = check_version(version) >= 2 and target is not None
+    if isinstance(source, np.ndarray):
+        array = _check_array(source, name)
+        _check_pixels(array.shape[1], array.shape[0], max_pixels, name)
+        image = _from_array(_subsample_array(array, target) if reduced else array)
+    else:
+        image = _open(source, name)
+        _check_pixels(image.width, image.height, max_pixels, name)
     try:
-        image = ImageOps.exif_transpose(image)
+        if reduced and not isinstance(source, Image.Image):
+            _draft_jpeg(image, target)
+        if isinstance(source, Image.Image):
+            image = ImageOps.exif_transpose(image)  # a copy: the caller's image stays as it is
+        elif not isinstance(source, np.ndarray):  # arrays carry no EXIF
+            # In place: exif_transpose otherwise copies the whole decoded image even when
+            # there is nothing to rotate.
+            ImageOps.exif_transpose(image, in_place=True)
         rgb = to_rgb(image)
-        if size is not None:
-            height, width = image_size_tuple(size)
+        if target is not None:
+            height, width = target
             if rgb.size != (width, height):
-                rgb = rgb.resize((width, height), RESAMPLE)
+                rgb = rgb.resize((width, height), RESAMPLE, reducing_gap=REDUCE_GAP if reduced else None)
         pixels = np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
@@ -96,11 +152,42 @@ def load_image(source: ImageInput, size: int | tuple[int, int] | None,
     return pixels
 
 
+def _check_pixels(width: int, height: int, max_pixels: int, name) -> None:
+    if width * height > max_pixels:
+        raise ImageError(name, f"{width}x{height} pixels is over the limit of {max_pixels:,} "
+                               "(a possible decompression bomb); resize it first")
+
+
+def _subsample_array(array: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """The centre pixel of each k x k cell, k the largest whole step that keeps at least
+    REDUCE_GAP x the target (Pillow's reducing_gap rule). The rows and columns left out are
+    never read: the one copy Pillow needs is of the kept pixels only."""
+    fx = max(1, int(array.shape[1] / target[1] / REDUCE_GAP))
+    fy = max(1, int(array.shape[0] / target[0] / REDUCE_GAP))
+    if fx == 1 and fy == 1:
+        return array
+    height, width = array.shape[0] // fy, array.shape[1] // fx
+    if array.ndim == 3 and array.strides[1] == array.shape[2] and array.strides[2] == 1:
+        # Each pixel as one 3- or 4-byte item: numpy copies a strided view of those about
+        # twice as fast as the same view byte by byte.
+        pixels = array.view(np.dtype((np.void, array.shape[2])))[..., 0]
+        kept = np.ascontiguousarray(pixels[fy // 2::fy, fx // 2::fx][:height, :width])
+        return kept.view(np.uint8).reshape(height, width, array.shape[2])
+    return array[fy // 2::fy, fx // 2::fx][:height, :width]
+
+
+def _draft_jpeg(image: Image.Image, target: tuple[int, int]) -> None:
+    """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 (DCT scaling: an averaging
+    reduction, and the decode gets that much cheaper), never below REDUCE_GAP x the target
+    in either direction, whatever the EXIF rotation. No-op for other formats."""
+    if image.format in ("JPEG", "MPO"):
+        side = int(REDUCE_GAP * max(target))
+        image.draft(None, (side, side))
+
+
 def _open(source: ImageInput, name) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
-    if isinstance(source, np.ndarray):
-        return _from_array(source, name)
     try:
         with warnings.catch_warnings(), _pillow_limit_off():
             # Our own limit (max_pixels, checked on the header right after opening) decides;
@@ -141,13 +228,19 @@ def _pillow_limit_off():
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _from_array(array: np.ndarray, name) -> Image.Image:
+def _check_array(array: np.ndarray, name) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(name, f"array of shape {array.shape} is not an HxW, HxWx3 or HxWx4 image")
     if array.dtype != np.uint8:
         raise ImageError(name, f"array dtype {array.dtype} is not uint8 (pixels 0..255)")
+    return array
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    # Pillow reads a C-contiguous array in one pass; a strided view (a crop, a subsample)
+    # goes through numpy's tobytes first. Either way one copy, of the pixels kept only.
     return Image.fromarray(array)
 
 
@@ -169,9 +262,10 @@ class LabelledImages:
 
 def load_labelled(items, size: int | tuple[int, int],
                   advance: Callable[[int], None] | None = None, *,
-                  workers: int | None = None, cache_dir=None) -> LabelledImages:
+                  workers: int | None = None, cache_dir=None,
+                  version: int = PREPROCESSING_VERSION) -> LabelledImages:
     """(path, label) pairs -> LabelledImages; an unreadable file is skipped, not fatal.
-    `advance(n)` as files are decoded drives a progress bar.
+    `advance(n)` as files are decoded drives a progress bar; `version` as in load_image.
 
     Decoded in parallel, once, into the on-disk pixel cache (tlx.trainer.pixel_cache):
     `pixels` is memory-mapped from it, so a large split is not held in memory and the
@@ -187,7 +281,7 @@ def load_labelled(items, size: int | tuple[int, int],
         yield advance or (lambda _n: None)
 
     cache = prepare([path for path, _ in items], size, workers=workers, cache_dir=cache_dir,
-                    progress=progress)
+                    progress=progress, preprocessing=version)
     if advance is not None and len(items) > cache.decoded:
         advance(len(items) - cache.decoded)  # the ones read back from the cache
     kept = [(path, label) for path, label in items if path in cache.rows]

@@ -15,8 +15,8 @@ from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
 from tlx.errors import TlxError
+from tlx.imaging import check_image_size, check_version
 from tlx.progress import Log, silent
-from tlx.imaging import check_image_size
 from tlx.run_dir import RunDir, require_present
 
 KERAS = "keras"
@@ -166,8 +166,11 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
                        "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
     require_present(split, "test")
     tflite_paths = exported_models(run)
+    # The run's preprocessing version (1 for runs from before versions were recorded).
+    preprocessing = check_version(run.read_config().options.preprocessing, str(run.config)) \
+        if run.config.is_file() else 1
     log(f"Decoding {len(split.test)} test images")
-    images = evaluate.load_test_images(split.test, tuple(split.image_size))
+    images = evaluate.load_test_images(split.test, tuple(split.image_size), preprocessing)
 
     results: list[ModelResult] = []
     if config.include_keras and evaluate.tensorflow_available() and run.model.is_file():
@@ -180,7 +183,8 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     for path in tflite_paths:
         for backend in backends:
             name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"
-            results.append(_bench_tflite(name, path, backend, labels, images, config, log))
+            results.append(_bench_tflite(name, path, backend, labels, images, config, log,
+                                         preprocessing))
 
     # The drop is measured against Keras when it ran, else against the first .tflite.
     reference = results[0]
@@ -207,7 +211,8 @@ def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> Model
     return result
 
 
-def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, log: Log) -> ModelResult:
+def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, log: Log,
+                  preprocessing: int) -> ModelResult:
     from tlx.runtime import Classifier
 
     log(f"Evaluating {name}")
@@ -217,6 +222,10 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
                        f"{len(labels)} labels: it was exported from another run. Re-export it.")
     check_image_size(classifier.input_size, images.pixels.shape[1:3], str(path),
                      "the run's split.json", "Re-export it with `tlx export`.")
+    if classifier.preprocessing != preprocessing:
+        raise TlxError(f"{path} preprocesses images with version {classifier.preprocessing} but the "
+                       f"run was trained with version {preprocessing}: it was exported from another "
+                       "run. Re-export it.")
     predictions = evaluate.tflite_predictions(classifier, images)
     result = _model_result(name, path, classifier.backend, labels, images, predictions)
     for threads in config.threads:

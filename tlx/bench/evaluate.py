@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlx.errors import TlxError
-from tlx.imaging import LabelledImages, load_labelled
+from tlx.imaging import PREPROCESSING_VERSION, LabelledImages, load_labelled
 
 
-def load_test_images(items, image_size: tuple[int, int]) -> LabelledImages:
-    images = load_labelled(items, image_size)
+def load_test_images(items, image_size: tuple[int, int],
+                     preprocessing: int = PREPROCESSING_VERSION) -> LabelledImages:
+    images = load_labelled(items, image_size, version=preprocessing)
     if not len(images):
         raise TlxError("None of the test images could be read: nothing to measure.")
     return images

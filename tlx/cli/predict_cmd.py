@@ -42,8 +42,10 @@ def predict(
         "--json", help="Print one JSON document instead of tables (streams: JSON Lines, one "
                        "object per frame).")] = False,
     fast_jpeg: Annotated[bool, typer.Option(
-        "--fast-jpeg", help="Decode large JPEGs at reduced scale first: faster, pixels within "
-                            "about 1 level of 255 of the full decode (not bit-identical).")] = False,
+        "--fast-jpeg", help="For models trained with preprocessing version 1 (older models): decode "
+                            "large JPEGs at reduced scale first: faster, pixels within about 1 level "
+                            "of 255 of the full decode (not bit-identical). Version 2 models always "
+                            "do this, the way they were trained.")] = False,
     camera: Annotated[bool, typer.Option(
         "--camera", help="Classify a camera live: the one named after it (an index, /dev/videoN, "
                          "or picamera2 for the Pi camera module), else the Pi camera module if "

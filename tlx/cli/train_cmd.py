@@ -78,6 +78,11 @@ def train(
     workers: Annotated[Optional[int], typer.Option(
         help="Threads that decode images. Default: one per core.", show_default=False)]
         = _DEFAULTS.workers,
+    preprocessing: Annotated[int, typer.Option(
+        help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "
+             "(JPEG decoded at a reduced scale, large images reduced to twice the input size "
+             "first: fast at camera resolutions). Stored with the run and its models.")]
+        = _DEFAULTS.preprocessing,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier run in --out instead of refusing.")] = _DEFAULTS.overwrite,
     json_output: Annotated[bool, typer.Option(
@@ -111,7 +116,7 @@ def train(
                 phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, learning_rate=learning_rate,
                 fine_tune_at=fine_tune_at, dropout=dropout, cache_features=cache_features,
                 strategy=strategy, max_pixels=max_pixels, cache_dir=cache_dir, workers=workers,
-                overwrite=overwrite)
+                preprocessing=preprocessing, overwrite=overwrite)
             summary = train_run(config, log=log, progress=_decode_bar)
     if json_output:
         print_json(summary)

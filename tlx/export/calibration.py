@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlx.errors import ImageError, TlxError
-from tlx.imaging import load_image
+from tlx.imaging import PREPROCESSING_VERSION, load_image
 from tlx.progress import Advance
 
 
@@ -73,13 +73,14 @@ def select(train: Sequence[tuple[str, int]], count: int, seed: int = 0) -> list[
 
 
 def load(items: Sequence[tuple[str, int]], image_size: tuple[int, int],
-         advance: Advance | None = None) -> CalibrationSet:
-    """Read the images at the model's input size; unreadable ones are skipped and reported."""
+         advance: Advance | None = None, preprocessing: int = PREPROCESSING_VERSION) -> CalibrationSet:
+    """Read the images at the model's input size with the run's preprocessing version;
+    unreadable ones are skipped and reported."""
     height, width = image_size
     arrays, kept, skipped = [], [], []
     for path, label in items:
         try:
-            pixels = load_image(path, (height, width))
+            pixels = load_image(path, (height, width), version=preprocessing)
         except ImageError as exc:
             skipped.append((path, exc.reason))
         else:

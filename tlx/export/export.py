@@ -25,7 +25,7 @@ from tlx.export import parity as par
 from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
-from tlx.imaging import RESAMPLE, check_image_size
+from tlx.imaging import PREPROCESSING_VERSIONS, RESAMPLE, REDUCE_GAP, check_image_size, check_version
 from tlx.progress import Advance, Log, Progress
 from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
 
@@ -88,13 +88,15 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     specs = _check_request(config)
     inputs = _read_run(config, specs)
     model, image_size, normalization = _load_model(inputs, log)
-    calibration = _load_calibration(inputs.calibration_items, image_size, progress, log)
+    calibration = _load_calibration(inputs.calibration_items, image_size, inputs.preprocessing,
+                                    progress, log)
     model_sha = files.sha256_file(inputs.run.model)
     tlx_info = _common_tlx_info(inputs.config.run_id, model_sha, inputs.config.options.backbone, inputs.labels,
-                                image_size, normalization)
+                                image_size, normalization, inputs.preprocessing)
 
     # Test images once, for the parity check and the fallback's test report.
-    test_images = (_load_images("Test images", inputs.split.test, image_size, progress)
+    test_images = (_load_images("Test images", inputs.split.test, image_size, progress,
+                                inputs.preprocessing)
                    if config.parity and inputs.split.test else None)
 
     contents, fallback = _convert_all(config, specs, inputs, model, calibration, test_images,
@@ -134,6 +136,12 @@ class _RunInputs:
     config: RunConfig
     #: The training images that calibrate int8 (empty when no format needs calibration).
     calibration_items: list[tuple[str, int]]
+
+    @property
+    def preprocessing(self) -> int:
+        """The run's preprocessing version (tlx.imaging): calibration and parity read the
+        images the way training did, and the models carry it to the device."""
+        return check_version(self.config.options.preprocessing, str(self.run.config))
 
 
 def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
@@ -202,13 +210,13 @@ def _load_model(inputs: _RunInputs, log: Log) -> tuple[object, tuple[int, int], 
     return model, image_size, inference.normalization(trained)
 
 
-def _load_calibration(items: list[tuple[str, int]], image_size, progress: Progress,
+def _load_calibration(items: list[tuple[str, int]], image_size, preprocessing: int, progress: Progress,
                       log: Log) -> calib.CalibrationSet | None:
     """The calibration images at the model's input size; None when nothing needs calibration."""
     if not items:
         return None
     with progress("Calibration images", len(items)) as advance:
-        calibration = calib.load(items, image_size, advance)
+        calibration = calib.load(items, image_size, advance, preprocessing)
     if calibration.skipped:
         log(f"Skipped {len(calibration.skipped)} unreadable calibration image(s).")
     return calibration
@@ -237,7 +245,7 @@ def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _Ru
                 output_type=config.output_type, layer_names=names)
         if config.fallback == FallbackMode.AUTO:
             fallback = _repair_int8(config, saved, model, calibration, inputs.split.validation,
-                                    test_images, image_size, progress, log)
+                                    test_images, image_size, progress, log, inputs.preprocessing)
             if fallback.chosen_step.step > 0:
                 converted["int8"] = fallback.model
     contents: dict[str, bytes] = {}
@@ -318,17 +326,17 @@ def _check_fallback_options(config: ExportConfig, specs: dict[str, FormatSpec]) 
         raise TlxError("--fallback auto repairs the int8 file: add --format int8.")
 
 
-def _load_images(label: str, items, image_size, progress: Progress) -> par.TestImages:
+def _load_images(label: str, items, image_size, progress: Progress, preprocessing: int) -> par.TestImages:
     with progress(label, len(items)) as advance:
-        return par.load_test_images(list(items), image_size, advance)
+        return par.load_test_images(list(items), image_size, advance, preprocessing)
 
 
 def _repair_int8(config: ExportConfig, saved, model, calibration: calib.CalibrationSet,
                  validation_items, test_images: par.TestImages | None, image_size,
-                 progress: Progress, log: Log) -> FallbackResult:
+                 progress: Progress, log: Log, preprocessing: int) -> FallbackResult:
     """--fallback auto: decided on the validation images against the Keras model's accuracy
     there; the test images (if any) are only reported."""
-    validation = _load_images("Validation images", validation_items, image_size, progress)
+    validation = _load_images("Validation images", validation_items, image_size, progress, preprocessing)
     if len(validation) == 0:
         raise TlxError(f"None of the {len(validation_items)} validation images is readable, and "
                        "--fallback auto decides on them. Check split.json's validation list, or "
@@ -349,7 +357,8 @@ def _repair_int8(config: ExportConfig, saved, model, calibration: calib.Calibrat
         log=log)
 
 
-def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization) -> dict:
+def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization,
+                     preprocessing: int) -> dict:
     """tlx's own metadata, the part shared by every file (tlx.json inside the .tflite)."""
     return {
         "schema": 1,
@@ -362,6 +371,10 @@ def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, norma
                   "color": "RGB", "range": [0, 255]},
         "preprocessing": {
             "function": "tlx.imaging.load_image",
+            # The runtime preprocesses with this version (absent: 1, the exact path).
+            "version": preprocessing,
+            "description": PREPROCESSING_VERSIONS[preprocessing],
+            **({"reduce_gap": REDUCE_GAP} if preprocessing >= 2 else {}),
             "exif_transpose": True,
             "alpha": "composited on white",
             "resize": RESAMPLE.name.lower(),

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tlx.imaging import LabelledImages, load_labelled
+from tlx.imaging import PREPROCESSING_VERSION, LabelledImages, load_labelled
 from tlx.progress import Advance
 
 
@@ -57,8 +57,8 @@ class ParityReport:
 
 
 def load_test_images(items: Sequence[tuple[str, int]], image_size: tuple[int, int],
-                     advance: Advance | None = None) -> TestImages:
-    return load_labelled(items, image_size, advance)
+                     advance: Advance | None = None, preprocessing: int = PREPROCESSING_VERSION) -> TestImages:
+    return load_labelled(items, image_size, advance, version=preprocessing)
 
 
 def keras_probabilities(model, images: TestImages, batch_size: int = 32) -> np.ndarray:

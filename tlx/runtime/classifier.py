@@ -1,7 +1,8 @@
 """`Classifier`: a .tflite image classifier run with numpy, pillow and one interpreter.
 
 Pixels come from `tlx.imaging.load_image`, the same function the trainer and the
-exporter's calibration use, so the device sees the pixels the model was trained on.
+exporter's calibration use, with the preprocessing version the model's tlx.json names
+(version 1 for models without it), so the device sees the pixels the model was trained on.
 Labels and tlx information come from the metadata zip appended to the model file;
 input size and quantization come from the model's own tensors.
 """
@@ -19,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tlx.errors import TlxError
-from tlx.imaging import ImageInput, is_image_file, load_image
+from tlx.imaging import ImageInput, check_version, is_image_file, load_image, version_of
 from tlx.runtime import backends
 from tlx.runtime.validate import ModelError, check_image_classifier, validate_model
 
@@ -78,10 +79,13 @@ class Classifier:
                  fast_decode: bool = False):
         """Load model bytes. See `from_file` for the arguments.
 
-        `fast_decode` decodes large JPEGs at a reduced scale (JPEG DCT scaling, never below
-        the model's input size) before the shared resize: several times faster for camera
-        photos, with pixels close to, not identical with, the full decode (tested: mean
-        absolute difference under 2 levels of 255).
+        `fast_decode` matters for models trained with preprocessing version 1 (the exact
+        path; models exported before versions existed): it decodes large JPEGs at a reduced
+        scale (JPEG DCT scaling, never below the model's input size) before the shared
+        resize: several times faster for camera photos, with pixels close to, not identical
+        with, what the model was trained on (tested: mean absolute difference under 2 levels
+        of 255). Version 2 models always reduce in the decoder (down to twice the input
+        size): they were trained that way, so it is exact for them and the flag changes nothing.
         """
         self.source = str(source)
         info = validate_model(model, self.source)
@@ -117,6 +121,8 @@ class Classifier:
                                           f"labels list {len(labels)} classes")
         #: Class names, or None when the model carries none.
         self.labels: list[str] | None = list(labels) if labels is not None else None
+        #: tlx.imaging preprocessing version the model was trained with.
+        self.preprocessing = check_version(version_of(self.metadata), self.source)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, num_threads: int | None = None,
@@ -139,12 +145,13 @@ class Classifier:
     # --- the pipeline, step by step ---------------------------------------------------
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
-        """uint8 RGB pixels (height, width, 3) at the model's input size, via load_image."""
-        if self.fast_decode and isinstance(image, (str, os.PathLike)):
+        """uint8 RGB pixels (height, width, 3) at the model's input size, via load_image with
+        the model's preprocessing version."""
+        if self.fast_decode and self.preprocessing == 1 and isinstance(image, (str, os.PathLike)):
             pixels = _load_jpeg_reduced(image, self.input_size)
             if pixels is not None:
                 return pixels
-        return load_image(image, self.input_size)
+        return load_image(image, self.input_size, version=self.preprocessing)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Scores (float32, one per class) for preprocessed uint8 pixels."""
@@ -279,7 +286,7 @@ def _load_jpeg_reduced(path, size: tuple[int, int]) -> np.ndarray | None:
         image = Image.open(path)
         side = max(size)
         image.draft(None, (side, side))
-        return load_image(image, size)
+        return load_image(image, size, version=1)
     except Exception:
         return None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from tlx.errors import TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS
+from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, check_version
 
 
 class Strategy(str, Enum):
@@ -76,6 +76,9 @@ class TrainConfig:
     cache_dir: Optional[Path] = None
     #: Threads that decode images; None: one per core.
     workers: Optional[int] = None
+    #: Version of tlx.imaging.load_image's pixels (tlx.imaging.PREPROCESSING_VERSIONS). Stored
+    #: in config.json and in the exported models, so export, bench and the device use it too.
+    preprocessing: int = PREPROCESSING_VERSION
     #: Replace the files of an earlier run in `out` instead of refusing to.
     overwrite: bool = False
 
@@ -118,6 +121,7 @@ class TrainConfig:
             raise TlxError(f"--workers {self.workers}: at least 1 decoding thread is needed.")
         if self.fine_tune_at is not None and self.fine_tune_at < 0:
             raise TlxError("--fine-tune-at must be 0 or more.")
+        check_version(self.preprocessing, "--preprocessing")
 
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
@@ -135,6 +139,8 @@ class TrainConfig:
         hints = typing.get_type_hints(cls)
         values = {f.name: _typed(f.name, obj[f.name], hints[f.name])
                   for f in dataclasses.fields(cls) if f.name in obj}
+        # Runs from before preprocessing versions were recorded used version 1.
+        values.setdefault("preprocessing", 1)
         missing = [f.name for f in dataclasses.fields(cls)
                    if f.name not in values and f.default is dataclasses.MISSING]
         if missing:

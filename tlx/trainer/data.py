@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tlx.errors import ImageError, TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, is_image_file
+from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, PREPROCESSING_VERSION, is_image_file
 from tlx.progress import Log, Progress
 from tlx.run_dir import Split, class_name_problem
 from tlx.trainer import pixel_cache
@@ -289,15 +289,16 @@ def source_folders(data_dir: Path, test_dir: Optional[Path] = None) -> list[Path
 
 
 def _decode(paths: Sequence, image_size: int, folders: Sequence[Path], *, cache_dir, max_pixels,
-            workers, log: Log, progress: Optional[Progress]) -> PixelCache:
-    """The cache of `paths`, with a line saying whether it was read back or decoded."""
+            workers, log: Log, progress: Optional[Progress], preprocessing: int) -> PixelCache:
+    """The cache of `paths` (load_image with the run's `preprocessing` version), with a
+    line saying whether it was read back or decoded."""
     started = time.perf_counter()
     if progress is None:
         def progress(label, total):
             return pixel_cache.rate_reporter(log, label, total)
     cache = pixel_cache.prepare(
         paths, image_size, key={"folders": sorted(str(f) for f in folders)}, cache_dir=cache_dir,
-        max_pixels=max_pixels, workers=workers, log=log, progress=progress)
+        max_pixels=max_pixels, workers=workers, log=log, progress=progress, preprocessing=preprocessing)
     seconds = time.perf_counter() - started
     if cache.decoded:
         log(f"Decoded {cache.decoded} images in {seconds:.1f} s ({cache.decoded / seconds:.0f} images/s) "
@@ -311,9 +312,9 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
               test_fraction: float = 0.2, test_dir: Optional[Path] = None,
               max_pixels: int = DEFAULT_MAX_PIXELS, cache_dir: Optional[Path] = None,
               workers: Optional[int] = None, log: Log = lambda _: None,
-              progress: Optional[Progress] = None) -> Images:
+              progress: Optional[Progress] = None, preprocessing: int = PREPROCESSING_VERSION) -> Images:
     """Scan, decode once (or read back from the pixel cache), report skipped files,
-    split. Every error comes before training."""
+    split. Every error comes before training. `preprocessing`: the run's load_image version."""
     data_dir = Path(data_dir)
     size = (image_size, image_size)
     layout = detect_layout(data_dir) if data_dir.is_dir() else None
@@ -340,7 +341,8 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
     _check_no_file_twice(folders)
     all_paths = [p for f in folders for paths in f.files.values() for p in paths]
     cache = _decode(all_paths, image_size, source_folders(data_dir, test_dir), cache_dir=cache_dir,
-                    max_pixels=max_pixels, workers=workers, log=log, progress=progress)
+                    max_pixels=max_pixels, workers=workers, log=log, progress=progress,
+                    preprocessing=preprocessing)
     skipped = [item for f in folders for item in f.skipped] + list(cache.skipped)
     if skipped:
         log(format_skipped(skipped))
@@ -361,13 +363,15 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
 
 def load_split_images(split: Split, folders: Sequence[Path], max_pixels: int = DEFAULT_MAX_PIXELS,
                       cache_dir: Optional[Path] = None, workers: Optional[int] = None,
-                      log: Log = lambda _: None, progress: Optional[Progress] = None) -> Images:
+                      log: Log = lambda _: None, progress: Optional[Progress] = None,
+                      preprocessing: int = PREPROCESSING_VERSION) -> Images:
     """The pixels of a saved split again (for --resume), from the pixel cache entry of
     `folders` when its rows are still valid. A file that no longer decodes is an error:
     the split would silently change otherwise."""
     paths = [p for name in ("train", "validation", "test") for p, _ in getattr(split, name)]
     cache = _decode(paths, int(split.image_size[0]), folders, cache_dir=cache_dir,
-                    max_pixels=max_pixels, workers=workers, log=log, progress=progress)
+                    max_pixels=max_pixels, workers=workers, log=log, progress=progress,
+                    preprocessing=preprocessing)
     if cache.skipped:
         raise TlxError("Files of this run changed since it started and no longer decode:\n"
                        + "\n".join(f"  {p}: {r}" for p, r in cache.skipped[:MAX_LISTED])

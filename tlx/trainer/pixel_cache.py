@@ -99,17 +99,18 @@ def entry_dir(cache_dir: Path, key: dict) -> Path:
 def prepare(paths: Sequence[Path | str], image_size: int | tuple[int, int], *,
             key: Optional[dict] = None, cache_dir: Optional[Path] = None,
             max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,
-            log: Log = lambda _: None, progress: Optional[Progress] = None) -> PixelCache:
-    """Pixels of every file in `paths` at `image_size`, from the cache where its row is
-    still valid, decoded (in parallel) where not. Unreadable files are listed in
-    `skipped`, not fatal.
+            log: Log = lambda _: None, progress: Optional[Progress] = None,
+            preprocessing: int = PREPROCESSING_VERSION) -> PixelCache:
+    """Pixels of every file in `paths` at `image_size` through load_image with the
+    `preprocessing` version (the run's), from the cache where its row is still valid,
+    decoded (in parallel) where not. Unreadable files are listed in `skipped`, not fatal.
 
     `key` names the entry (e.g. the data folders scanned); files may come and go under
     one key and only those are decoded again. Without it the key is the list of paths.
     """
     paths = [str(p) for p in paths]
     size = image_size_tuple(image_size)
-    settings = {"format": CACHE_FORMAT, "preprocessing": PREPROCESSING_VERSION,
+    settings = {"format": CACHE_FORMAT, "preprocessing": int(preprocessing),
                 "image_size": list(size), "max_pixels": int(max_pixels)}
     if key is None:
         key = {"paths": hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()}
@@ -219,7 +220,7 @@ def _rebuild(where: Path, settings: dict, paths: list[str], stats: list, size: t
         if old is not None and out is not None:
             _copy_valid_rows(old, old_pixels, paths, todo, out, rows, skipped)
         failures = decode_into(out, [(i, paths[i]) for i in sorted(todo)], size, max_pixels,
-                               workers, progress)
+                               workers, progress, settings["preprocessing"])
         for i in sorted(todo):
             if i in failures:
                 skipped[i] = (paths[i], failures[i])
@@ -271,13 +272,14 @@ def _copy_valid_rows(old: dict, old_pixels: np.ndarray, paths: list[str], todo: 
 
 def decode_into(out: Optional[np.ndarray], jobs: Sequence[tuple[int, str]], size: tuple[int, int],
                 max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,
-                progress: Optional[Progress] = None) -> dict[int, str]:
+                progress: Optional[Progress] = None,
+                preprocessing: int = PREPROCESSING_VERSION) -> dict[int, str]:
     """Decode each (row, path) with load_image into out[row], on `workers` threads.
     Returns {row: reason} for the files that could not be read."""
     def one(job: tuple[int, str]) -> Optional[str]:
         row, path = job
         try:
-            out[row] = load_image(path, size, max_pixels=max_pixels)
+            out[row] = load_image(path, size, max_pixels=max_pixels, version=preprocessing)
         except ImageError as exc:
             return exc.reason
         return None

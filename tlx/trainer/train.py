@@ -189,7 +189,8 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
                                 validation_fraction=config.validation_fraction,
                                 test_fraction=config.test_fraction, test_dir=config.test_dir,
                                 max_pixels=config.max_pixels, cache_dir=config.cache_dir,
-                                workers=config.workers, log=log, progress=progress)
+                                workers=config.workers, log=log, progress=progress,
+                                preprocessing=config.preprocessing)
     split = images.split
 
     def write_run_files():
@@ -234,7 +235,8 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
         raise TlxError(f"The run in {run.root} has finished; there is nothing to resume.")
     images = data_mod.load_split_images(
         run.read_split(), data_mod.source_folders(config.data_dir, config.test_dir), config.max_pixels,
-        cache_dir=config.cache_dir, workers=config.workers, log=log, progress=progress)
+        cache_dir=config.cache_dir, workers=config.workers, log=log, progress=progress,
+        preprocessing=config.preprocessing)
     if place is not None and not place.is_chief:
         return _worker_cleanup(place, RunDir(run.root.parent),
                                lambda: _run(config, images, run, store, log, callbacks, resuming=True))

@@ -1,0 +1,298 @@
+"""End-to-end latency at camera resolutions: tlx's Classifier against MediaPipe Tasks' ImageClassifier.
+
+    python benchmarks/preprocess_speed.py --run RUN_DIR [--compare-run OLD_RUN_DIR]
+
+RUN_DIR is a finished `tlx demo` / `tlx train` + `tlx export` run; its model_int8.tflite is
+classified by both clients, the same file, with 1 interpreter thread (tlx: num_threads=1;
+MediaPipe Tasks' Python API has no thread option, and its XNNPACK default on Linux desktop is
+1 thread: the script records MediaPipe's process CPU time against wall time to show it).
+
+Per frame size (640x480, 1280x720, 1920x1080; a real photo, scikit-image's `chelsea`, scaled
+to the size with mild sensor noise, and that frame saved as a quality-90 JPEG), medians of
+interleaved rounds, all in one process:
+- raw `invoke()` of the same model (the floor);
+- tlx `classify(array)` and `classify(path)` with the model's preprocessing version, and with
+  version 1 (the exact path of older models) for comparison;
+- MediaPipe `classify(mp.Image(array))` and `classify(mp.Image.create_from_file(path))`.
+Also: top-1 agreement of the two on the run's test photos (both given the same full-size RGB
+pixels), the pixel difference of version 2 against version 1 per frame, and the run's accuracy
+on its test photos with each version (and OLD_RUN_DIR's recorded accuracy: a model trained with
+version 1, before/after). Writes benchmarks/results/preprocess_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tlx import files, machine  # noqa: E402
+from tlx.imaging import load_image  # noqa: E402
+from tlx.run_dir import RunDir  # noqa: E402
+from tlx.versions import installed  # noqa: E402
+
+SIZES = ((640, 480), (1280, 720), (1920, 1080))
+RESULTS = REPO / "benchmarks" / "results" / "preprocess_speed.md"
+#: The issue's goals.
+MAX_ARRAY_VS_INVOKE = 1.2
+MAX_ARRAY_VS_MEDIAPIPE = 1.1
+MAX_FILE_VS_MEDIAPIPE = 1.0
+
+
+def camera_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A real photo at camera size with sensor-like noise (a clean upscale would compress
+    and decode unrealistically well)."""
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea()).resize((width, height), Image.Resampling.LANCZOS)
+    noise = np.random.default_rng(seed).normal(0, 3.0, (height, width, 3))
+    return np.ascontiguousarray(np.clip(np.asarray(photo) + noise, 0, 255).astype(np.uint8))
+
+
+class MediaPipe:
+    """MediaPipe Tasks' ImageClassifier on the same .tflite (it reads tlx's standard metadata)."""
+
+    def __init__(self, model: Path):
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.mp = mp
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)),
+                                                max_results=1)
+        self.classifier = vision.ImageClassifier.create_from_options(options)
+
+    def from_array(self, array: np.ndarray) -> int:
+        image = self.mp.Image(image_format=self.mp.ImageFormat.SRGB, data=array)
+        return self.classifier.classify(image).classifications[0].categories[0].index
+
+    def from_file(self, path: Path) -> int:
+        return self.classifier.classify(self.mp.Image.create_from_file(str(path))) \
+            .classifications[0].categories[0].index
+
+    def close(self) -> None:
+        # Without close(), the classifier's __del__ at interpreter exit prints a TypeError.
+        self.classifier.close()
+
+
+def time_rounds(methods: dict, rounds: int, calls: int) -> dict[str, float]:
+    """Median ms per call of each method, the methods interleaved round by round so that a
+    busy spell on the shared machine hits all of them alike."""
+    for fn in methods.values():  # warm-up
+        for _ in range(3):
+            fn()
+    samples = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
+
+
+def cpu_per_wall(fn, calls: int = 30) -> float:
+    """Process CPU seconds per wall second while `fn` runs: about 1 for one busy thread."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+def measure(run: RunDir, rounds: int, calls: int, scratch: Path) -> dict:
+    from tlx.runtime import Classifier
+    from tlx.runtime.backends import create_interpreter
+
+    model = run.export / "model_int8.tflite"
+    clf = Classifier.from_file(model, num_threads=1)
+    size = clf.input_size
+    backend, interpreter = create_interpreter(model.read_bytes(), 1, None)
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    mediapipe = MediaPipe(model)
+
+    def tlx_v1(source):
+        return clf.top(clf.run(load_image(source, size, version=1)), 1)
+
+    rows, pixels = [], []
+    try:
+        for width, height in SIZES:
+            frame = camera_frame(width, height)
+            path = scratch / f"frame_{width}x{height}.jpg"
+            Image.fromarray(frame).save(path, quality=90)
+            print(f"timing {width}x{height} ...", flush=True)
+            times = time_rounds({
+                "invoke": interpreter.invoke,
+                "tlx_array": lambda: clf.classify(frame, top_k=1),
+                "tlx_file": lambda: clf.classify(path, top_k=1),
+                "mp_array": lambda: mediapipe.from_array(frame),
+                "mp_file": lambda: mediapipe.from_file(path),
+                "tlx_v1_array": lambda: tlx_v1(frame),
+                "tlx_v1_file": lambda: tlx_v1(path),
+                "preprocess_array": lambda: clf.preprocess(frame),
+                "preprocess_file": lambda: clf.preprocess(path),
+            }, rounds, calls)
+            rows.append({"size": f"{width}x{height}", "jpeg_bytes": path.stat().st_size, **times})
+            for kind, source in (("array", frame), ("file", path)):
+                diff = np.abs(load_image(source, size, version=clf.preprocessing).astype(int)
+                              - load_image(source, size, version=1))
+                pixels.append({"size": f"{width}x{height}", "input": kind,
+                               "mean": float(diff.mean()), "max": int(diff.max())})
+        mp_threads = cpu_per_wall(lambda: mediapipe.from_array(frame))
+        tlx_threads = cpu_per_wall(lambda: clf.classify(frame, top_k=1))
+        agreement = test_photo_agreement(run, clf, mediapipe)
+    finally:
+        mediapipe.close()
+    accuracy = {version: run_accuracy(run, clf, version) for version in (1, 2)}
+    return {"rows": rows, "pixels": pixels, "agreement": agreement, "accuracy": accuracy,
+            "backend": backend, "model": model, "input_size": size, "preprocessing": clf.preprocessing,
+            "mp_cpu_per_wall": mp_threads, "tlx_cpu_per_wall": tlx_threads}
+
+
+def test_photo_agreement(run: RunDir, clf, mediapipe: MediaPipe) -> dict:
+    """Top-1 of both clients on the run's test photos, each given the same full-size RGB
+    pixels (transparent cut-outs composited on white by tlx.imaging, as training saw them)."""
+    same = total = 0
+    file_same = 0
+    for path, _ in run.read_split().test:
+        full = load_image(path, None)
+        mp_top = mediapipe.from_array(full)
+        same += int(clf.classify(full, top_k=1)[0].index == mp_top)
+        file_same += int(clf.classify(path, top_k=1)[0].index == mp_top)
+        total += 1
+    return {"array": same, "file": file_same, "n": total}
+
+
+def run_accuracy(run: RunDir, clf, version: int) -> tuple[int, int]:
+    test = run.read_split().test
+    correct = sum(int(clf.top(clf.run(load_image(path, clf.input_size, version=version)), 1)[0].index == label)
+                  for path, label in test)
+    return correct, len(test)
+
+
+def recorded_accuracy(run_dir: Path) -> str:
+    bench = files.read_json(run_dir / "bench" / "bench.json")
+    parts = []
+    for m in bench["models"]:
+        acc = m["accuracy"]
+        parts.append(f"{m['name']} {100 * acc['value']:.1f}% (n={acc['n']})")
+    return ", ".join(parts)
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def report(result: dict, here: machine.Machine, load_before, load_after, args, compare: str | None) -> str:
+    versions = installed("numpy", "pillow", "ai-edge-litert", "mediapipe")
+    lines = [
+        "# End-to-end latency at camera resolutions: tlx against MediaPipe Tasks",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; command: "
+        f"`python benchmarks/preprocess_speed.py --run RUN_DIR{' --compare-run OLD_RUN_DIR' if compare else ''}"
+        f" --rounds {args.rounds} --calls {args.calls}`",
+        f"- Machine: {here.summary()}",
+        f"- int8 on this CPU: {here.int8_expectation}",
+        f"- Load average (1, 5, 15 min): {load_before} before, {load_after} after (2 cores shared "
+        "with other jobs: compare within a row, the methods ran interleaved)",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"- Model: the run's model_int8.tflite ({result['input_size'][0]}x{result['input_size'][1]}, "
+        f"uint8 in/out, preprocessing version {result['preprocessing']}), backend {result['backend']}, "
+        "1 interpreter thread in tlx; MediaPipe's Python API has no thread option (its XNNPACK default "
+        f"on Linux is 1 thread; process CPU/wall while it classified: {result['mp_cpu_per_wall']:.2f}, "
+        f"tlx: {result['tlx_cpu_per_wall']:.2f})",
+        "- Input: scikit-image's `chelsea` photo scaled to each size with sensor-like noise (sigma 3); "
+        "the file is that frame as a quality-90 JPEG. `classify` includes everything from the "
+        "array or path to the top-1 class (MediaPipe: building the mp.Image / decoding the file too)",
+        f"- Medians of {args.rounds} interleaved rounds x {args.calls} calls per method, ms",
+        "",
+        "| frame | raw invoke | tlx classify(array) | MediaPipe classify(array) | tlx classify(file) | "
+        "MediaPipe classify(file) | tlx v1 (exact) array / file | tlx preprocess only array / file | "
+        "array: tlx / invoke | array: tlx / MediaPipe | file: tlx / MediaPipe |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ok_invoke = ok_mp_array = ok_file = True
+    for r in result["rows"]:
+        a_inv = r["tlx_array"] / r["invoke"]
+        a_mp = r["tlx_array"] / r["mp_array"]
+        f_mp = r["tlx_file"] / r["mp_file"]
+        if r["size"] == "1920x1080":
+            ok_invoke = a_inv <= MAX_ARRAY_VS_INVOKE
+            ok_mp_array = a_mp <= MAX_ARRAY_VS_MEDIAPIPE
+        ok_file = ok_file and f_mp <= MAX_FILE_VS_MEDIAPIPE
+        lines.append(
+            f"| {r['size']} ({r['jpeg_bytes'] // 1024} KB JPEG) | {r['invoke']:.2f} | {r['tlx_array']:.2f} | "
+            f"{r['mp_array']:.2f} | {r['tlx_file']:.2f} | {r['mp_file']:.2f} | "
+            f"{r['tlx_v1_array']:.2f} / {r['tlx_v1_file']:.2f} | "
+            f"{r['preprocess_array']:.2f} / {r['preprocess_file']:.2f} | "
+            f"{a_inv:.2f}x | {a_mp:.2f}x | {f_mp:.2f}x |")
+    agree = result["agreement"]
+    ok_agree = agree["array"] >= agree["n"] - 1
+    lines += [
+        "",
+        "## Goals",
+        "",
+        f"- classify(array) at most {MAX_ARRAY_VS_INVOKE}x raw invoke at 1920x1080: {_verdict(ok_invoke)}",
+        f"- classify(array) at most {MAX_ARRAY_VS_MEDIAPIPE}x MediaPipe's from an array at 1920x1080: "
+        f"{_verdict(ok_mp_array)}",
+        f"- classify(file) no slower than MediaPipe's from the same file at all three sizes: {_verdict(ok_file)}",
+        f"- top-1 agreement with MediaPipe on the run's {agree['n']} test photos at least {agree['n'] - 1}: "
+        f"{_verdict(ok_agree)} ({agree['array']}/{agree['n']} from the same array; tlx from the file "
+        f"against MediaPipe from the array: {agree['file']}/{agree['n']})",
+        "",
+        "## What version 2 changes in the pixels",
+        "",
+        "Absolute difference of the model input (0..255, all pixels and channels) between the "
+        "model's version and version 1 (the exact path), on the frames above:",
+        "",
+        "| frame | input | mean | max |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {p['size']} | {p['input']} | {p['mean']:.2f} | {p['max']} |" for p in result["pixels"]]
+    (c1, n1), (c2, n2) = result["accuracy"][1], result["accuracy"][2]
+    lines += [
+        "",
+        f"Accuracy of this model on its {n1} test photos through version 1 pixels: {c1}/{n1}; "
+        f"through version 2 pixels: {c2}/{n2}.",
+    ]
+    if compare:
+        lines += [f"Before/after (two demo runs, same data and seed): trained with version 1: {compare}; "
+                  f"trained with version 2: {recorded_accuracy(Path(args.run))}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a `tlx demo` run with export/model_int8.tflite")
+    parser.add_argument("--compare-run", type=Path, help="the same demo trained with preprocessing version 1")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    import tempfile
+
+    here = machine.current()
+    load_before = machine.load_average()
+    with tempfile.TemporaryDirectory() as scratch:
+        result = measure(RunDir(args.run), args.rounds, args.calls, Path(scratch))
+    compare = recorded_accuracy(args.compare_run) if args.compare_run else None
+    text = report(result, here, load_before, machine.load_average(), args, compare)
+    files.write_text(args.out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
