@@ -61,6 +61,8 @@ def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_
         assert {(r["model"], r["backend"]) for r in manifest["host"]["results"]} >= {
             ("int8", "litert"), ("int8", "litert-builtin"), ("float32", "litert")}
         assert manifest["host"]["machine"]["architecture"]
+        # The run's preprocessing version travels with the photos (the device decodes with it).
+        assert manifest["preprocessing"] == opened.preprocessing == 2
         # The photos are the original files, byte for byte.
         first = manifest["images"][0]
         from tlx.run_dir import RunDir

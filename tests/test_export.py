@@ -315,9 +315,9 @@ def test_metadata_readable_from_the_file_alone(run2, export2):
         assert info["backbone"] == "mobilenet_v2"
         assert info["input"]["height"] == SIZE[0] and info["input"]["width"] == SIZE[1]
         assert info["preprocessing"]["function"] == "tlx.imaging.load_image"
-        # This run's config.json predates preprocessing versions: version 1, the exact path.
-        assert info["preprocessing"]["version"] == 1 and Classifier.from_file(
-            run2 / "export" / f"model_{name}.tflite").preprocessing == 1
+        # The run's preprocessing version, which the runtime then uses.
+        assert info["preprocessing"]["version"] == 2 and Classifier.from_file(
+            run2 / "export" / f"model_{name}.tflite").preprocessing == 2
         assert info["preprocessing"]["in_graph"]["normalization"]["offset"] == -1.0
         assert info["run_id"] == "test-mobilenet_v2-2"
         assert info["format"] == name

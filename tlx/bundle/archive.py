@@ -66,6 +66,13 @@ class Bundle:
         height, width = self.manifest["image_size"]
         return int(height), int(width)
 
+    @property
+    def preprocessing(self) -> int:
+        """The tlx.imaging version the photos are read with (bundles without it: 1)."""
+        from tlx.imaging import check_version
+
+        return check_version(int(self.manifest.get("preprocessing", 1)), str(self.path))
+
     def read(self, name: str) -> bytes:
         try:
             data = self._zip.read(name)

@@ -126,11 +126,11 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
 
 
 def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    size = bundle.image_size
+    size, version = bundle.image_size, bundle.preprocessing
     arrays, truth, names = [], [], []
     for image in bundle.manifest["images"]:
         # Decoded from the original bytes with the function the trainer and tlx predict use.
-        arrays.append(load_image(bundle.read(image["file"]), size))
+        arrays.append(load_image(bundle.read(image["file"]), size, version=version))
         truth.append(int(image["label"]))
         names.append(image.get("source") or image["file"])
     return np.stack(arrays), np.asarray(truth, dtype=np.int64), names

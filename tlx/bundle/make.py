@@ -4,7 +4,7 @@
 manifest.json holds:
 - format, format_version, tlx (version), created (UTC)
 - run: folder name, run_id, model_sha256 (of model.keras; every bundled .tflite must carry it)
-- labels, image_size
+- labels, image_size, preprocessing (the run's tlx.imaging version; absent: 1)
 - files: {member name: sha256} for every other member
 - models: [{name, file, size_bytes, output_quantization}]
 - images: [{file, label, source}] (source: the photo's path in the data folder, for people)
@@ -112,7 +112,8 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
 
     items = stratified_subset(split.test, config.max_images, config.seed)
     log(f"Decoding {len(items)} test photos")
-    images = load_labelled(items, tuple(split.image_size))
+    preprocessing = _preprocessing(run)
+    images = load_labelled(items, tuple(split.image_size), version=preprocessing)
     if not len(images):
         raise TlxError("None of the test photos could be read: nothing to bundle.")
 
@@ -134,6 +135,7 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
         "run": {"name": run.root.resolve().name, "run_id": _run_id(run), "model_sha256": model_sha},
         "labels": labels,
         "image_size": list(split.image_size),
+        "preprocessing": preprocessing,
         "files": {},
         "models": [{"name": model_name(p), "file": f"{MODELS}{p.name}", "size_bytes": len(c),
                     "output_quantization": _output_quantization(c)} for p, c in contents.items()],
@@ -197,6 +199,17 @@ def _rounded(scores: np.ndarray) -> list[list[float]]:
 
 def _top1(scores: np.ndarray) -> list[int]:
     return [int(i) for i in np.argmax(scores, axis=1)]
+
+
+def _preprocessing(run: RunDir) -> int:
+    """The run's preprocessing version: the photos are decoded the way the model was trained."""
+    from tlx.imaging import check_version
+
+    try:
+        version = run.read_config().options.preprocessing
+    except TlxError:
+        return 1
+    return check_version(version, str(run.config))
 
 
 def _run_id(run: RunDir) -> Optional[str]:
