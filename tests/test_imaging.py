@@ -157,11 +157,22 @@ def test_version_2_from_path_and_bytes_identical_with_decoder_reduction(tmp_path
     path = _save(tmp_path, "big.jpg", Image.fromarray(photo), quality=90)
     from_path = load_image(path, 32, version=2)
     assert np.array_equal(from_path, load_image(path.read_bytes(), 32, version=2))
-    # The decoder reduced (1280x960 -> 160x120 at 1/8 scale for a 32 px model, gap 2): not
+    # The decoder reduced (1280x960 -> 160x120 at 1/8 scale for a 32 px model): not
     # version 1's pixels, but close to them on a photo-like image.
     exact = load_image(path, 32, version=1).astype(int)
     diff = np.abs(from_path.astype(int) - exact)
     assert 0 < diff.mean() < 1.0 and diff.max() <= 4
+
+
+@pytest.mark.parametrize("frame, target, decoded", [
+    ((640, 480), 160, (320, 240)), ((1920, 1080), 160, (480, 270)), ((1920, 1080), 224, (480, 270)), ((1920, 1080), 300, (960, 540)),
+    ((300, 200), 160, (300, 200)),
+])
+def test_version_2_jpeg_decoder_scale_never_below_the_input(tmp_path, frame, target, decoded):
+    path = _save(tmp_path, "frame.jpg", Image.new("RGB", frame, (90, 120, 30)), quality=90)
+    image = Image.open(path)
+    imaging._draft_jpeg(image, (target, target))
+    assert image.size == decoded
 
 
 def test_version_2_close_to_version_1_on_camera_frames():

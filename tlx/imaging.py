@@ -45,9 +45,9 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 #: file: runs, models and the decoded-pixel caches (tlx.trainer.pixel_cache) are keyed by it.
 PREPROCESSING_VERSIONS = {
     1: "exact: full decode, one bilinear (antialiased) resize from the full size",
-    2: "reduced: files decoded at a reduced JPEG DCT scale and box-averaged (Image.reduce), "
-       "arrays subsampled by whole pixels, each only down to twice the input size (REDUCE_GAP); "
-       "then the same bilinear resize",
+    2: "reduced: JPEG files decoded at 1/2, 1/4 or 1/8 scale (never below the input size), "
+       "then large images box-averaged (Image.reduce) and arrays subsampled by whole pixels, "
+       "both only down to twice the input size (REDUCE_GAP); then the same bilinear resize",
 }
 #: The version new runs are trained with.
 PREPROCESSING_VERSION = 2
@@ -177,11 +177,12 @@ def _subsample_array(array: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 
 
 def _draft_jpeg(image: Image.Image, target: tuple[int, int]) -> None:
-    """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 (DCT scaling: an averaging
-    reduction, and the decode gets that much cheaper), never below REDUCE_GAP x the target
-    in either direction, whatever the EXIF rotation. No-op for other formats."""
+    """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8, never below the target in either
+    direction, whatever the EXIF rotation. DCT scaling averages each block (no aliasing), so
+    it may go further than REDUCE_GAP; the decode gets that much cheaper (a 640x480 frame for
+    a 160 px model: half the time of a full decode). No-op for other formats."""
     if image.format in ("JPEG", "MPO"):
-        side = int(REDUCE_GAP * max(target))
+        side = max(target)
         image.draft(None, (side, side))
 
 

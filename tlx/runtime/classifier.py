@@ -84,8 +84,8 @@ class Classifier:
         scale (JPEG DCT scaling, never below the model's input size) before the shared
         resize: several times faster for camera photos, with pixels close to, not identical
         with, what the model was trained on (tested: mean absolute difference under 2 levels
-        of 255). Version 2 models always reduce in the decoder (down to twice the input
-        size): they were trained that way, so it is exact for them and the flag changes nothing.
+        of 255). Version 2 models always reduce in the decoder the same way (never below the
+        input size): they were trained so, it is exact for them and the flag changes nothing.
         """
         self.source = str(source)
         info = validate_model(model, self.source)
