@@ -74,6 +74,7 @@ def _workers(args: list[str], count: int = 2, timeout: int = 420):
     return results
 
 
+@pytest.mark.multi_worker
 def test_two_workers_train_like_one_machine_and_only_the_chief_writes(tmp_path, tiny_backbone):
     data = make_image_folder(tmp_path / "data", per_class=30)
     # 48 train images in batches of 8 = 6 steps per epoch, each worker 4 rows of each batch.
@@ -133,3 +134,54 @@ def test_multi_worker_without_tf_config_is_a_message(tmp_path, tiny_backbone, mo
     cached = runner.invoke(app, tiny_args(data, tmp_path / "run", "--strategy", "multi-worker",
                                           "--cache-features", "--no-augment"))
     assert cached.exit_code == 1 and "--cache-features" in cached.output
+
+
+@pytest.mark.multi_worker
+def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_path, tiny_backbone):
+    import signal
+    import time
+
+    data = make_image_folder(tmp_path / "data", per_class=30)
+    run = tmp_path / "run"
+    ports = _free_ports(2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1"}
+
+    def start(args, index):
+        return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**env, "TF_CONFIG": _tf_config(ports, index)})
+
+    args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "12", "--phase2-epochs", "0")
+    procs = [start(args, i) for i in range(2)]
+    try:
+        state = run / "checkpoints" / "state.json"
+        deadline = time.monotonic() + 300
+        while not (state.is_file() and '"epochs_done"' in state.read_text()):
+            assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGKILL)
+        _, err = procs[0].communicate(timeout=300)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    # The chief stops with a message (not a hang), its last complete epoch kept.
+    assert procs[0].returncode == 1
+    assert "Another worker of the cluster stopped" in err and f"--resume {run}" in err
+    done = json.loads(state.read_text())["checkpoints"][-1]["epochs_done"]
+    assert 1 <= done < 12
+
+    ports = _free_ports(2)
+    procs = [start(["train", "--resume", str(run), "--json"], i) for i in range(2)]
+    results = []
+    try:
+        for proc in procs:
+            results.append(proc.communicate(timeout=600))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:] + results[0][1][-3000:]
+    assert f"after epoch {done} " in results[0][1]
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["phase1"]["loss"]) == 12 and json.loads(state.read_text())["finished"]

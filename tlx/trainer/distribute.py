@@ -103,6 +103,21 @@ def distribute_dataset(strategy, make):
         lambda context: make((context.input_pipeline_id, context.num_input_pipelines)))
 
 
+def worker_lost(exc: BaseException) -> bool:
+    """Whether `exc` is how TensorFlow reports a worker that died or cannot be reached (the
+    collective ops abort on the others: UNAVAILABLE, seen when a worker was killed)."""
+    import tensorflow as tf
+
+    return isinstance(exc, (tf.errors.UnavailableError, tf.errors.AbortedError,
+                            tf.errors.DeadlineExceededError))
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "unhealthy" in line or "not reachable" in line.lower()]
+    return (useful or lines or [type(exc).__name__])[0][:300]
+
+
 _PATCHED = False
 
 

@@ -28,7 +28,7 @@ import tlx
 from tlx import files
 from tlx.errors import MissingDependencyError, TlxError
 from tlx.progress import Log, Progress
-from tlx.run_dir import DERIVED, LABELS, RUN_FILES, RunDir
+from tlx.run_dir import BENCH, DERIVED, EXPORT, LABELS, PLOTS, REPORT, RUN_FILES, RunDir
 from tlx.versions import installed as installed_versions
 from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
@@ -227,7 +227,7 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
         # Every worker restores the same checkpoint (the run dir must be shared, or copied to
         # each machine); only the chief writes to it, this worker to a copy of its own.
         copy = Path(tempfile.mkdtemp(prefix=f"tlx-worker{place.index}-")) / "run"
-        shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns(*DERIVED))
+        shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns(EXPORT, BENCH, REPORT, PLOTS))
         run = RunDir(copy)
     store = Store(run, log)
     store.read()
@@ -343,6 +343,14 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
         else:
             log("\nInterrupted before the first epoch finished; nothing to resume.")
         raise
+    except Exception as exc:
+        if not (distribute.is_multi_worker(strategy) and distribute.worker_lost(exc)):
+            raise
+        saved = store.latest
+        where = (f"The last complete epoch ({saved.epochs_done}, phase {saved.phase}) is saved in "
+                 f"{run.checkpoints}" if saved is not None else "No epoch had finished")
+        raise TlxError(f"Another worker of the cluster stopped ({distribute.first_line(exc)}). {where}. "
+                       f"Start `tlx train --resume {config.out}` on every machine to continue.") from None
 
     metrics = {"test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"]),
                "num_test": len(split.test)}
