@@ -120,7 +120,8 @@ def test_model_with_other_class_count_is_refused(exported_run, tmp_path):
     shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
     (run / "labels.txt").write_text("red\ngreen\nblue\nyellow\n")
     result = _bench(run, "--no-keras", "--no-cold-start")
-    assert result.exit_code == 1 and "3 outputs but the run has 4 labels" in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "its labels ['blue', 'green', 'red'] are not this run's" in result.output
 
 
 def test_model_with_other_preprocessing_version_is_refused(exported_run, tmp_path):
@@ -196,3 +197,26 @@ def test_a_model_of_another_image_size_is_refused(exported_run, tmp_path):
     assert "takes 32x32 pixels but the run's split.json says 24x24" in result.output
     assert "Re-export it" in result.output
     assert "Traceback" not in result.output
+
+
+def test_exports_of_another_model_are_refused(exported_run, tmp_path):
+    """`tlx train --overwrite` replaced the model, then old files came back (an export killed
+    between two renames leaves such a mix): bench names them instead of measuring them."""
+    from tlx.trainer import backbones
+    from tlx.trainer.config import TrainConfig
+    from tlx.trainer.train import train
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    split = json.loads((run / "split.json").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(backbones.BACKBONES, TINY, TINY_SPEC)
+        train(TrainConfig(data_dir=split["data_dir"], out=run, backbone=TINY, weights="none", image_size=32,
+                          phase1_epochs=1, phase2_epochs=0, batch_size=8, seed=1, overwrite=True,
+                          validation_fraction=0.5, test_fraction=0.5), log=lambda message: None)
+    assert not (run / "export").exists()  # --overwrite removed what the old model made
+    shutil.copytree(exported_run / "export", run / "export")
+    result = _bench(run, "--no-keras", "--no-cold-start")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "model_int8.tflite: made from another model.keras" in result.output
+    assert "tlx export" in result.output and not (run / "bench").exists()

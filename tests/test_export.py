@@ -482,7 +482,7 @@ def test_interrupted_write_leaves_no_file(tiny_run, tmp_path, monkeypatch):
     from tlx.export import export as export_mod
 
     @contextlib.contextmanager
-    def fake_saved_model(model):
+    def fake_saved_model(model, folder=None):
         yield tmp_path / "unused"
 
     real_write = Path.write_bytes
@@ -621,3 +621,57 @@ def test_max_drop_without_int8(tiny_run):
 def test_not_a_run_dir(tmp_path):
     result = cli(tmp_path / "nothing")
     assert result.exit_code == 1 and "not a directory" in result.output
+
+
+# --- the output folder: checked first, one export at a time, no left-overs ----------------
+
+def _no_model_loading(monkeypatch):
+    from tlx.export import inference
+
+    def not_now(*args, **kwargs):
+        raise AssertionError("the model must not be loaded before the output folder is checked")
+
+    monkeypatch.setattr(inference, "load_trained_model", not_now)
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_out_that_is_no_folder_is_refused_before_conversion(tiny_run, tmp_path, monkeypatch, where):
+    (tmp_path / "a_file").write_text("x")
+    _no_model_loading(monkeypatch)
+    result = cli(tiny_run, "--out", tmp_path / where)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--out" in result.output and ("is a file" in result.output or "not writable" in result.output)
+
+
+def test_second_export_into_the_same_folder_is_refused(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    _no_model_loading(monkeypatch)
+    with files.exclusive(out, "test"):  # what a running `tlx export` holds
+        result = cli(tiny_run, "--out", out, "-f", "float32")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Another `tlx export` is writing to" in result.output
+    assert list(out.iterdir()) == []
+
+
+def test_leftovers_of_a_killed_export_are_removed_and_the_saved_model_stays_inside(tiny_run, tmp_path,
+                                                                                   monkeypatch):
+    from tlx.export import convert as convert_mod
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".tlx-export-killed").mkdir()
+    (out / ".tlx-export-killed" / "saved_model.pb").write_bytes(b"x" * 1000)
+    (out / ".model_int8.tflite.abc.tmp").write_bytes(b"half")
+    used = []
+    real = convert_mod.saved_model
+
+    def recording(model, folder=None):
+        used.append(folder)
+        return real(model, folder)
+
+    monkeypatch.setattr(convert_mod, "saved_model", recording)
+    result = cli(tiny_run, "--out", out, "-f", "float32")
+    assert result.exit_code == 0, result.output
+    assert used == [out]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model_float32.tflite"]

@@ -83,3 +83,17 @@ def test_incomplete_run_is_never_presented_as_complete(benched_run, tmp_path):
 def test_report_of_a_folder_that_is_no_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "split.json" in result.output and "Traceback" not in result.output
+
+
+def test_a_bench_of_another_model_is_not_reported(benched_run, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(benched_run, run, ignore=shutil.ignore_patterns("checkpoints", REPORT))
+    bench = json.loads((run / "bench" / "bench.json").read_text())
+    bench["model_sha256"] = "0" * 64  # measured before `tlx train --overwrite` replaced the model
+    (run / "bench" / "bench.json").write_text(json.dumps(bench))
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "was measured on another model.keras" in result.output and "tlx bench" in result.output
+    assert not (run / REPORT).exists()

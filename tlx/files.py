@@ -64,3 +64,46 @@ def sha256_file(path: str | os.PathLike) -> str:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def require_writable_dir(path: str | os.PathLike, option: str) -> Path:
+    """Create folder `path` if needed and check that files can be written in it, before any
+    slow work; TlxError naming `option` otherwise."""
+    from tlx.errors import TlxError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise TlxError(f"{option} {path} is a file, not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TlxError(f"{option} {path} is not writable ({exc.strerror or exc}). "
+                       "Choose a folder you can write to.") from None
+    return path
+
+
+@contextmanager
+def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (flock on the folder itself: no lock file to leave
+    behind, and the kernel drops it when the process dies). A second holder is refused with a
+    TlxError instead of waiting: two writers would delete each other's files."""
+    from tlx.errors import TlxError
+
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TlxError(f"Another {what} is writing to {folder} right now. Wait for it to finish, "
+                           "or choose another folder.") from None
+        yield
+    finally:
+        os.close(fd)

@@ -158,6 +158,7 @@ def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Pa
     bench = None
     if run.bench_json.is_file():
         bench = files.read_json(run.bench_json)
+        run.require_bench_of_this_model(bench)
         sections.insert(0, _headline(bench))
         sections.append(_bench_section(run, bench))
     if device_results:

@@ -263,6 +263,50 @@ class RunDir:
         files.write_json(self.config, config.to_json())
         return config
 
+    def model_sha256(self) -> str | None:
+        """SHA-256 of model.keras, or None when the run has none (e.g. copied to a device)."""
+        return files.sha256_file(self.model) if self.model.is_file() else None
+
+    def require_from_this_model(self, paths, model_sha: str | None = None,
+                                labels: list[str] | None = None) -> None:
+        """Every exported .tflite in `paths` was made from this run's model.keras (the model hash
+        in its tlx.json) with this run's labels; TlxError naming each file that was not, and why.
+
+        A run folder describes one model: an export from a replaced model, or one left half
+        replaced by a killed export, must not be measured or reported against the new one."""
+        from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
+
+        model_sha = model_sha if model_sha is not None else self.model_sha256()
+        labels = labels if labels is not None else self.read_labels()
+        problems = []
+        for path in paths:
+            try:
+                data = Path(path).read_bytes()
+                info = read_tlx_metadata(data)
+                file_labels = (info or {}).get("labels") or read_labels(data)
+            except (OSError, TlxError, UnicodeDecodeError) as exc:
+                problems.append(f"{path}: unreadable ({exc})")
+                continue
+            if info is None:
+                problems.append(f"{path}: it carries no tlx.json, so nothing ties it to this run")
+            elif model_sha is not None and info.get("model_sha256") != model_sha:
+                problems.append(f"{path}: made from another model.keras (model hash "
+                                f"{str(info.get('model_sha256'))[:12]}, this run's is {model_sha[:12]})")
+            elif list(file_labels or []) != list(labels):
+                problems.append(f"{path}: its labels {file_labels} are not this run's {labels}")
+        if problems:
+            raise TlxError("Exported files that do not belong to the run in "
+                           f"{self.root}:\n  " + "\n  ".join(problems)
+                           + f"\nExport again with `tlx export {self.root}`.")
+
+    def require_bench_of_this_model(self, bench: dict) -> None:
+        """bench.json was measured with this run's model.keras; TlxError otherwise."""
+        model_sha = self.model_sha256()
+        if model_sha is not None and bench.get("model_sha256") != model_sha:
+            raise TlxError(f"{self.bench_json} was measured on another model.keras than the run's "
+                           f"current one (model hash {str(bench.get('model_sha256'))[:12]}, the run's is "
+                           f"{model_sha[:12]}). Measure again with `tlx bench {self.root}`.")
+
     def remove(self, names) -> list[str]:
         """Delete these files and folders of the run (e.g. DERIVED); returns the names removed."""
         import shutil

@@ -88,6 +88,8 @@ class BenchResult:
     models: list[ModelResult]
     environment: dict
     failed_drop: bool = False
+    #: SHA-256 of the run's model.keras the exported files were checked against (None without it).
+    model_sha256: Optional[str] = None
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
@@ -100,6 +102,7 @@ class BenchResult:
             "settings": {"threads": list(self.config.threads), "runs": self.config.runs,
                          "warmup": self.config.warmup, "backend": self.config.backend,
                          "max_drop": self.config.max_drop},
+            "model_sha256": self.model_sha256,
             "labels": self.labels,
             "n_test": self.n_test,
             "unreadable_test_images": [{"path": p, "error": e} for p, e in self.unreadable],
@@ -166,6 +169,8 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
                        "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
     require_present(split, "test")
     tflite_paths = exported_models(run)
+    model_sha = run.model_sha256()
+    run.require_from_this_model(tflite_paths, model_sha, labels)
     # The run's preprocessing version (1 for runs from before versions were recorded).
     preprocessing = check_version(run.read_config().options.preprocessing, str(run.config)) \
         if run.config.is_file() else 1
@@ -193,7 +198,7 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
         result.drop_points = 100.0 * (reference.accuracy.value - result.accuracy.value)
     failed = drop_exceeded(results, config.max_drop)
     return BenchResult(config, labels, len(images.paths), images.skipped, reference.name, results,
-                       environment(), failed)
+                       environment(), failed, model_sha256=model_sha)
 
 
 def drop_exceeded(results, max_drop: Optional[float]) -> bool:

@@ -20,10 +20,15 @@ from tlx.errors import TlxError
 from tlx.export.formats import FormatSpec, OutputType, Quantization
 
 
+#: Name prefix of the temporary SavedModel folder (hidden: it is no export of its own).
+SAVED_MODEL_PREFIX = ".tlx-export-"
+
+
 @contextlib.contextmanager
-def saved_model(model) -> Iterator[Path]:
-    """Export `model` once to a temporary SavedModel; every format converts from it."""
-    with tempfile.TemporaryDirectory(prefix="tlx-export-") as tmp:
+def saved_model(model, folder: str | Path | None = None) -> Iterator[Path]:
+    """Export `model` once to a temporary SavedModel (in `folder`, else the system's temp
+    folder); every format converts from it."""
+    with tempfile.TemporaryDirectory(prefix=SAVED_MODEL_PREFIX, dir=folder) as tmp:
         path = Path(tmp) / "saved_model"
         with quiet():
             try:

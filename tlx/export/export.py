@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import platform
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from tlx import files, versions
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
+from tlx.export.convert import SAVED_MODEL_PREFIX
 from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
@@ -87,6 +89,16 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     log = log or (lambda message: None)
     specs = _check_request(config)
     inputs = _read_run(config, specs)
+    # The output folder before the slow part, and one export at a time in it: two would
+    # each delete the other's formats.
+    files.require_writable_dir(inputs.out_dir, "--out")
+    with files.exclusive(inputs.out_dir, "`tlx export`"):
+        _remove_stale_temp_files(inputs.out_dir)
+        return _export(config, specs, inputs, progress, log)
+
+
+def _export(config: ExportConfig, specs: dict[str, FormatSpec], inputs: "_RunInputs",
+            progress: Progress, log: Log) -> ExportResult:
     model, image_size, normalization = _load_model(inputs, log)
     calibration = _load_calibration(inputs.calibration_items, image_size, inputs.preprocessing,
                                     progress, log)
@@ -236,7 +248,9 @@ def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _Ru
     converted: dict[str, bytes] = {}
     names = layer_names(model)
     fallback = None
-    with saved_model(model) as saved:
+    # The SavedModel goes inside the output folder (hidden), where the next export removes
+    # what a killed one left, rather than piling up in the system's temp folder.
+    with saved_model(model, inputs.out_dir) as saved:
         for name, spec in specs.items():
             log(f"Converting {name}")
             converted[name] = convert(
@@ -263,7 +277,6 @@ def _write_files(out_dir: Path, specs: dict[str, FormatSpec], contents: dict[str
                  log: Log) -> tuple[dict[str, Path], dict[str, dict]]:
     """Writes each .tflite atomically. Returns the paths and export.json's "files" entries."""
     # From here the folder changes: an old export.json would describe files being replaced.
-    _remove_stale_temp_files(out_dir)
     (out_dir / EXPORT_JSON).unlink(missing_ok=True)
     written: dict[str, Path] = {}
     file_info: dict[str, dict] = {}
@@ -463,13 +476,16 @@ def _per_class(items, labels) -> dict[str, int]:
 
 
 def _remove_stale_temp_files(out_dir: Path) -> None:
-    """Temp files of a killed export (SIGKILL skips the cleanup in files.atomic_path)."""
+    """Temp files and SavedModels of a killed export (SIGKILL skips every cleanup). Called with
+    the folder's lock held, so none of them belongs to a running export."""
     if not out_dir.is_dir():
         return
     names = [spec.filename for spec in FORMATS.values()] + [EXPORT_JSON]
     for name in names:
         for tmp in out_dir.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
+    for staged in out_dir.glob(f"{SAVED_MODEL_PREFIX}*"):
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _remove_other_formats(out_dir: Path, keep: set[str]) -> list[str]:

@@ -13,11 +13,9 @@ After every epoch the model (with its optimizer state) is checkpointed
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -137,17 +135,7 @@ def _banner(log: Log, text: str) -> None:
 
 def prepare_out(out: Path, overwrite: bool) -> RunDir:
     """Create `out` and check that it is writable and holds no other run."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TlxError(f"--out {out} is a file, not a folder.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise TlxError(f"--out {out} is not writable ({exc.strerror or exc}). "
-                       "Choose a folder you can write to.") from None
+    out = files.require_writable_dir(out, "--out")
     run = RunDir(out)
     taken = [name for name in RUN_FILES if (out / name).exists()]
     if taken:
