@@ -108,6 +108,39 @@ def test_storage_type_stand_ins_cannot_be_called(tmp_path):
         read_state_dict(path)
 
 
+def _long(n: int) -> bytes:
+    """LONG1: any size of integer (the J opcode holds 32 bits)."""
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+def _tensor_long(key, numel, shape, stride) -> bytes:
+    storage_id = _tuple(_str("storage"), _global("torch", "FloatStorage"), _str(key), _str("cpu"),
+                        _int(numel), b"N")
+    args = _tuple(storage_id + b"Q", _int(0), _tuple(*map(_long, shape)), _tuple(*map(_long, stride)),
+                  b"\x89", _global("collections", "OrderedDict") + b")R")
+    return _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
+
+
+@pytest.mark.parametrize("shape, stride", [
+    ((2 ** 28,), (0,)),                # 1 GiB from one stored float (stride 0)
+    ((2 ** 40,), (0,)),                # more than memory
+    ((2 ** 40, 2 ** 40), (0, 0)),      # more than int64 counts
+    ((4, 4), (0, 1)),                  # small, but more elements than the storage holds
+])
+def test_a_tensor_larger_than_its_stored_bytes_is_refused_before_allocating(tmp_path, shape, stride):
+    """A 291-byte crafted file that names only the allowed globals must not allocate without bound."""
+    import resource
+
+    path = write_legacy(tmp_path / "big.pth", [("w", _tensor_long("0", 4, shape, stride))],
+                        {"0": np.zeros(4, "<f4")})
+    assert path.stat().st_size < 400
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="declares .* elements .* storage holds 4"):
+        read_state_dict(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no 1 GiB copy
+
+
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "x.pth"
     path.write_bytes(b"hello, not a pickle")

@@ -220,3 +220,17 @@ def test_exports_of_another_model_are_refused(exported_run, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "model_int8.tflite: made from another model.keras" in result.output
     assert "tlx export" in result.output and not (run / "bench").exists()
+
+
+def test_bench_md_escapes_labels_and_names():
+    """bench.md renders as HTML in many viewers: a class name must stay text."""
+    from pathlib import Path
+
+    from tlx.bench.bench import BenchConfig, BenchResult, environment
+    from tlx.bench.report import markdown
+
+    result = BenchResult(BenchConfig(run_dir=Path("<i>run</i>")), ["<img src=x onerror=alert(1)>", "a|b\x1b[2J"],
+                         0, [], "keras", [], environment())
+    text = markdown(result, charts=False)
+    assert "<img" not in text and "<i>" not in text and "\x1b" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&#124;b\\x1b[2J" in text

@@ -183,3 +183,21 @@ def test_inspect_does_not_import_tensorflow(models):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_control_characters_in_labels_are_shown_escaped_by_inspect_and_predict(models, tmp_path):
+    """Labels come from model files a user may have downloaded: an OSC sequence (sets the
+    terminal title) or a bidirectional override must be shown, not obeyed."""
+    from PIL import Image
+
+    evil = ["red\x1b]0;pwned\x07", "green\u202e", "blue"]
+    plain = models["int8_plain"].read_bytes()
+    path = tmp_path / "evil.tflite"
+    path.write_bytes(with_metadata(plain, labels=evil, tlx_info={**TLX_INFO, "labels": evil}))
+    image = tmp_path / "red.png"
+    Image.new("RGB", (SIZE, SIZE), (250, 10, 10)).save(image)
+    for args in (["inspect", str(path)], ["predict", str(path), str(image), "--top-k", "3"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output and "\u202e" not in result.output
+        assert "red\\x1b]0;pwned\\x07" in result.output and "green\\u202e" in result.output, args

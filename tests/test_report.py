@@ -97,3 +97,15 @@ def test_a_bench_of_another_model_is_not_reported(benched_run, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "was measured on another model.keras" in result.output and "tlx bench" in result.output
     assert not (run / REPORT).exists()
+
+
+def test_values_from_bench_json_are_html_escaped(benched_run, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(benched_run, run, ignore=shutil.ignore_patterns("checkpoints", REPORT))
+    bench = json.loads((run / "bench" / "bench.json").read_text())
+    bench["n_test"] = "<script>alert(1)</script>"
+    (run / "bench" / "bench.json").write_text(json.dumps(bench))
+    html = write_report(run).read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

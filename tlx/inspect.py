@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from tlx.runtime import flatbuffer
 from tlx.runtime.model_metadata import associated_files, read_labels, read_tlx_metadata
 from tlx.runtime.validate import ModelError, TensorInfo, validate_model
+from tlx.text import printable
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,9 @@ def format_report(report: ModelReport) -> str:
             lines.append(f"  {key:<13}{value}")
     for note in report.notes:
         lines.append(f"Note: {note}")
-    return "\n".join(lines)
+    # Everything above may come from the file (names, labels, metadata): escape control
+    # characters, line by line, so none reaches the terminal.
+    return "\n".join(printable(line) for line in lines)
 
 
 def _process_units(md: dict):

@@ -93,7 +93,7 @@ def _headline(bench: dict) -> str:
     smaller = f", {float32['size_bytes'] / int8['size_bytes']:.1f}x smaller" if float32 else ""
     return (f'<p class="headline">int8: top-1 {100 * int8["accuracy"]["value"]:.1f}% against '
             f'{100 * reference["accuracy"]["value"]:.1f}% for {html.escape(reference["name"])} '
-            f'({int8["drop_points"]:+.1f} points drop on {bench["n_test"]} test images){smaller}{faster}.</p>')
+            f'({int8["drop_points"]:+.1f} points drop on {html.escape(str(bench["n_test"]))} test images){smaller}{faster}.</p>')
 
 
 def _bench_section(run: RunDir, bench: dict) -> str:
@@ -111,7 +111,7 @@ def _bench_section(run: RunDir, bench: dict) -> str:
     env = bench["environment"]
     parts = [
         "<h2>Float vs int8</h2>",
-        f"<p>{bench['n_test']} held-out test images, through tlx.runtime; drop against "
+        f"<p>{html.escape(str(bench['n_test']))} held-out test images, through tlx.runtime; drop against "
         f"<code>{html.escape(str(bench['reference']))}</code>. {html.escape(env['date'])}, "
         f"{html.escape(env['cpu'])}, Python {html.escape(env['python'])}."
         + (f" int8-relevant CPU features: {html.escape(', '.join(env['cpu_features']) or 'none')}; "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from tlx import files
 from tlx.bench import plots
 from tlx.run_dir import BENCH_CHART, BENCH_JSON, BENCH_MD, confusion_name
+from tlx.text import printable
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
@@ -39,6 +41,7 @@ def table_rows(result) -> tuple[list[str], list[list[str]]]:
 
 def text_table(result) -> str:
     header, rows = table_rows(result)
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
@@ -57,11 +60,18 @@ def cpu_lines(env: dict) -> list[str]:
     return lines
 
 
+def _md(text) -> str:
+    """A value in bench.md: Markdown renders as HTML in many viewers, so it is HTML-escaped,
+    and a table cell must not end at a "|"."""
+    return html.escape(printable(text)).replace("|", "&#124;")
+
+
 def markdown(result, charts: bool = True) -> str:
     header, rows = table_rows(result)
+    rows = [[_md(cell) for cell in row] for row in rows]
     env = result.environment
     out = [
-        f"# tlx bench: {Path(result.config.run_dir).name}",
+        f"# tlx bench: {_md(Path(result.config.run_dir).name)}",
         "",
         f"- date: {env['date']}",
         f"- machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
@@ -69,7 +79,7 @@ def markdown(result, charts: bool = True) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         + (f"; tlx commit {env['tlx_commit']}" if env.get("tlx_commit") else ""),
         f"- test split: {result.n_test} images ({len(result.unreadable)} unreadable, left out); "
-        f"labels: {', '.join(result.labels)}",
+        f"labels: {', '.join(_md(label) for label in result.labels)}",
         f"- drop and agreement are against `{result.reference}`; latency is one "
         f"`Classifier.run` (set input, invoke, dequantize) on one image after "
         f"{result.config.warmup} warm-up runs, {result.config.runs} timed runs",

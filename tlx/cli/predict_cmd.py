@@ -10,6 +10,7 @@ import typer
 
 from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
+from tlx.text import printable
 from tlx.runtime.backends import AUTO, BACKENDS
 from tlx.runtime.stream import StreamConfig
 
@@ -146,12 +147,15 @@ def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, **opt
 
 
 def _print_table(result) -> None:
+    # Labels come from the model file and paths from the disk: control characters in them
+    # are shown escaped, never sent to the terminal.
     if not result.ok:
         reason = getattr(result.error, "reason", None) or str(result.error)
-        typer.secho(f"{result.path}: error: {reason}", fg=typer.colors.RED, err=True)
+        typer.secho(printable(f"{result.path}: error: {reason}"), fg=typer.colors.RED, err=True)
         return
-    width = max([5] + [len(p.name) for p in result.predictions])
-    lines = [result.path, f"  {'#':>2}  {'label':<{width}}  {'score':>7}  index"]
-    for rank, p in enumerate(result.predictions, 1):
-        lines.append(f"  {rank:>2}  {p.name:<{width}}  {p.score:>7.4f}  {p.index:>5}")
+    names = [printable(p.name) for p in result.predictions]
+    width = max([5] + [len(name) for name in names])
+    lines = [printable(result.path), f"  {'#':>2}  {'label':<{width}}  {'score':>7}  index"]
+    for rank, (p, name) in enumerate(zip(result.predictions, names), 1):
+        lines.append(f"  {rank:>2}  {name:<{width}}  {p.score:>7.4f}  {p.index:>5}")
     typer.echo("\n".join(lines))

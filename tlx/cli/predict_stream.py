@@ -18,6 +18,7 @@ import typer
 
 from tlx.errors import TlxError
 from tlx.runtime.stream import STAGES, FrameStream, StreamConfig
+from tlx.text import printable
 
 #: Seconds between live status lines: redrawn in place on a terminal, appended otherwise.
 STATUS_INTERVAL_TTY = 0.25
@@ -56,7 +57,7 @@ class _Status:
 
 
 def _frame_line(result) -> str:
-    classes = "  ".join(f"{p.name} {p.score:.3f}" for p in result.predictions)
+    classes = "  ".join(f"{printable(p.name)} {p.score:.3f}" for p in result.predictions)
     return f"{result.time:10.3f}s  #{result.index:<6d} {classes}"
 
 

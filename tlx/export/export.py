@@ -91,10 +91,16 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     inputs = _read_run(config, specs)
     # The output folder before the slow part, and one export at a time in it: two would
     # each delete the other's formats.
+    existed = inputs.out_dir.exists()
     files.require_writable_dir(inputs.out_dir, "--out")
-    with files.exclusive(inputs.out_dir, "`tlx export`"):
-        _remove_stale_temp_files(inputs.out_dir)
-        return _export(config, specs, inputs, progress, log)
+    try:
+        with files.exclusive(inputs.out_dir, "`tlx export`"):
+            _remove_stale_temp_files(inputs.out_dir)
+            return _export(config, specs, inputs, progress, log)
+    except BaseException:
+        if not existed and not any(inputs.out_dir.iterdir()):
+            inputs.out_dir.rmdir()  # a failed export leaves no trace
+        raise
 
 
 def _export(config: ExportConfig, specs: dict[str, FormatSpec], inputs: "_RunInputs",

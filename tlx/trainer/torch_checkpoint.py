@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -261,6 +262,9 @@ def _read_zip(path: Path, source: str):
                 member = f"{root}data/{key}"
                 if member not in names:
                     raise CheckpointError(f"{source}: corrupted checkpoint: storage {key} is missing.")
+                # The declared size first: reading a member allocates its whole content.
+                if archive.getinfo(member).file_size != storage.numel * storage.dtype.itemsize:
+                    raise CheckpointError(f"{source}: corrupted checkpoint: storage {key} has the wrong size.")
                 data = archive.read(member)
                 if len(data) != storage.numel * storage.dtype.itemsize:
                     raise CheckpointError(f"{source}: corrupted checkpoint: storage {key} has the wrong size.")
@@ -305,7 +309,14 @@ def _tensor(ref: _TensorRef, name: str, source: str) -> np.ndarray:
         raise _truncated(source, f"before the data of {name}")
     if len(ref.shape) != len(ref.stride):
         raise CheckpointError(f"{source}: corrupted checkpoint: {name} has shape {ref.shape}, stride {ref.stride}")
-    count = int(np.prod(ref.shape, dtype=np.int64))
+    # Python integers (no int64 overflow), and checked against the elements actually read
+    # before anything is allocated: the copy below allocates `count` elements, and a crafted
+    # shape with stride 0 would otherwise make a few bytes of storage into gigabytes.
+    count = math.prod(ref.shape)
+    if count > limit - ref.offset:
+        raise CheckpointError(f"{source}: corrupted checkpoint: {name} declares {count:,} elements "
+                              f"(shape {ref.shape}) but its storage holds {max(0, limit - ref.offset):,} "
+                              "from its offset.")
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) if count else ref.offset - 1
     if last >= limit:
         raise CheckpointError(f"{source}: corrupted checkpoint: {name} reaches past its storage.")
