@@ -39,7 +39,6 @@ import numpy as np
 from tlx import files
 from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple, load_image
-from tlx.progress import Log, Progress
 from tlx.progress import Advance, Log, Progress
 
 #: Bump when the layout of index.json or the .npy changes.
