@@ -59,7 +59,8 @@ def bench(
     emulated: Annotated[Optional[str], typer.Option(
         help="BUNDLE only: this machine is an emulator (e.g. 'qemu-aarch64 -cpu cortex-a72'): the result "
              "records it and shows no latency (not a device figure).", show_default=False)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print bench.json to stdout.")] = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print bench.json (for a BUNDLE: the device result) to stdout.")] = False,
 ) -> None:
     """Measure what int8 costs and buys: accuracy, latency, size, memory, on held-out images.
 
@@ -68,8 +69,8 @@ def bench(
     percentiles per thread count, `tlx predict` cold start and peak memory. Writes
     RUN_DIR/bench/: bench.json, bench.md, accuracy_vs_latency.png, confusion_*.png.
 
-    With a BUNDLE (from `tlx bundle`, on the device, no TensorFlow needed): every model on every
-    installed backend (or --backend), accuracy, drop against the bundled Keras reference,
+    With a BUNDLE (from `tlx bundle`, on the device, no TensorFlow needed): every model on
+    litert and tflite-runtime where installed (or --backend), accuracy, drop against the bundled Keras reference,
     agreement with it and with the host's outputs, latency, cold start, peak memory; writes
     OUT.json and OUT.md."""
     if run_dir.is_file():

@@ -27,7 +27,8 @@ def bundle(
         show_default=False)] = _DEFAULTS.max_images,
     data_dir: Annotated[Optional[Path], typer.Option(
         "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
-                           "(default: the folder recorded in split.json).", show_default=False)] = None,
+                           "(default: the folder recorded in split.json).", show_default=False)]
+        = _DEFAULTS.data_dir,
 ) -> None:
     """Pack a run for benchmarking on a device: one file to copy to the Raspberry Pi.
 
