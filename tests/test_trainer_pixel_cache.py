@@ -120,3 +120,19 @@ def test_default_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(pixel_cache.CACHE_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert pixel_cache.default_cache_dir() == tmp_path / "xdg" / "tlx" / "pixels"
+
+
+def test_left_overs_of_killed_or_concurrent_writers_are_removed_when_old(folder, tmp_path):
+    first = _prepare(folder, tmp_path / "cache")
+    killed = first.location / ".pixels-dead.npy.tmp"
+    orphan = first.location / "pixels-orphan.npy"
+    recent = first.location / "pixels-recent.npy"
+    for path in (killed, orphan, recent):
+        path.write_bytes(b"x")
+    for path in (killed, orphan):
+        os.utime(path, (0, 0))
+    (folder / "a" / "a_001.jpg").touch()  # one changed file: the entry is rewritten
+    again = _prepare(folder, tmp_path / "cache")
+    assert again.decoded == 1
+    assert not killed.exists() and not orphan.exists() and recent.exists()
+    assert len(list(again.location.glob("pixels-*.npy"))) == 2  # the new one and the recent one

@@ -206,7 +206,7 @@ def _rebuild(where: Path, settings: dict, paths: list[str], stats: list, size: t
     """Write a new .npy with one row per path (rows still valid copied from the old
     file, the rest decoded), then the index that names it."""
     where.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(where)
+    _remove_stale_files(where, old.get("pixels") if old else None)
     n = len(paths)
     name = f"pixels-{secrets.token_hex(6)}.npy"
     final = where / name
@@ -295,14 +295,17 @@ def decode_into(out: Optional[np.ndarray], jobs: Sequence[tuple[int, str]], size
     return failures
 
 
-def _remove_stale_temporaries(where: Path, older_than: float = 3600.0) -> None:
-    """Temporary .npy files of runs that were killed while writing (an hour old at least,
-    so a run writing right now on another process is left alone)."""
+def _remove_stale_files(where: Path, current: Optional[str], older_than: float = 3600.0) -> None:
+    """Temporary .npy files of runs killed while writing, and pixel files no index names
+    (two processes that refreshed the entry at once leave the loser's): an hour old at
+    least, so a file another process is writing or reading right now is left alone."""
     now = time.time()
-    for tmp in where.glob(".pixels-*.npy.tmp"):
+    for path in [*where.glob(".pixels-*.npy.tmp"), *where.glob("pixels-*.npy")]:
+        if path.name == current:
+            continue
         try:
-            if now - tmp.stat().st_mtime > older_than:
-                tmp.unlink()
+            if now - path.stat().st_mtime > older_than:
+                path.unlink()
         except OSError:
             pass
 
