@@ -201,3 +201,44 @@ def test_control_characters_in_labels_are_shown_escaped_by_inspect_and_predict(m
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.output and "\x07" not in result.output and "\u202e" not in result.output
         assert "red\\x1b]0;pwned\\x07" in result.output and "green\\u202e" in result.output, args
+
+
+def _float_tflite(model, workdir) -> bytes:
+    import tensorflow as tf
+
+    saved = Path(workdir) / "saved_model"
+    model.export(str(saved), format="tf_saved_model", verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+
+
+def test_models_that_are_not_one_image_to_one_score_vector_are_refused(tmp_path):
+    """Several outputs (which one is the scores?), a dynamic input size (the interpreter reports
+    it as 1x1) and NaN scores (no top class exists) are errors, not silent guesses."""
+    import keras
+    from keras import layers
+
+    from tlx.runtime import Classifier
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = layers.GlobalAveragePooling2D()(inputs)
+    two = _float_tflite(keras.Model(inputs, [layers.Dense(3)(pooled), layers.Dense(2)(pooled)]),
+                        tmp_path / "two")
+    with pytest.raises(ModelError, match="2 outputs"):
+        Classifier(two)
+
+    dynamic_in = keras.Input((None, None, 3))
+    dynamic = _float_tflite(keras.Model(dynamic_in, layers.Dense(3)(layers.GlobalAveragePooling2D()(dynamic_in))),
+                            tmp_path / "dynamic")
+    with pytest.raises(ModelError, match="dynamic shape"):
+        Classifier(dynamic)
+
+    nan = _float_tflite(keras.Model(inputs, layers.Dense(3)(pooled) * float("nan")), tmp_path / "nan")
+    path = tmp_path / "nan.tflite"
+    path.write_bytes(with_metadata(nan, labels=LABELS, tlx_info=TLX_INFO))
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (SIZE, SIZE), (9, 99, 199)).save(image)
+    result = runner.invoke(app, ["predict", str(path), str(image)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "NaN" in result.output and "1 file(s) failed" in result.output

@@ -360,3 +360,15 @@ def test_runtime_never_imports_tensorflow(models, photos):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "red"
+
+
+def test_interpreter_messages_run_together_are_separated():
+    """TFLite's error reporter joins its messages without a break; the strings are LiteRT's own
+    (from its XNNPACK delegate), as a mutated model produced them."""
+    from tlx.runtime.backends import interpreter_message
+
+    raw = RuntimeError("unsupported datatype (INT4) of tensor 5 in XNNPACK delegateNode number 3 "
+                       "(TfLiteXNNPackDelegate) failed to prepare.\n")
+    assert interpreter_message(raw) == ("unsupported datatype (INT4) of tensor 5 in XNNPACK delegate; "
+                                        "Node number 3 (TfLiteXNNPackDelegate) failed to prepare.")
+    assert interpreter_message(RuntimeError("the delegates were unsupported")) == "the delegates were unsupported"

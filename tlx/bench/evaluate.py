@@ -19,7 +19,10 @@ def load_test_images(items, image_size: tuple[int, int],
                      preprocessing: int = PREPROCESSING_VERSION) -> LabelledImages:
     images = load_labelled(items, image_size, version=preprocessing)
     if not len(images):
-        raise TlxError("None of the test images could be read: nothing to measure.")
+        listed = "".join(f"\n  {path}: {reason}" for path, reason in images.skipped[:5])
+        more = f"\n  ... and {len(images.skipped) - 5} more" if len(images.skipped) > 5 else ""
+        raise TlxError(f"None of the {len(items)} test images could be read: nothing to measure."
+                       f"{listed}{more}")
     return images
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -150,8 +151,20 @@ def create_interpreter(model: bytes, num_threads: int | None = None,
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise TlxError(f"the {name} interpreter cannot load the model: "
-                           f"{str(exc).strip()}") from None
+                           f"{interpreter_message(exc)}") from None
     return name, interpreter
+
+
+#: How the interpreter's messages begin (those that follow another one without a break).
+_MESSAGE_START = re.compile(r"(?<=[a-z0-9.)])(?=(?:unsupported|mismatching|Failed|failed|Node number|"
+                            r"XNNPack|Restored|Ignoring)\b)")
+
+
+def interpreter_message(exc: BaseException) -> str:
+    """The interpreter's error text, one message per clause. TFLite's error reporter joins
+    the messages it collected without a separator ("... in XNNPACK delegateunsupported
+    datatype ..."); "; " goes back between them."""
+    return _MESSAGE_START.sub("; ", str(exc).strip())
 
 
 def installed_backends() -> list[str]:

@@ -161,11 +161,15 @@ class Classifier:
             raw = self._interpreter.get_tensor(self._output["index"]).reshape(-1)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(self.source, f"the {self.backend} interpreter cannot run the model: "
-                                          f"{str(exc).strip()}") from None
+                                          f"{backends.interpreter_message(exc)}") from None
         if self.output_quantization is not None:
             scale, zero_point = self.output_quantization
             return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
-        return raw.astype(np.float32, copy=False)
+        scores = raw.astype(np.float32, copy=False)
+        if not np.isfinite(scores).all():
+            # A NaN has no rank: reporting a "top" class for it would be a made-up answer.
+            raise ModelError(self.source, "the model's output holds NaN or infinite scores for this image")
+        return scores
 
     def top(self, scores: np.ndarray, top_k: int | None = 5) -> list[Prediction]:
         """The `top_k` best classes (all for None), highest score first; ties by index."""

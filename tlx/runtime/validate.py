@@ -56,6 +56,8 @@ class TensorInfo:
     dtype: str
     #: Per-tensor quantization (scale, zero point); None for float tensors.
     quantization: tuple[float, int] | None
+    #: The shape with -1 for each dimension only known when the model runs (None: all fixed).
+    shape_signature: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ def _check_indices(indices, n, what, allow_minus_one=False, what_kind="tensor"):
 def _tensor(t: Table, buffer_sizes: list[int]) -> TensorInfo:
     what = t.what
     shape = tuple(t.vector("shape") or ())
-    t.vector("shapeSignature")
+    signature = tuple(t.vector("shapeSignature") or ()) or None
     type_code = t.scalar("type")
     if tensor_type(type_code) is None:
         raise Corrupt(f"{what} has unknown type {type_code}")
@@ -232,7 +234,8 @@ def _tensor(t: Table, buffer_sizes: list[int]) -> TensorInfo:
             quantization = (float(scales[0]), int(zero_points[0]))
     if t.ref("sparsity") is not None:
         raise Corrupt(f"{what} is sparse; sparse tensors are not supported by tlx")
-    return TensorInfo(name=name, shape=shape, dtype=dtype, quantization=quantization)
+    return TensorInfo(name=name, shape=shape, dtype=dtype, quantization=quantization,
+                      shape_signature=signature)
 
 
 #: Input tensor types the runtime can feed pixels to.
@@ -251,13 +254,20 @@ def check_image_classifier(info: ModelInfo, source="<model>") -> None:
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] < 1 or shape[2] < 1:
         raise ModelError(source, f"the input tensor '{tensor.name}' has shape {list(shape)}; "
                                  "expected a 4-D image tensor [1, height, width, 3]")
+    if tensor.shape_signature is not None and any(d < 0 for d in tensor.shape_signature[1:]):
+        # The interpreter reports such a model as [1, 1, 1, 3]: it would be fed 1x1 images.
+        raise ModelError(source, f"the input tensor '{tensor.name}' has a dynamic shape "
+                                 f"{list(tensor.shape_signature)}; tlx needs a fixed [1, height, width, 3] "
+                                 "input (convert the model with a fixed input size)")
     if tensor.dtype not in IMAGE_INPUT_TYPES:
         raise ModelError(source, f"the input tensor is {tensor.dtype}; expected one of "
                                  f"{', '.join(IMAGE_INPUT_TYPES)}")
     if tensor.dtype != "float32" and tensor.quantization is None:
         raise ModelError(source, f"the {tensor.dtype} input tensor has no quantization parameters")
-    if len(info.outputs) < 1:
-        raise ModelError(source, "the model has no outputs")
+    if len(info.outputs) != 1:
+        # Several outputs: which one holds the class scores is anyone's guess.
+        raise ModelError(source, f"the model has {len(info.outputs)} outputs; an image classifier has "
+                                 "exactly one [1, number_of_classes] output")
     out = info.outputs[0]
     count = 1
     for d in out.shape:
