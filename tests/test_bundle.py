@@ -191,3 +191,15 @@ def test_run_folder_options_are_refused_for_a_bundle(bundle):
     result = runner.invoke(app, ["bench", str(bundle), "--data-dir", "x"])
     words = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "for a run folder" in words
+
+
+def test_bundle_refuses_exports_of_another_model(exported_run, tmp_path):  # noqa: F811
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    with open(run / "model.keras", "ab") as f:  # a different model.keras: its hash changes
+        f.write(b"\0")
+    result = runner.invoke(app, ["bundle", str(run), "-o", str(tmp_path / "x.zip")])
+    assert result.exit_code == 1 and "another model.keras" in result.output, result.output
+    assert not (tmp_path / "x.zip").exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from tlx import files
 from tlx.bundle.device import read_result
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
@@ -22,8 +21,8 @@ HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts"
 def read_device_results(run: RunDir, paths) -> list[dict]:
     """The result files, each checked to come from a bundle of this run's model."""
     results = [read_result(Path(p)) for p in paths]
-    if results and run.model.is_file():
-        model_sha = files.sha256_file(run.model)
+    model_sha = run.model_sha256() if results else None
+    if model_sha is not None:
         for path, result in zip(paths, results):
             if result["bundle"]["run"].get("model_sha256") != model_sha:
                 raise TlxError(f"{path} was measured on a bundle of another model than {run.model}. "

@@ -106,9 +106,10 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     if not tensorflow_available():
         raise MissingDependencyError("`tlx bundle` (the Keras reference is computed on the host)", "train")
     tflite_paths = exported_models(run)
-    model_sha = files.sha256_file(run.model)
+    model_sha = run.model_sha256()
     contents = {path: path.read_bytes() for path in tflite_paths}
-    _check_models(contents, labels, model_sha, run)
+    # A bundle describes one model; a device cannot check what the host did not.
+    run.require_from_this_model(list(contents), model_sha, labels)
 
     items = stratified_subset(split.test, config.max_images, config.seed)
     log(f"Decoding {len(items)} test photos")
@@ -149,22 +150,6 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     _write(out, manifest, labels, contents, photos)
     return BundleSummary(out, out.stat().st_size, tuple(model_name(p) for p in contents), len(photos),
                          images.skipped, tuple(host_backends))
-
-
-def _check_models(contents: dict[Path, bytes], labels: list[str], model_sha: str, run: RunDir) -> None:
-    """Every .tflite comes from this run's model.keras and lists its labels: a bundle
-    describes one model, and a device cannot check what the host did not."""
-    from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
-
-    for path, content in contents.items():
-        info = read_tlx_metadata(content) or {}
-        if info.get("model_sha256") not in (None, model_sha):
-            raise TlxError(f"{path} was exported from another model than {run.model} (model hashes differ). "
-                           f"Re-export: `tlx export {run.root}`.")
-        found = read_labels(content)
-        if found is not None and list(found) != labels:
-            raise TlxError(f"{path} lists the labels {list(found)}, the run {labels}. "
-                           f"Re-export: `tlx export {run.root}`.")
 
 
 def _keras_probabilities(model_path: Path, num_labels: int, images) -> np.ndarray:
