@@ -82,6 +82,7 @@ def test_without_keras_the_first_tflite_is_the_reference(exported_run):
     report = json.loads((exported_run / "bench" / "bench.json").read_text())
     assert report["reference"] == "float32" and [m["name"] for m in report["models"]] == ["float32", "int8"]
     assert "int8" in result.stdout and "top-1 %" in result.stdout
+    assert "int8-relevant CPU features: " in result.stdout  # and what int8 speed to expect
 
 
 def test_drop_gate():

@@ -98,6 +98,29 @@ def test_raspberry_pi_5_has_the_dot_product():
     assert "dot product" in machine.int8_expectation("aarch64", features)
 
 
+# Raspberry Pi 4 on 32-bit Raspberry Pi OS: a vague "model name", NEON under "Features".
+PI4_32BIT_CPUINFO = """\
+processor	: 0
+model name	: ARMv7 Processor rev 3 (v7l)
+BogoMIPS	: 108.00
+Features	: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32
+CPU implementer	: 0x41
+CPU architecture: 7
+CPU part	: 0xd08
+
+Hardware	: BCM2711
+Revision	: c03111
+Model		: Raspberry Pi 4 Model B Rev 1.1
+"""
+
+
+def test_raspberry_pi_4_on_a_32_bit_kernel():
+    info = machine.parse_cpuinfo(PI4_32BIT_CPUINFO)
+    assert info.name == "Raspberry Pi 4 Model B Rev 1.1 (Cortex-A72)"
+    assert machine.int8_features("armv7l", info.flags) == ("neon",)
+    assert "without dot product" in machine.int8_expectation("armv7l", ("neon",))
+
+
 def test_x86_flags_mean_nothing_on_arm_and_empty_text_gives_no_name():
     assert machine.int8_features("aarch64", {"avx2"}) == ()
     assert machine.parse_cpuinfo("") == machine.CpuInfo("", frozenset())

@@ -104,15 +104,14 @@ def parse_cpuinfo(text: str) -> CpuInfo:
         if sep and key not in fields:
             fields[key] = value.strip()
     flags = frozenset((fields.get("flags") or fields.get("features") or "").lower().split())
-    if fields.get("model name"):
-        name = fields["model name"]
-    else:
-        # ARM: the board (Model) and the core (CPU part), e.g. "Raspberry Pi 5 Model B Rev 1.0 (Cortex-A76)".
-        core = ARM_PARTS.get(fields.get("cpu part", "").lower()) if fields.get("cpu implementer") == "0x41" \
-            else None
-        board = fields.get("model") or fields.get("hardware")
-        name = (f"{board} ({core})" if board and core else board or core or "")
-    return CpuInfo(name, flags)
+    if "cpu implementer" not in fields:  # x86 (and others): the model name says it all
+        return CpuInfo(fields.get("model name", ""), flags)
+    # ARM: the board (Model) and the core (CPU part), e.g. "Raspberry Pi 5 Model B Rev 1.0
+    # (Cortex-A76)". A 32-bit kernel also has a vague "model name" (ARMv7 Processor rev 3).
+    core = (ARM_PARTS.get(fields.get("cpu part", "").lower()) if fields["cpu implementer"] == "0x41"
+            else None) or fields.get("model name")
+    board = fields.get("model") or fields.get("hardware")
+    return CpuInfo(f"{board} ({core})" if board and core else board or core or "", flags)
 
 
 def int8_features(architecture: str, flags) -> tuple[str, ...]:

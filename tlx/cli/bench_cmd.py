@@ -87,7 +87,7 @@ def bench(
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
                                  "to RUN_DIR/bench.")
     from tlx.bench.bench import run_bench
-    from tlx.bench.report import text_table, write
+    from tlx.bench.report import cpu_lines, text_table, write
     from tlx.run_dir import RunDir
 
     config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
@@ -100,6 +100,9 @@ def bench(
         print_json(result.to_json())
     else:
         typer.echo(text_table(result))
+        # What int8 latency to expect on this CPU: it differs more between CPUs than models.
+        for line in cpu_lines(result.environment)[:1]:
+            typer.echo("\n" + line[2:])
         typer.echo(f"\nReport: {written['markdown']}")
     if result.failed_drop:
         typer.secho(f"int8 lost more than {max_drop:g} points against {result.reference}.",
