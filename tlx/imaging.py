@@ -84,13 +84,13 @@ def check_image_size(found, expected, found_in: str, expected_in: str, fix: str,
             f"{expected[0]}x{expected[1]}: they are from different runs. {fix}")
 
 
-def check_version(version: int, where: str = "") -> int:
-    """`version` if tlx knows it; a TlxError naming the known ones otherwise (a model from a
-    newer tlx)."""
+def check_version(version: int, where: str = "", fix: str = "Upgrade tlx on this machine.") -> int:
+    """`version` if tlx knows it; a TlxError naming the known ones and `fix` otherwise (by
+    default for a run or model from a newer tlx)."""
     if version not in PREPROCESSING_VERSIONS:
         known = ", ".join(f"{v} ({text.split(':')[0]})" for v, text in PREPROCESSING_VERSIONS.items())
         raise TlxError(f"{where or 'The model'} asks for preprocessing version {version}, which this tlx "
-                       f"does not know (known: {known}). Upgrade tlx on this machine.")
+                       f"does not know (known: {known}). {fix}")
     return version
 
 

@@ -121,7 +121,7 @@ class TrainConfig:
             raise TlxError(f"--workers {self.workers}: at least 1 decoding thread is needed.")
         if self.fine_tune_at is not None and self.fine_tune_at < 0:
             raise TlxError("--fine-tune-at must be 0 or more.")
-        check_version(self.preprocessing, "--preprocessing")
+        check_version(self.preprocessing, "--preprocessing", "Choose one of those.")
 
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
