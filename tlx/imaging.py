@@ -240,8 +240,8 @@ def _check_array(array: np.ndarray, name) -> np.ndarray:
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
-    # Pillow reads a C-contiguous array in one pass; a strided view (a crop, a subsample)
-    # goes through numpy's tobytes first. Either way one copy, of the pixels kept only.
+    # Pillow reads a C-contiguous array in one pass; a strided view (a crop) goes through
+    # numpy's tobytes first. Either way one copy: in version 2, of the kept pixels only.
     return Image.fromarray(array)
 
 
