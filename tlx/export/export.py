@@ -29,7 +29,7 @@ from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import PREPROCESSING_VERSIONS, RESAMPLE, REDUCE_GAP, check_image_size, check_version
 from tlx.progress import Advance, Log, Progress
-from tlx.run_dir import EXPORT_JSON, RunConfig, RunDir, Split, require_present
+from tlx.run_dir import CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present
 
 
 @contextlib.contextmanager
@@ -109,8 +109,8 @@ def _export(config: ExportConfig, specs: dict[str, FormatSpec], inputs: "_RunInp
     calibration = _load_calibration(inputs.calibration_items, image_size, inputs.preprocessing,
                                     progress, log)
     model_sha = files.sha256_file(inputs.run.model)
-    tlx_info = _common_tlx_info(inputs.config.run_id, model_sha, inputs.config.options.backbone, inputs.labels,
-                                image_size, normalization, inputs.preprocessing)
+    tlx_info = _common_tlx_info(inputs.config.run_id, model_sha, inputs.config.options.backbone,
+                                inputs.labels, image_size, normalization, inputs.preprocessing)
 
     # Test images once, for the parity check and the fallback's test report.
     test_images = (_load_images("Test images", inputs.split.test, image_size, progress,
@@ -221,9 +221,9 @@ def _load_model(inputs: _RunInputs, log: Log) -> tuple[object, tuple[int, int], 
     log(f"Loading {inputs.run.model}")
     trained = inference.load_trained_model(inputs.run.model)
     image_size = inference.input_size(trained)
-    fix = "Export a model.keras together with the split.json and config.json of its own run."
-    check_image_size(image_size, inputs.split.image_size, "model.keras", "split.json", fix)
-    check_image_size(image_size, inputs.config.options.image_size, "model.keras", "config.json", fix)
+    fix = f"Export a {MODEL} together with the {SPLIT} and {CONFIG} of its own run."
+    check_image_size(image_size, inputs.split.image_size, MODEL, SPLIT, fix)
+    check_image_size(image_size, inputs.config.options.image_size, MODEL, CONFIG, fix)
     model = inference.build_inference_model(trained, len(inputs.labels))
     return model, image_size, inference.normalization(trained)
 
