@@ -151,7 +151,15 @@ def test_unreadable_test_image_is_reported_not_fatal(exported_run, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((run / "bench" / "bench.json").read_text())
     assert report["unreadable_test_images"][0]["path"] == str(broken)
+    assert f"{broken}: " in result.stderr  # named on the terminal
+    assert f"- {broken}: " in (run / "bench" / "bench.md").read_text()
     assert report["n_test"] == len(split["test"]) - 1
+    # None readable: an error that names them.
+    split["test"] = [[str(broken), 0]]
+    (run / "split.json").write_text(json.dumps(split))
+    result = _bench(run, "--no-keras", "--no-cold-start")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "None of the 1 test images could be read" in result.output and str(broken) in result.output
 
 
 def test_bad_threads_option():
@@ -235,16 +243,3 @@ def test_bench_md_escapes_labels_and_names():
     text = markdown(result, charts=False)
     assert "<img" not in text and "<i>" not in text and "\x1b" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&#124;b\\x1b[2J" in text
-
-
-def test_no_readable_test_image_names_the_files(exported_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
-    split = json.loads((run / "split.json").read_text())
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(b"not a png")
-    split["test"] = [[str(broken), 0]]
-    (run / "split.json").write_text(json.dumps(split))
-    result = _bench(run, "--no-keras", "--no-cold-start")
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "None of the 1 test images could be read" in result.output and str(broken) in result.output

@@ -90,6 +90,9 @@ def markdown(result, charts: bool = True) -> str:
         "|" + "|".join("---" for _ in header) + "|",
     ]
     out += ["| " + " | ".join(row) + " |" for row in rows]
+    if result.unreadable:
+        out += ["", "Unreadable test images (left out):"]
+        out += [f"- {_md(path)}: {_md(reason)}" for path, reason in result.unreadable]
     if result.config.max_drop is not None:
         verdict = "EXCEEDED" if result.failed_drop else "within"
         out += ["", f"int8 drop limit {result.config.max_drop:g} points: {verdict}."]

@@ -89,6 +89,7 @@ def bench(
     from tlx.bench.bench import run_bench
     from tlx.bench.report import cpu_lines, text_table, write
     from tlx.run_dir import RunDir
+    from tlx.text import printable
 
     config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
                          backend=backend, compare_backends=compare_backends, max_drop=max_drop,
@@ -96,6 +97,11 @@ def bench(
     with user_errors():
         result = run_bench(config, log=say)
         written = write(result, RunDir(run_dir).bench)
+    if result.unreadable:
+        shown = "".join(f"\n  {printable(path)}: {printable(reason)}" for path, reason in result.unreadable[:5])
+        more = f"\n  ... all {len(result.unreadable)} in bench.json" if len(result.unreadable) > 5 else ""
+        typer.secho(f"Warning: {len(result.unreadable)} test image(s) could not be read and were left "
+                    f"out:{shown}{more}", fg=typer.colors.YELLOW, err=True)
     if json_output:
         print_json(result.to_json())
     else:
