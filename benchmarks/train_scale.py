@@ -156,18 +156,24 @@ def train_twice(data: Path, work: Path, backbone: str) -> dict:
 
 
 def decode_rates(data: Path, work: Path) -> dict:
+    """Images/s with 1 and 2 decoding threads (interleaved, best of two), and the CPU
+    seconds the process used per wall second: how many cores the threads really kept busy
+    (on a loaded machine the rate ratio also depends on what the others run)."""
     from tlx.trainer.pixel_cache import prepare
 
     paths = sorted(data.rglob("*.jpg"))
-    rates = {}
-    for workers in (1, 2, 1, 2):  # interleaved, so load changes hit both alike
+    rates, busy = {}, {}
+    for workers in (1, 2, 1, 2):
         cache = work / f"decode-{workers}"
         shutil.rmtree(cache, ignore_errors=True)
-        t0 = time.perf_counter()
+        cpu0, t0 = os.times(), time.perf_counter()
         prepare(paths, IMAGE_SIZE, cache_dir=cache, workers=workers)
-        rates.setdefault(workers, []).append(len(paths) / (time.perf_counter() - t0))
+        wall, cpu1 = time.perf_counter() - t0, os.times()
+        rates.setdefault(workers, []).append(len(paths) / wall)
+        busy.setdefault(workers, []).append((cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall)
         shutil.rmtree(cache, ignore_errors=True)
-    return {w: max(r) for w, r in rates.items()}
+    best = {w: int(np.argmax(r)) for w, r in rates.items()}
+    return {"rates": {w: rates[w][best[w]] for w in rates}, "cores_busy": {w: busy[w][best[w]] for w in busy}}
 
 
 def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 2) -> dict:
@@ -203,7 +209,7 @@ def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 
     # The tutorial: the files of the same train split, decoded by tf.data on every epoch.
     tutorial = tf.keras.utils.image_dataset_from_directory(
         data, shuffle=True, batch_size=32, image_size=(IMAGE_SIZE, IMAGE_SIZE), seed=0,
-        validation_split=0.2 * (1 + 0), subset="training").prefetch(tf.data.AUTOTUNE)
+        validation_split=0.2, subset="training").prefetch(tf.data.AUTOTUNE)
     tutorial_images = int(tutorial.cardinality()) * 32
     ours = data_mod.make_dataset(images.pixels, rows, labels, n_classes, 32, shuffle=True)
     result = {"tlx_epoch_s": timed(ours), "tlx_images": len(rows),
@@ -223,20 +229,34 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--keep-data", action="store_true", help="keep the synthetic folders in --work")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_scale.md")
+    parser.add_argument("--sizes-from", type=Path, default=None,
+                        help="take the per-size training results from this earlier .json instead of "
+                             "training again (then only decoding and the side-by-side run)")
+    parser.add_argument("--side-size", type=int, default=None,
+                        help="folder size for the decoding and side-by-side parts (default: 4000 if "
+                             "among --sizes, else the first)")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="tlx-train-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": environment(), "backbone": args.backbone,
               "load_before": load_average(), "sizes": {}}
-    for count in args.sizes:
-        data = make_folder(work / f"data-{count}", count)
-        print(f"{count} images: training twice ...", flush=True)
-        record["sizes"][count] = {**train_twice(data, work, args.backbone), "load": load_average()}
-        print(json.dumps(record["sizes"][count]), flush=True)
-    middle = work / f"data-{4000 if 4000 in args.sizes else args.sizes[0]}"
+    if args.sizes_from:
+        earlier = files.read_json(args.sizes_from)
+        record["sizes"] = earlier["sizes"]
+        record["sizes_recorded"] = earlier.get("sizes_recorded", earlier["date"])
+        args.sizes = sorted(int(c) for c in record["sizes"])
+    else:
+        record["sizes_recorded"] = record["date"]
+        for count in args.sizes:
+            data = make_folder(work / f"data-{count}", count)
+            print(f"{count} images: training twice ...", flush=True)
+            record["sizes"][count] = {**train_twice(data, work, args.backbone), "load": load_average()}
+            print(json.dumps(record["sizes"][count]), flush=True)
+    side = args.side_size or (4000 if 4000 in args.sizes else args.sizes[0])
+    middle = make_folder(work / f"data-{side}", side)
     print("decode rates ...", flush=True)
-    record["decode"] = {"images": len(list(middle.rglob("*.jpg"))), "rates": decode_rates(middle, work),
+    record["decode"] = {"images": len(list(middle.rglob("*.jpg"))), **decode_rates(middle, work),
                         "load": load_average()}
     print(record["decode"], flush=True)
     print("pipelines side by side ...", flush=True)
@@ -257,9 +277,12 @@ def report(record: dict) -> str:
     lines = [
         "# Training that scales: memory, decoding, epoch time, cache reuse",
         "",
-        f"Recorded {record['date']} with `benchmarks/train_scale.py --sizes {' '.join(map(str, counts))}`.",
+        f"Recorded {record['date']} with `benchmarks/train_scale.py --sizes {' '.join(map(str, counts))}` "
+        f"(the per-size training runs at {record.get('sizes_recorded', record['date'])}).",
         "",
-        f"- Machine: {env.get('cpu')}, {env.get('cores')} cores, int8 flags {env.get('cpu_flags', '-')}; "
+        f"- Machine: {env.get('cpu')}, {env.get('cores')} cores, int8-relevant flags "
+        f"{' '.join(env.get('cpu_features') or []) or '-'}; {env.get('os')}; "
+        + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()) + "; "
         f"load average before {record['load_before']}, after {record['load_after']} (shared machine: "
         "absolute times are noisy, ratios are measured side by side).",
         f"- Data: synthetic 320x240 JPEGs, 4 classes, trained at {IMAGE_SIZE} px, {record['backbone']} "
@@ -282,6 +305,7 @@ def report(record: dict) -> str:
     per_image = [get(c)["first"]["epoch_s"] / get(c)["first"]["train_images"] for c in counts]
     decode = record["decode"]
     rates = {int(k): v for k, v in decode["rates"].items()}
+    busy = {int(k): v for k, v in decode.get("cores_busy", {}).items()}
     side = record["side_by_side"]
     lines += [
         "",
@@ -294,7 +318,8 @@ def report(record: dict) -> str:
         f"- Second run prepares its data **{min(get(c)['first']['prepare_s'] / max(get(c)['second']['prepare_s'], 1e-3) for c in counts):.0f}x** "
         "faster than the first at least (goal >= 20x).",
         f"- Decoding {decode['images']} images (best of two, interleaved): 1 worker {rates[1]:.0f} images/s, "
-        f"2 workers {rates[2]:.0f} images/s: **{rates[2] / rates[1]:.2f}x** (goal >= 1.7x; load {decode['load']}).",
+        f"2 workers {rates[2]:.0f} images/s: **{rates[2] / rates[1]:.2f}x** (goal >= 1.7x; load {decode['load']})"
+        + (f"; CPU seconds per wall second {busy[1]:.2f} with 1 thread, {busy[2]:.2f} with 2." if busy else "."),
         f"- Side by side, same model and train split of the {decode['images']}-image folder, second epoch: "
         f"tlx (pixel cache) {side['tlx_epoch_s']:.1f} s for {side['tlx_images']} images, the tutorial's "
         f"`image_dataset_from_directory` pipeline {side['tutorial_epoch_s']:.1f} s for ~{side['tutorial_images']}: "
