@@ -133,3 +133,27 @@ def test_predict_command_without_tensorflow(venv, models, images):
     proc = subprocess.run([str(folder / "bin" / "tlx"), "predict", str(models / "int8.tflite"),
                            str(images), "--backend", "tensorflow"], capture_output=True, text=True)
     assert proc.returncode == 1 and "pip install" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("venv", list(RUNTIME_VENVS))
+def test_streams_without_opencv(venv, models, tmp_path):
+    """Without the 'camera' extra: any iterable of frames still streams, and a video names
+    the extra to install."""
+    extra, _ = RUNTIME_VENVS[venv]
+    folder = ensure_venv(venv, extra)
+    code = ("import sys, numpy as np\n"
+            "from tlx.runtime import Classifier\n"
+            "clf = Classifier.from_file(sys.argv[1], num_threads=1)\n"
+            "frames = [np.full((24, 32, 3), c, np.uint8) for c in ((220, 20, 20), (20, 20, 220))]\n"
+            "print([r.predictions[0].label for r in clf.classify_stream(frames)])\n"
+            "assert 'cv2' not in sys.modules\n")
+    proc = subprocess.run([str(folder / "bin" / "python"), "-c", code, str(models / "int8.tflite")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "['red', 'blue']"
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00" * 64)
+    proc = subprocess.run([str(folder / "bin" / "tlx"), "predict", str(models / "int8.tflite"), str(clip)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "pip install 'tlx-edge[camera]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
