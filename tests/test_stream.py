@@ -489,3 +489,65 @@ def test_annotate_draws_grey_and_rgba_frames_too(photos):
         out = draw(frame, ["label 0.99", "10.0 FPS"])
         assert out.shape == rgb.shape and out.dtype == np.uint8
         assert out[4, 4].max() < 60  # the caption box
+
+
+class MJPEGCamera:
+    """An IP camera on localhost: serves the photos as an MJPEG stream (multipart JPEG over
+    HTTP, what network cameras send), one every 30 ms, then hangs up."""
+
+    def __init__(self, photos):
+        import http.server
+        import threading
+
+        self.jpegs = [cv2.imencode(".jpg", cv2.cvtColor(p, cv2.COLOR_RGB2BGR))[1].tobytes() for p in photos]
+        jpegs = self.jpegs
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    for jpeg in jpegs:
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         b"%d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(0.03)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading (--max-frames)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cam.mjpg"
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame `index` as a client decodes it (RGB)."""
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(self.jpegs[index], np.uint8), cv2.IMREAD_COLOR),
+                            cv2.COLOR_BGR2RGB)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cli_url_stream_and_its_end(models, photos, clf):
+    camera = MJPEGCamera(photos)
+    try:
+        result = invoke(models / "int8.tflite", camera.url, "--json", "--max-frames", "2")
+        assert result.exit_code == 0, result.output
+        assert len(json_lines(result.stdout)) == 2
+        # The camera hangs up after its frames: an error, with every frame classified kept.
+        result = invoke(models / "int8.tflite", camera.url, "--json")
+        assert result.exit_code == 1
+        assert f"{camera.url}: stopped delivering frames after {len(photos)}" in result.stderr
+        records = json_lines(result.stdout)
+        assert records and records[-1]["frame"] == len(photos) - 1
+        for record in records:
+            assert record["predictions"] == [p.to_dict() for p in
+                                             clf.classify(camera.frame(record["frame"]), top_k=3)]
+        assert "Traceback" not in result.output
+    finally:
+        camera.close()
