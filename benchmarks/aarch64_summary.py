@@ -52,10 +52,11 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
         f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode, Debian bookworm "
         f"arm64 sysroot, Python {first.get('machine', {}).get('python', '?')}; each board's /proc/cpuinfo "
         "inside the sysroot; `-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",
-        f"- date: {first.get('date', '?')}; host load average during the runs: "
-        + "; ".join(str(r.get("load_average")) for r in results),
-        "- The tlx wheel of this checkout with its [tflite] extra (tflite-runtime) or its [runtime] extra "
-        "(ai-edge-litert: litert = XNNPACK, litert-builtin = builtin kernels), run by its `tlx` console script.",
+        "- dates: " + ", ".join(sorted({r.get("date", "?") for r in results}))
+        + "; host load average at each run's end: " + "; ".join(str(r.get("load_average")) for r in results),
+        "- The tlx wheel of this checkout with its [tflite] extra (tflite-runtime 2.14.0: XNNPACK for float, "
+        "builtin kernels for int8) or its [runtime] extra (ai-edge-litert, XNNPACK), run by its `tlx` "
+        "console script (`tlx bench BUNDLE --threads 1 --runs 2 --warmup 1 --no-cold-start --emulated ...`).",
         "- drop: Keras minus the model, points, paired 95% interval; outputs = host's: photos whose "
         "probabilities equal the x86 host's exactly for the same file and backend (tflite-runtime is "
         "compared with the host's litert-builtin: the same builtin kernels); steps: photos per largest "
