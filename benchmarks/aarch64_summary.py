@@ -26,7 +26,7 @@ def _steps(host: dict | None) -> str:
     if host is None:
         return "-"
     if host["steps"] is None:
-        return f"max abs diff {host['max_abs_diff']:.2g}"
+        return "-" if host["max_abs_diff"] is None else f"max abs diff {host['max_abs_diff']:.2g}"
     return ", ".join(f"{k}: {v}" for k, v in sorted(host["steps"].items(), key=lambda kv: int(kv[0])))
 
 

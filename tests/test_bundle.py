@@ -203,3 +203,24 @@ def test_bundle_refuses_exports_of_another_model(exported_run, tmp_path):  # noq
     result = runner.invoke(app, ["bundle", str(run), "-o", str(tmp_path / "x.zip")])
     assert result.exit_code == 1 and "another model.keras" in result.output, result.output
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_failed_inference_on_the_device_is_counted_not_fatal(bundle, monkeypatch):
+    from tlx.runtime.classifier import Classifier
+
+    real_run, calls = Classifier.run, {"n": 0}
+
+    def fails_on_second_photo(self, pixels):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("invoke failed")
+        return real_run(self, pixels)
+
+    monkeypatch.setattr(Classifier, "run", fails_on_second_photo)
+    result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=2, warmup=0, cold_start=False,
+                                            backends=("litert",)))
+    first = result["models"][0]
+    assert len(first["failures"]) == 1 and "invoke failed" in first["failures"][0]["error"]
+    assert first["host"]["differ"] == 1 and first["host"]["identical"] == 8
+    assert first["accuracy"]["n"] == 9
+    json.dumps(result, allow_nan=False)  # a valid JSON document, no NaN or Infinity

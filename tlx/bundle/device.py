@@ -196,17 +196,20 @@ def _against_host(manifest: dict, entry: dict, classifier, scores: np.ndarray, p
     host_scores = np.asarray([[np.nan if v is None else v for v in row] for row in host["scores"]],
                              dtype=np.float32)
     diff = np.abs(scores.astype(np.float32) - host_scores)
-    per_image = np.nan_to_num(diff, nan=np.inf).max(axis=1) if diff.size else np.zeros(0)
+    per_image = diff.max(axis=1) if diff.size else np.zeros(0, np.float32)
+    # A photo that failed here (or on the host) has no difference to measure: it counts as
+    # differing, and stays out of the largest difference and the steps.
+    ok = np.isfinite(per_image)
     quantization = entry.get("output_quantization")
     out = {"backend": host["backend"], "same_backend": host["backend"] == classifier.backend,
-           "n": int(len(per_image)), "identical": int(np.sum(per_image == 0)),
-           "differ": int(np.sum(per_image > 0)),
-           "max_abs_diff": float(per_image.max()) if len(per_image) else 0.0,
+           "n": int(len(per_image)), "identical": int(np.sum(per_image[ok] == 0)),
+           "differ": int(len(per_image) - np.sum(per_image[ok] == 0)),
+           "max_abs_diff": float(per_image[ok].max()) if ok.any() else None,
            "top1_agreement": wilson(int(np.sum(predicted == np.asarray(host["top1"]))),
                                     len(per_image)).to_json(),
            "max_steps": None, "steps": None}
     if quantization:
-        steps = np.rint(per_image / np.float32(quantization[0])).astype(np.int64)
+        steps = np.rint(per_image[ok] / np.float32(quantization[0])).astype(np.int64)
         out["max_steps"] = int(steps.max()) if len(steps) else 0
         # {steps: photos}: how far the differing photos are from the host's output.
         out["steps"] = {str(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True))}
@@ -239,7 +242,8 @@ def _vs_host(h: Optional[dict]) -> str:
     same = "" if h["same_backend"] else f" (host {h['backend']})"
     if h["max_steps"] is not None:
         return f"{h['identical']}/{h['n']} identical, max {h['max_steps']} step(s){same}"
-    return f"{h['identical']}/{h['n']} identical, max diff {h['max_abs_diff']:.2g}{same}"
+    largest = "-" if h["max_abs_diff"] is None else f"{h['max_abs_diff']:.2g}"
+    return f"{h['identical']}/{h['n']} identical, max diff {largest}{same}"
 
 
 def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
