@@ -8,8 +8,9 @@ manifest.json holds:
 - files: {member name: sha256} for every other member
 - models: [{name, file, size_bytes, output_quantization}]
 - images: [{file, label, source}] (source: the photo's path in the data folder, for people)
+- skipped: [{source, error}] test photos that could not be read (left out)
 - reference: the Keras model's probabilities and top-1 per image, computed here
-- host: {machine, date, results: [{model, backend, scores, top1}]}: every model on every
+- host: {machine, results: [{model, backend, scores, top1}]}: every model on every
   interpreter backend installed here, so a device can say which of its outputs differ from
   the host's and by how many quantization steps.
 """
