@@ -227,10 +227,10 @@ def test_centered_logits_recover_logits_up_to_a_shift():
 
 
 def test_exported_metadata_names_the_runs_preprocessing_version():
-    from tlx.export.export import _common_tlx_info
+    from tlx.export.records import common_tlx_info
 
     normalization = {"scale": 1 / 127.5, "offset": -1.0}
     for version in (1, 2):
-        info = _common_tlx_info("run", "sha", "tiny", ["a", "b"], (8, 8), normalization, version)
+        info = common_tlx_info("run", "sha", "tiny", ["a", "b"], (8, 8), normalization, version)
         assert info["preprocessing"]["version"] == version
         assert info["preprocessing"]["function"] == "tlx.imaging.load_image"

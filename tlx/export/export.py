@@ -8,9 +8,6 @@ then convert, then write each file atomically, then measure parity, then export.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
-import platform
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-import tlx
-from tlx import files, versions
+from tlx import files
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
+from tlx.export import records
 from tlx.export.convert import SAVED_MODEL_PREFIX
 from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
-from tlx.imaging import PREPROCESSING_VERSIONS, RESAMPLE, REDUCE_GAP, check_image_size, check_version
+from tlx.imaging import check_image_size, check_version
 from tlx.progress import Advance, Log, Progress
 from tlx.run_dir import CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present
 
@@ -109,8 +106,8 @@ def _export(config: ExportConfig, specs: dict[str, FormatSpec], inputs: "_RunInp
     calibration = _load_calibration(inputs.calibration_items, image_size, inputs.preprocessing,
                                     progress, log)
     model_sha = files.sha256_file(inputs.run.model)
-    tlx_info = _common_tlx_info(inputs.config.run_id, model_sha, inputs.config.options.backbone,
-                                inputs.labels, image_size, normalization, inputs.preprocessing)
+    tlx_info = records.common_tlx_info(inputs.config.run_id, model_sha, inputs.config.options.backbone,
+                                       inputs.labels, image_size, normalization, inputs.preprocessing)
 
     # Test images once, for the parity check and the fallback's test report.
     test_images = (_load_images("Test images", inputs.split.test, image_size, progress,
@@ -130,13 +127,18 @@ def _export(config: ExportConfig, specs: dict[str, FormatSpec], inputs: "_RunInp
         warnings.append(f"--fallback auto: no step brought int8 within {config.max_drop:g} points on "
                         f"the validation images; kept the most accurate one (step "
                         f"{fallback.chosen_step.step}).")
-    gate = _gate(config.max_drop, report)
+    gate = records.max_drop_gate(config.max_drop, report)
     passed = gate is None or gate["passed"]
 
     removed += _remove_other_formats(inputs.out_dir, keep=set(specs))
-    summary = _summary(config, specs, inputs, passed=passed, model_sha=model_sha, image_size=image_size,
-                       calibration=calibration, file_info=file_info, report=report, gate=gate,
-                       fallback=fallback, removed=removed, warnings=warnings)
+    summary = records.export_summary(
+        passed=passed, run_root=inputs.run.root, run_id=inputs.config.run_id,
+        backbone=inputs.config.options.backbone, labels=inputs.labels, model_sha=model_sha,
+        image_size=image_size,
+        int8_output_type=OutputType(config.output_type).value if "int8" in specs else None,
+        calibration=calibration, calibration_requested=config.calibration_samples,
+        calibration_seed=config.calibration_seed, file_info=file_info, report=report, gate=gate,
+        fallback=fallback, removed=removed, warnings=warnings)
     files.write_json(inputs.out_dir / EXPORT_JSON, summary)
     return ExportResult(out_dir=inputs.out_dir, files=written, parity=report, summary=summary,
                         passed=passed, warnings=warnings, fallback=fallback)
@@ -270,7 +272,7 @@ def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _Ru
                 converted["int8"] = fallback.model
     contents: dict[str, bytes] = {}
     for name, content in converted.items():
-        info = _file_tlx_info(tlx_info, specs[name], config.output_type)
+        info = records.file_tlx_info(tlx_info, specs[name], config.output_type)
         if fallback is not None and specs[name].quantization is Quantization.INT8:
             info["float_fallback"] = list(fallback.chosen_step.float_layers)
         contents[name] = with_metadata(
@@ -291,48 +293,9 @@ def _write_files(out_dir: Path, specs: dict[str, FormatSpec], contents: dict[str
         path = out_dir / spec.filename
         files.write_bytes(path, content)
         written[name] = path
-        file_info[name] = {"file": spec.filename, "bytes": len(content),
-                           "sha256": hashlib.sha256(content).hexdigest(),
-                           "quantization": spec.quantization.value, **_tensors(content)}
+        file_info[name] = records.file_record(spec, content)
         log(f"Wrote {path} ({len(content) / 1e6:.2f} MB)")
     return written, file_info
-
-
-def _summary(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _RunInputs, *,
-             passed: bool, model_sha: str, image_size, calibration: calib.CalibrationSet | None,
-             file_info: dict[str, dict], report: par.ParityReport | None, gate: dict | None,
-             fallback: FallbackResult | None, removed: list[str], warnings: list[str]) -> dict:
-    """The content of export.json."""
-    return {
-        "status": "ok" if passed else "max_drop_exceeded",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "tlx_version": tlx.__version__,
-        "run_dir": str(inputs.run.root.resolve()),
-        "run_id": inputs.config.run_id,
-        "model_sha256": model_sha,
-        "backbone": inputs.config.options.backbone,
-        "labels": list(inputs.labels),
-        "image_size": list(image_size),
-        "int8_output_type": OutputType(config.output_type).value if "int8" in specs else None,
-        "calibration": None if calibration is None else {
-            "source": "train",
-            "requested": config.calibration_samples,
-            "used": len(calibration),
-            "seed": config.calibration_seed,
-            "per_class": _per_class(calibration.items, inputs.labels),
-            "skipped": [list(item) for item in calibration.skipped],
-        },
-        "files": file_info,
-        "size_ratio_int8_to_float32": (round(file_info["int8"]["bytes"] / file_info["float32"]["bytes"], 4)
-                                       if {"int8", "float32"} <= set(file_info) else None),
-        "parity": report.to_json() if report is not None else None,
-        "max_drop": gate,
-        "int8_fallback": fallback.to_json() if fallback is not None else None,
-        "removed_stale_files": removed,
-        "warnings": warnings,
-        "environment": {"python": platform.python_version(), "tensorflow": versions.tensorflow(),
-                        "keras": versions.installed("keras").get("keras")},
-    }
 
 
 def _check_fallback_options(config: ExportConfig, specs: dict[str, FormatSpec]) -> None:
@@ -376,34 +339,6 @@ def _repair_int8(config: ExportConfig, saved, model, calibration: calib.Calibrat
         log=log)
 
 
-def _common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization,
-                     preprocessing: int) -> dict:
-    """tlx's own metadata, the part shared by every file (tlx.json inside the .tflite)."""
-    return {
-        "schema": 1,
-        "tlx_version": tlx.__version__,
-        "run_id": run_id,
-        "model_sha256": model_sha,
-        "backbone": backbone_name,
-        "labels": list(labels),
-        "input": {"height": image_size[0], "width": image_size[1], "channels": 3,
-                  "color": "RGB", "range": [0, 255]},
-        "preprocessing": {
-            "function": "tlx.imaging.load_image",
-            # The runtime preprocesses with this version (absent: 1, the exact path).
-            "version": preprocessing,
-            "description": PREPROCESSING_VERSIONS[preprocessing],
-            **({"reduce_gap": REDUCE_GAP} if preprocessing >= 2 else {}),
-            "exif_transpose": True,
-            "alpha": "composited on white",
-            "resize": RESAMPLE.name.lower(),
-            "in_graph": {"normalization": normalization,
-                         "description": "pixels * scale + offset, inside the model"},
-        },
-        "output": {"kind": "probabilities", "activation": "softmax", "num_labels": len(labels)},
-    }
-
-
 def _measure_parity(model, contents: dict[str, bytes], images: par.TestImages | None,
                     progress: Progress) -> tuple[par.ParityReport | None, list[str]]:
     """`images`: the test split as read (None when split.json lists none)."""
@@ -419,21 +354,6 @@ def _measure_parity(model, contents: dict[str, bytes], images: par.TestImages | 
         return par.measure(model, contents, images, advance, builtin_kernels=builtin), warnings
 
 
-def _gate(max_drop: float | None, report: par.ParityReport | None) -> dict | None:
-    """The --max-drop verdict for export.json, or None without a limit."""
-    if max_drop is None:
-        return None
-    if report is None:  # every test image unreadable: the drop is unknown, so not within limits
-        return {"limit_points": max_drop, "int8_drop_points": None, "passed": False}
-    # The worse of the two kernel paths: the device may run either (ai-edge-litert's XNNPACK
-    # or tflite-runtime's builtin kernels).
-    rows = [row for row in (report.get("int8"), report.get("int8" + par.BUILTIN_SUFFIX)) if row is not None]
-    worst = max(rows, key=lambda row: row.accuracy_drop_points)
-    drop = worst.accuracy_drop_points
-    return {"limit_points": max_drop, "int8_drop_points": drop, "measured_on": worst.format,
-            "passed": drop <= max_drop}
-
-
 def _check_formats(names) -> dict[str, FormatSpec]:
     specs: dict[str, FormatSpec] = {}
     for name in names:
@@ -442,43 +362,6 @@ def _check_formats(names) -> dict[str, FormatSpec]:
     if not specs:
         raise TlxError(f"No format to export. Choose from: {', '.join(FORMATS)}.")
     return specs
-
-
-def _file_tlx_info(common: dict, spec: FormatSpec, output_type: OutputType) -> dict:
-    info = dict(common)
-    info["format"] = spec.name
-    info["quantization"] = spec.quantization.value
-    if spec.quantization is Quantization.INT8:
-        info["input_tensor"] = {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
-        out = OutputType(output_type).value
-        info["output_tensor"] = {"dtype": out}
-    else:
-        info["input_tensor"] = {"dtype": "float32"}
-        info["output_tensor"] = {"dtype": "float32"}
-    return info
-
-
-def _tensors(content: bytes) -> dict:
-    """The input and output tensors as written (read back from the flatbuffer)."""
-    from tlx.runtime.validate import validate_model
-
-    model_info = validate_model(content)
-
-    def describe(tensor) -> dict:
-        described = {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype}
-        if tensor.quantization is not None:
-            described["scale"], described["zero_point"] = tensor.quantization
-        return described
-
-    return {"input": describe(model_info.inputs[0]), "output": describe(model_info.outputs[0])}
-
-
-def _per_class(items, labels) -> dict[str, int]:
-    counts = {label: 0 for label in labels}
-    for _, index in items:
-        if 0 <= index < len(labels):
-            counts[labels[index]] += 1
-    return counts
 
 
 def _remove_stale_temp_files(out_dir: Path) -> None:
