@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
