@@ -56,9 +56,10 @@ def _tf_config(ports, index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-def _workers(args: list[str], count: int = 2, timeout: int = 420):
+def _workers(args: list[str], tmp, count: int = 2, timeout: int = 420):
     ports = _free_ports(count)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1"}
+    # TMPDIR: the non-chief's temporary run folder (and what a killed worker leaves) stays in tmp.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp)}
     procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
                               env={**env, "TF_CONFIG": _tf_config(ports, i)}) for i in range(count)]
@@ -80,7 +81,7 @@ def test_two_workers_train_like_one_machine_and_only_the_chief_writes(tmp_path, 
     # 48 train images in batches of 8 = 6 steps per epoch, each worker 4 rows of each batch.
     args = tiny_args(data, tmp_path / "run", "--strategy", "multi-worker", "--json", "--no-augment",
                      "--phase1-epochs", "2", "--phase2-epochs", "1", "--learning-rate", "0.2")
-    (code0, out0, err0), (code1, out1, err1) = _workers(args)
+    (code0, out0, err0), (code1, out1, err1) = _workers(args, tmp_path)
     assert code0 == 0, err0[-3000:]
     assert code1 == 0, err1[-3000:]
     run = tmp_path / "run"
@@ -144,7 +145,7 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
     ports = _free_ports(2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
 
     def start(args, index):
         return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
