@@ -18,9 +18,8 @@ import io
 import os
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -243,56 +242,6 @@ def _from_array(array: np.ndarray) -> Image.Image:
     # Pillow reads a C-contiguous array in one pass; a strided view (a crop) goes through
     # numpy's tobytes first. Either way one copy: in version 2, of the kept pixels only.
     return Image.fromarray(array)
-
-
-@dataclass(frozen=True)
-class LabelledImages:
-    """A split's images through `load_image`: the readable ones, in order, and the rest."""
-
-    paths: tuple[str, ...]
-    #: uint8 (n, height, width, 3).
-    pixels: np.ndarray
-    #: Class index per image.
-    labels: np.ndarray
-    #: (path, reason) for files that could not be read; they are left out above.
-    skipped: tuple[tuple[str, str], ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-def load_labelled(items, size: int | tuple[int, int],
-                  advance: Callable[[int], None] | None = None, *,
-                  workers: int | None = None, cache_dir=None,
-                  version: int = PREPROCESSING_VERSION) -> LabelledImages:
-    """(path, label) pairs -> LabelledImages; an unreadable file is skipped, not fatal.
-    `advance(n)` as files are decoded drives a progress bar; `version` as in load_image.
-
-    Decoded in parallel, once, into the on-disk pixel cache (tlx.trainer.pixel_cache):
-    `pixels` is memory-mapped from it, so a large split is not held in memory and the
-    next export or bench of the same files reads it back instead of decoding."""
-    from contextlib import contextmanager
-
-    from tlx.trainer.pixel_cache import prepare
-
-    items = [(str(path), int(label)) for path, label in items]
-
-    @contextmanager
-    def progress(_label, _total):
-        yield advance or (lambda _n: None)
-
-    cache = prepare([path for path, _ in items], size, workers=workers, cache_dir=cache_dir,
-                    progress=progress, preprocessing=version)
-    if advance is not None and len(items) > cache.decoded:
-        advance(len(items) - cache.decoded)  # the ones read back from the cache
-    kept = [(path, label) for path, label in items if path in cache.rows]
-    rows = cache.rows_of([path for path, _ in kept])
-    # The entry is keyed by this very list, so rows are usually 0..n-1 in order: then the
-    # memory map itself is the array (no copy).
-    in_order = len(rows) == len(cache.pixels) and np.array_equal(rows, np.arange(len(rows)))
-    pixels = cache.pixels if in_order else np.asarray(cache.pixels[rows])
-    return LabelledImages(tuple(path for path, _ in kept), pixels,
-                          np.asarray([label for _, label in kept], dtype=np.int64), cache.skipped)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

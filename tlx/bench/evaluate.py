@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlx.errors import TlxError
-from tlx.imaging import PREPROCESSING_VERSION, LabelledImages, load_labelled
+from tlx.imaging import PREPROCESSING_VERSION
+from tlx.trainer.pixel_cache import LabelledImages, load_labelled
 
 
 def load_test_images(items, image_size: tuple[int, int],

@@ -193,3 +193,14 @@ def quiet():
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+@contextlib.contextmanager
+def no_interpreter_warning():
+    # The debugger runs tf.lite.Interpreter, which warns that it is deprecated on every use.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors")
+        yield

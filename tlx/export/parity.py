@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tlx.imaging import PREPROCESSING_VERSION, LabelledImages, load_labelled
+from tlx.imaging import PREPROCESSING_VERSION
+from tlx.trainer.pixel_cache import LabelledImages, load_labelled
 from tlx.progress import Advance
 
 

@@ -12,14 +12,14 @@ tlx.export.convert's and tlx.export.calibration's.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 
 from tlx.errors import TlxError
 from tlx.export.calibration import representative
-from tlx.export.convert import first_line, quiet, tensorflow_type
+from tlx.export.convert import first_line, no_interpreter_warning, quiet, tensorflow_type
 from tlx.export.formats import OutputType
+from tlx.export.sensitivity import ChannelSums
 
 
 def calibrating_debugger(saved_model_dir, calibration: np.ndarray, samples: np.ndarray):
@@ -45,8 +45,6 @@ def debug(calibrating, samples: np.ndarray):
     """Per-layer quantization errors: (debugger with layer_statistics, channel errors)."""
     import tensorflow as tf
 
-    from tlx.export.sensitivity import ChannelSums
-
     sums = ChannelSums()
     try:
         with quiet(), no_interpreter_warning():
@@ -64,17 +62,6 @@ def debug(calibrating, samples: np.ndarray):
     except Exception as exc:
         raise TlxError(f"The TensorFlow quantization debugger failed: {first_line(exc)}") from None
     return debugger, sums.per_tensor(len(debugger.layer_statistics or {}), len(samples))
-
-
-@contextlib.contextmanager
-def no_interpreter_warning():
-    # The debugger runs tf.lite.Interpreter, which warns that it is deprecated on every use.
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated")
-        warnings.filterwarnings("ignore", message=r".*experimental_preserve_all_tensors")
-        yield
 
 
 def quantize(calibrated: bytes, denylisted_nodes: list[str], output_type: OutputType) -> bytes:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tlx.export.requantize import no_interpreter_warning
+from tlx.export.convert import no_interpreter_warning
 from tlx.runtime import flatbuffer
 
 #: Ranking metrics: name -> LayerError attribute.
