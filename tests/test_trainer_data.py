@@ -240,6 +240,24 @@ def test_worker_shares_make_up_the_batches_of_one_machine():
     assert [len(b) for b in batches((7, 8))] == [1, 1]
 
 
+def test_repeated_pipeline_passes_are_fresh_shuffles_of_epoch_batches_each():
+    from tlx.trainer.data import epoch_batches, make_dataset
+
+    rows = np.arange(21)
+    pixels = np.repeat(rows.astype(np.uint8), 3).reshape(21, 1, 1, 3)
+    for shard, workers in ((None, 1), ((0, 2), 2), ((7, 8), 8)):
+        once = make_dataset(pixels, rows, rows % 2, num_classes=2, batch_size=8, shard=shard)
+        assert epoch_batches(21, 8, workers) == len(list(once))
+    # fit(steps_per_epoch=epoch_batches(...)) on the endless pipeline: each pass is every
+    # row once, in a new order.
+    steps = epoch_batches(21, 8)
+    endless = iter(make_dataset(pixels, rows, rows % 2, num_classes=2, batch_size=8, shuffle=True, seed=3,
+                                repeat=True))
+    passes = [[int(v) for _ in range(steps) for v in next(endless)[0].numpy()[:, 0, 0, 0]] for _ in range(3)]
+    assert all(sorted(p) == list(range(21)) for p in passes)
+    assert passes[0] != passes[1] != passes[2]
+
+
 def test_images_are_decoded_with_the_runs_preprocessing_version(tmp_path):
     from tlx.imaging import load_image
     from tlx.trainer.config import TrainConfig

@@ -386,9 +386,18 @@ def label_dtype(num_classes: int):
     return np.float32 if num_classes == 2 else np.int32
 
 
+def epoch_batches(count: int, batch_size: int, workers: int = 1) -> int:
+    """Batches in one pass over `count` rows. With several workers a last batch too small
+    to give each of them a row is left out (make_dataset)."""
+    remainder = count % batch_size
+    if 0 < remainder < workers:
+        count -= remainder
+    return -(-count // batch_size)
+
+
 def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int,
                  batch_size: int, shuffle: bool = False, seed: int = 0, with_labels: bool = True,
-                 shard: Optional[tuple[int, int]] = None):
+                 shard: Optional[tuple[int, int]] = None, repeat: bool = False):
     """A batched tf.data pipeline of (float32 raw pixels 0..255, label) read from `pixels`
     (the memory-mapped cache) at `rows`.
 
@@ -401,6 +410,11 @@ def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_c
     count, ... of it (tlx.trainer.distribute). The shuffle is seeded alike on every
     worker, so the shares make up the batch one machine would train on; a last batch
     too small to give each worker a row is left out.
+
+    `repeat`: endless, a new shuffle each pass, for fit(steps_per_epoch=epoch_batches(...)).
+    Keras then keeps one iterator for all epochs; a new one per epoch made the first
+    batch of some epochs wait 1-5 s (seen on 2 cores, benchmarks/results/train_scale.md),
+    a fixed cost per epoch that is not the data's.
     """
     import tensorflow as tf
 
@@ -420,11 +434,13 @@ def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_c
         ds = ds.shuffle(max(1, len(labels)), seed=seed, reshuffle_each_iteration=True)
     if shard is not None:
         index, count = shard
-        remainder = len(labels) % batch_size
-        if 0 < remainder < count:
-            ds = ds.take(len(labels) - remainder)
+        kept = min(len(labels), epoch_batches(len(labels), batch_size, count) * batch_size)
+        if kept < len(labels):
+            ds = ds.take(kept)
         ds = ds.batch(batch_size).map(lambda r, y: (r[index::count], y[index::count]))
     else:
         ds = ds.batch(batch_size)
+    if repeat:
+        ds = ds.repeat()
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -75,6 +75,12 @@ def cluster(strategy: Strategy, environ=os.environ) -> Optional[Cluster]:
     return Cluster(workers=len(workers), index=index)
 
 
+def input_pipelines(config) -> int:
+    """How many workers each read a share of every batch (1 unless --strategy multi-worker)."""
+    place = cluster(config.strategy)
+    return place.workers if place is not None else 1
+
+
 def make_strategy(strategy: Strategy):
     """The tf.distribute strategy. MultiWorkerMirroredStrategy must exist before any
     other TensorFlow op runs: callers create it first."""

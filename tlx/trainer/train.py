@@ -252,13 +252,17 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
     spec = get_backbone(config.backbone)
     size = (config.image_size, config.image_size)
 
-    def dataset(name: str, shuffle: bool = False):
+    def dataset(name: str, shuffle: bool = False, repeat: bool = False):
         rows, labels = images.rows(name)
         return distribute.distribute_dataset(strategy, lambda shard: data_mod.make_dataset(
             images.pixels, rows, labels, num_classes, config.batch_size, shuffle=shuffle, seed=config.seed,
-            shard=shard))
+            shard=shard, repeat=repeat))
 
-    train_ds, val_ds, test_ds = dataset("train", shuffle=True), dataset("validation"), dataset("test")
+    # The training set repeats: one iterator for all epochs of a fit (make_dataset).
+    train_ds = dataset("train", shuffle=True, repeat=True)
+    train_steps = data_mod.epoch_batches(len(images.rows("train")[0]), config.batch_size,
+                                         distribute.input_pipelines(config))
+    val_ds, test_ds = dataset("validation"), dataset("test")
 
     store.clean()
     p1, total = config.phase1_epochs, config.total_epochs
@@ -294,8 +298,8 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
                         compile_phase1(model, num_classes, config.learning_rate)
                         _initial(job, model.evaluate(val_ds, verbose=0, return_dict=True))
                     if job.epochs_done < p1:
-                        model.fit(train_ds, validation_data=val_ds, initial_epoch=job.epochs_done,
-                                  epochs=p1, verbose=0, shuffle=False,
+                        model.fit(train_ds, validation_data=val_ds, steps_per_epoch=train_steps,
+                                  initial_epoch=job.epochs_done, epochs=p1, verbose=0, shuffle=False,
                                   callbacks=[job.callback(1, "full"), *callbacks])
 
             # Phase 2 ---------------------------------------------------------
@@ -308,8 +312,9 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
                     job.epochs_done = max(job.epochs_done, p1)
                     log(f"trainable weights: {len(model.trainable_weights)} tensors, "
                         f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} values")
-                model.fit(train_ds, validation_data=val_ds, initial_epoch=job.epochs_done,
-                          epochs=total, verbose=0, shuffle=False, callbacks=[job.callback(2, "full"), *callbacks])
+                model.fit(train_ds, validation_data=val_ds, steps_per_epoch=train_steps,
+                          initial_epoch=job.epochs_done, epochs=total, verbose=0, shuffle=False,
+                          callbacks=[job.callback(2, "full"), *callbacks])
             elif model.optimizer is None or not model.compiled:
                 compile_phase1(model, num_classes, config.learning_rate)
 
