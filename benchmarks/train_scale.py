@@ -173,7 +173,9 @@ def decode_rates(data: Path, work: Path) -> dict:
         prepare(paths, IMAGE_SIZE, cache_dir=cache, workers=workers)
         wall, cpu1 = time.perf_counter() - t0, os.times()
         rates.setdefault(workers, []).append(len(paths) / wall)
-        busy.setdefault(workers, []).append((cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall)
+        # Worker processes count too (their CPU time is added once they are waited for).
+        cpu = sum(getattr(cpu1, f) - getattr(cpu0, f) for f in ("user", "system", "children_user", "children_system"))
+        busy.setdefault(workers, []).append(cpu / wall)
         shutil.rmtree(cache, ignore_errors=True)
     best = {w: int(np.argmax(r)) for w, r in rates.items()}
     return {"rates": {w: rates[w][best[w]] for w in rates}, "cores_busy": {w: busy[w][best[w]] for w in busy}}

@@ -14,7 +14,7 @@ try:  # tests/ imported as a package, or as a folder on sys.path
 except ImportError:
     from conftest import make_image_folder
 from tlx.imaging import load_image
-from tlx.trainer import pixel_cache
+from tlx.trainer import parallel_decode, pixel_cache
 from tlx.trainer.pixel_cache import INDEX, prepare
 
 
@@ -51,11 +51,83 @@ def test_decoded_once_then_read_back_with_the_same_pixels(folder, tmp_path):
                    cache_dir=tmp_path / "cache").decoded == 13
 
 
-def test_parallel_decoding_gives_the_pixels_of_one_thread(folder, tmp_path):
+def test_worker_processes_give_the_pixels_and_failures_of_one_process(folder, tmp_path, monkeypatch):
     one = _prepare(folder, tmp_path / "one", workers=1)
+    # Small jobs stay in this process; here every chunk of 4 images goes to a worker.
+    monkeypatch.setattr(parallel_decode, "PROCESS_MIN_IMAGES", 1)
+    monkeypatch.setattr(parallel_decode, "CHUNK", 4)
     three = _prepare(folder, tmp_path / "three", workers=3)
-    assert one.rows == three.rows
+    assert one.rows == three.rows and one.skipped == three.skipped and len(three.skipped) == 1
     np.testing.assert_array_equal(one.pixels, three.pixels)
+
+
+# Run in a process of its own (a session of its own: the SIGINT of a terminal's Ctrl-C goes
+# to every process of the group, workers included).
+INTERRUPTED = """
+import os, signal, sys
+from pathlib import Path
+from tlx.trainer import parallel_decode
+from tlx.trainer.pixel_cache import prepare
+parallel_decode.PROCESS_MIN_IMAGES, parallel_decode.CHUNK = 1, 2
+paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
+ACTION = sys.argv[3]
+
+class Progress:
+    def __init__(self, label, total):
+        pass
+    def __enter__(self):
+        return self.advance
+    def __exit__(self, *exc):
+        return False
+    def advance(self, n):
+        if ACTION == "ctrl-c":
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        elif not KILLED:  # a worker killed (as the out-of-memory killer would), once
+            KILLED.append(children()[0])
+            os.kill(KILLED[0], signal.SIGKILL)
+
+KILLED = []
+
+def children():
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(os.getpid()):
+                found.append(int(entry.name))
+        except OSError:  # a process that ended meanwhile
+            pass
+    return found
+
+try:
+    prepare(paths, 16, cache_dir=Path(sys.argv[2]), workers=2, progress=Progress)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("action", ["ctrl-c", "worker-killed"])
+def test_interrupted_or_broken_decoding_leaves_no_file_and_no_worker_traceback(folder, tmp_path, action):
+    import subprocess
+    import sys
+
+    from tlx.errors import TlxError
+
+    script = tmp_path / "decode.py"
+    script.write_text(INTERRUPTED)
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, str(script), str(folder), str(cache), action], capture_output=True,
+                          text=True, timeout=120, start_new_session=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    if action == "ctrl-c":
+        assert done.returncode == 0 and done.stdout.strip() == "interrupted", done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+    else:
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines()[-1].startswith(f"{TlxError.__module__}.TlxError: A process "
+                                                               "decoding images stopped unexpectedly")
+        assert "--workers 1" in done.stderr
+    # Nothing half written: no pixels file, temporary or not, and no index.
+    assert not [p for p in cache.rglob("*") if p.is_file()]
 
 
 def test_only_new_or_changed_files_are_decoded_again(folder, tmp_path):

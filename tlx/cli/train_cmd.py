@@ -76,7 +76,8 @@ def train(
              "folder reads them back). Default: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels "
              "(under $XDG_CACHE_HOME when set).", show_default=False)] = _DEFAULTS.cache_dir,
     workers: Annotated[Optional[int], typer.Option(
-        help="Threads that decode images. Default: one per core.", show_default=False)]
+        help="Processes that decode images (small folders: this one). Default: one per core.",
+        show_default=False)]
         = _DEFAULTS.workers,
     preprocessing: Annotated[int, typer.Option(
         help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "

@@ -118,7 +118,7 @@ class TrainConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise TlxError("--dropout must be in [0, 1).")
         if self.workers is not None and self.workers < 1:
-            raise TlxError(f"--workers {self.workers}: at least 1 decoding thread is needed.")
+            raise TlxError(f"--workers {self.workers}: at least 1 decoding process is needed.")
         if self.fine_tune_at is not None and self.fine_tune_at < 0:
             raise TlxError("--fine-tune-at must be 0 or more.")
         check_version(self.preprocessing, "--preprocessing", "Choose one of those.")

@@ -12,8 +12,8 @@ Nothing here holds all pixels in memory: decoding writes each image straight int
 row of the memory-mapped file, and readers gather the rows they need (the kernel pages
 the file in and out, so a folder bigger than RAM still trains).
 
-Threads, not processes: Pillow releases the GIL while it decodes and resizes, so threads
-use every core without copying pixels between processes.
+Decoding runs on every core (tlx.trainer.parallel_decode): worker processes write their
+rows straight into the file.
 
 Safety: the .npy is written under a temporary name and renamed; index.json (written
 atomically after it) names the .npy with its byte size and mtime. A cache whose index
@@ -28,8 +28,7 @@ import json
 import os
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -37,9 +36,10 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from tlx import files
-from tlx.errors import ImageError, TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple, load_image
+from tlx.errors import TlxError
+from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple
 from tlx.progress import Advance, Log, Progress
+from tlx.trainer.parallel_decode import decode_into, default_workers
 
 #: Bump when the layout of index.json or the .npy changes.
 CACHE_FORMAT = 1
@@ -56,14 +56,6 @@ def default_cache_dir() -> Path:
     from tlx.trainer.efficientnet_lite import cache_dir
 
     return Path(os.environ.get(CACHE_DIR_ENV) or cache_dir() / "pixels")
-
-
-def default_workers() -> int:
-    """Every core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class CacheError(Exception):
@@ -267,32 +259,6 @@ def _copy_valid_rows(old: dict, old_pixels: np.ndarray, paths: list[str], todo: 
                 skipped[i] = (paths[i], old["skipped"][paths[i]][2])
         if targets:
             out[np.asarray(targets)] = old_pixels[np.asarray(sources)]
-
-
-def decode_into(out: Optional[np.ndarray], jobs: Sequence[tuple[int, str]], size: tuple[int, int],
-                max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,
-                progress: Optional[Progress] = None,
-                preprocessing: int = PREPROCESSING_VERSION) -> dict[int, str]:
-    """Decode each (row, path) with load_image into out[row], on `workers` threads.
-    Returns {row: reason} for the files that could not be read."""
-    def one(job: tuple[int, str]) -> Optional[str]:
-        row, path = job
-        try:
-            out[row] = load_image(path, size, max_pixels=max_pixels, version=preprocessing)
-        except ImageError as exc:
-            return exc.reason
-        return None
-
-    failures: dict[int, str] = {}
-    if not jobs:
-        return failures
-    bar = progress("Decoding images", len(jobs)) if progress else nullcontext(lambda _n: None)
-    with bar as advance, ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
-        for (row, _), reason in zip(jobs, pool.map(one, jobs)):
-            if reason is not None:
-                failures[row] = reason
-            advance(1)
-    return failures
 
 
 def _remove_stale_files(where: Path, current: Optional[str], older_than: float = 3600.0) -> None:
