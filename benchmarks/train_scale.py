@@ -2,19 +2,23 @@
 
 For each size (default 1k, 4k, 16k synthetic 320x240 JPEGs in 4 classes, trained at 160 px):
 
-1. `tlx train DATA --weights none --phase1-epochs 2 --phase2-epochs 0` in a fresh pixel
-   cache, as a subprocess (the second epoch is timed: the first also pays for tracing); its memory is sampled every 0.1 s over the process and all its
+1. `tlx train DATA --weights none --phase1-epochs 3 --phase2-epochs 0` in a fresh pixel
+   cache, as a subprocess: the first epoch (which also pays for tracing) untimed, the mean
+   of the others (`--timed-epochs`, default 2) reported and fitted against the image count
+   (seconds = a + b x images). Memory is sampled every 0.1 s over the process and all its
    children: anonymous memory (RssAnon: what the kernel cannot drop) and plain RSS (which
-   also counts pages of the memory-mapped cache file).
-2. The same command again into another run dir: the data is read back from the cache
-   (preparation time compared with the first run's).
+   also counts pages of the memory-mapped cache file); major page faults are counted.
+2. The same command with no epochs into another run dir: the data is read back from the
+   cache (preparation time compared with the first run's).
 
-Then, on the 4k folder, side by side in one process:
+Then, in one process:
 
-- decoding images per second with `--workers 1` and `--workers 2` (fresh caches);
-- one phase-1 epoch of the same model fed by tlx's pipeline (rows gathered from the
-  memory-mapped cache) and by the tutorial's own (`image_dataset_from_directory`:
-  tf.data decoding the files in parallel on every epoch), second epoch timed.
+- decoding images per second with `--workers 1` and `--workers 2` (fresh caches) on the
+  `--decode-size` folder (default 16k);
+- on the `--side-size` folder (default 4k), one phase-1 epoch of the same model fed by
+  tlx's pipeline (rows gathered from the memory-mapped cache) and by the tutorial's own
+  (`image_dataset_from_directory`: tf.data decoding the files in parallel on every epoch),
+  second epoch timed.
 
 Goals (issue 14): RssAnon at the largest size <= 1.5x the 1k one; 2 workers >= 1.7x one;
 epoch time linear in the image count within 15%; no slower than the tutorial's pipeline;
@@ -32,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -106,6 +111,7 @@ def _memory(pids) -> tuple[int, int]:
 def run_measured(command: list[str], env: dict) -> dict:
     """Run `command`; peak RssAnon and RSS over its process tree, wall time, stderr."""
     started = time.perf_counter()
+    faults_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_majflt
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = {"anon": 0, "rss": 0}
 
@@ -121,8 +127,10 @@ def run_measured(command: list[str], env: dict) -> dict:
     sampler.join()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+    # Major page faults: pages read back from disk (the memory map's pages the kernel dropped).
+    faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_majflt - faults_before
     return {"seconds": time.perf_counter() - started, "peak_anon": peak["anon"], "peak_rss": peak["rss"],
-            "stdout": stdout, "stderr": stderr}
+            "major_faults": faults, "stdout": stdout, "stderr": stderr}
 
 
 def prepare_seconds(stderr: str) -> float:
@@ -132,14 +140,14 @@ def prepare_seconds(stderr: str) -> float:
     return float(match.group(1))
 
 
-def train_twice(data: Path, work: Path, backbone: str) -> dict:
+def train_twice(data: Path, work: Path, backbone: str, timed_epochs: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TLX_PIXEL_CACHE_DIR": str(work / "cache")}
     shutil.rmtree(work / "cache", ignore_errors=True)
     result = {}
-    # The first run trains two epochs and the second is timed: the first epoch also pays for
-    # tracing, a fixed cost that would hide whether epoch time grows linearly. The second run
-    # is there for its data preparation (read back from the cache): one epoch is enough.
-    for name, epochs in (("first", 2), ("second", 1)):
+    # The first run trains 1 + timed_epochs epochs; the first is not timed: it also pays
+    # for tracing, a fixed cost that would hide whether epoch time grows linearly. The
+    # second run is there for its data preparation (read back from the cache): no epochs.
+    for name, epochs in (("first", 1 + timed_epochs), ("second", 0)):
         out = work / f"run-{name}"
         shutil.rmtree(out, ignore_errors=True)
         command = [sys.executable, "-m", "tlx", "train", str(data), "--out", str(out), "--backbone", backbone,
@@ -148,11 +156,12 @@ def train_twice(data: Path, work: Path, backbone: str) -> dict:
         measured = run_measured(command, env)
         history = files.read_json(out / "history.json")
         summary = json.loads(measured["stdout"])
+        timed = history["phase1"].get("seconds", [])[1:]
         result[name] = {"wall_s": round(measured["seconds"], 1), "peak_anon_mb": measured["peak_anon"] / 2**20,
-                        "peak_rss_mb": measured["peak_rss"] / 2**20,
+                        "peak_rss_mb": measured["peak_rss"] / 2**20, "major_faults": measured["major_faults"],
                         "prepare_s": prepare_seconds(measured["stderr"]),
-                        "epoch_s": history["phase1"]["seconds"][-1], "train_images": summary["images"]["train"],
-                        "val_accuracy": summary["phase1"]["val_accuracy"]}
+                        "epochs_s": timed, "epoch_s": float(np.mean(timed)) if timed else None,
+                        "train_images": summary["images"]["train"]}
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work / "cache", ignore_errors=True)
     return result
@@ -195,7 +204,7 @@ def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 
     rows, labels = images.rows("train")
     n_classes = len(images.split.classes)
 
-    def timed(dataset) -> float:
+    def timed(dataset, steps=None) -> float:
         keras.utils.set_random_seed(0)
         model = build_classifier(get_backbone(backbone), n_classes, (IMAGE_SIZE, IMAGE_SIZE), None)
         compile_phase1(model, n_classes, 1e-4)
@@ -208,7 +217,7 @@ def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.t0)
 
-        model.fit(dataset, epochs=epochs, verbose=0, callbacks=[Clock()])
+        model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[Clock()])
         return times[-1]
 
     # The tutorial: the files of the same train split, decoded by tf.data on every epoch.
@@ -216,11 +225,38 @@ def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 
         data, shuffle=True, batch_size=32, image_size=(IMAGE_SIZE, IMAGE_SIZE), seed=0,
         validation_split=0.2, subset="training").prefetch(tf.data.AUTOTUNE)
     tutorial_images = int(tutorial.cardinality()) * 32
-    ours = data_mod.make_dataset(images.pixels, rows, labels, n_classes, 32, shuffle=True)
-    result = {"tlx_epoch_s": timed(ours), "tlx_images": len(rows),
+    # As `tlx train` reads it: one endless pipeline, steps_per_epoch batches an epoch.
+    ours = data_mod.make_dataset(images.pixels, rows, labels, n_classes, 32, shuffle=True, repeat=True)
+    result = {"tlx_epoch_s": timed(ours, data_mod.epoch_batches(len(rows), 32)), "tlx_images": len(rows),
               "tutorial_epoch_s": timed(tutorial), "tutorial_images": tutorial_images}
     shutil.rmtree(work / "side-cache", ignore_errors=True)
     return result
+
+
+def proactive_reclaim() -> str | None:
+    """A kernel memory reclaimer that pages out idle memory (DAMON "pageout" schemes, as on
+    some virtual machines): it drops pages of the memory-mapped cache between epochs, which
+    are then read from disk again. None when there is none."""
+    found = []
+    for scheme in Path("/sys/kernel/mm/damon/admin/kdamonds").glob("*/contexts/*/schemes/*"):
+        try:
+            daemon = scheme.parents[3]
+            if (daemon / "state").read_text().strip() != "on" or (scheme / "action").read_text().strip() != "pageout":
+                continue
+            interval = int((scheme.parents[1] / "monitoring_attrs/intervals/aggr_us").read_text()) / 1e6
+            age = int((scheme / "access_pattern/age/min").read_text())
+            found.append(f"DAMON pageout of memory idle for {age * interval:.0f} s or more")
+        except (OSError, ValueError):
+            continue
+    return "; ".join(found) or None
+
+
+def linear_fit(counts: list[int], seconds: list[float]) -> dict:
+    """Least squares seconds = a + b * images, and each size's deviation from it."""
+    b, a = np.polyfit(np.asarray(counts, float), np.asarray(seconds, float), 1)
+    fitted = [a + b * n for n in counts]
+    return {"a_s": float(a), "b_ms_per_image": float(1000 * b),
+            "deviation": [float(s / f - 1) for s, f in zip(seconds, fitted)]}
 
 
 def load_average() -> str:
@@ -238,14 +274,20 @@ def main() -> None:
                         help="take the per-size training results from this earlier .json instead of "
                              "training again (then only decoding and the side-by-side run)")
     parser.add_argument("--side-size", type=int, default=None,
-                        help="folder size for the decoding and side-by-side parts (default: 4000 if "
-                             "among --sizes, else the first)")
+                        help="folder size for the side-by-side part (default: 4000 if among --sizes, "
+                             "else the first)")
+    parser.add_argument("--decode-size", type=int, default=16000,
+                        help="folder size for the decoding rates (default 16000: a few tenths of a "
+                             "second of starting worker processes are small beside it)")
+    parser.add_argument("--timed-epochs", type=int, default=2,
+                        help="epochs timed per size, after one untimed epoch (default 2)")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="tlx-train-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": environment(), "backbone": args.backbone,
-              "load_before": load_average(), "sizes": {}}
+              "load_before": load_average(), "reclaim": proactive_reclaim(), "timed_epochs": args.timed_epochs,
+              "sizes": {}}
     if args.sizes_from:
         earlier = files.read_json(args.sizes_from)
         record["sizes"] = earlier["sizes"]
@@ -256,16 +298,19 @@ def main() -> None:
         for count in args.sizes:
             data = make_folder(work / f"data-{count}", count)
             print(f"{count} images: training twice ...", flush=True)
-            record["sizes"][count] = {**train_twice(data, work, args.backbone), "load": load_average()}
+            record["sizes"][count] = {**train_twice(data, work, args.backbone, args.timed_epochs),
+                                      "load": load_average()}
             print(json.dumps(record["sizes"][count]), flush=True)
     side = args.side_size or (4000 if 4000 in args.sizes else args.sizes[0])
     middle = make_folder(work / f"data-{side}", side)
     print("decode rates ...", flush=True)
-    record["decode"] = {"images": len(list(middle.rglob("*.jpg"))), **decode_rates(middle, work),
+    decode_folder = make_folder(work / f"data-{args.decode_size}", args.decode_size)
+    record["decode"] = {"images": len(list(decode_folder.rglob("*.jpg"))), **decode_rates(decode_folder, work),
                         "load": load_average()}
     print(record["decode"], flush=True)
     print("pipelines side by side ...", flush=True)
-    record["side_by_side"] = {**pipelines_side_by_side(middle, work, args.backbone), "load": load_average()}
+    record["side_by_side"] = {**pipelines_side_by_side(middle, work, args.backbone), "images": side,
+                              "load": load_average()}
     print(record["side_by_side"], flush=True)
     record["load_after"] = load_average()
     files.write_json(args.out.with_suffix(".json"), record)
@@ -277,8 +322,9 @@ def main() -> None:
 
 def report(record: dict) -> str:
     env = record["machine"]
-    sizes = record["sizes"]
-    counts = sorted(int(c) for c in sizes)
+    sizes = {int(c): v for c, v in record["sizes"].items()}
+    counts = sorted(sizes)
+    timed = record.get("timed_epochs", 1)
     lines = [
         "# Training that scales: memory, decoding, epoch time, cache reuse",
         "",
@@ -288,26 +334,31 @@ def report(record: dict) -> str:
         f"- Machine: {env.get('cpu')}, {env.get('cores')} cores, int8-relevant flags "
         f"{' '.join(env.get('cpu_features') or []) or '-'}; {env.get('os')}; "
         + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()) + "; "
-        f"load average before {record['load_before']}, after {record['load_after']} (shared machine: "
-        "absolute times are noisy, ratios are measured side by side).",
+        f"load average before {record['load_before']}, after {record['load_after']}.",
+        f"- Memory reclaim: {record.get('reclaim') or 'none beyond the kernel default'}.",
         f"- Data: synthetic 320x240 JPEGs, 4 classes, trained at {IMAGE_SIZE} px, {record['backbone']} "
-        "--weights none, batch 32, two phase-1 epochs, the second timed (`tlx train ... --phase1-epochs 2 --phase2-epochs 0`).",
+        f"--weights none, batch 32, `tlx train ... --phase1-epochs {1 + timed} --phase2-epochs 0`: the "
+        f"first epoch (tracing) untimed, the mean of the other {timed} reported; then the same command "
+        "with no epochs, for its data preparation from the cache.",
         "",
         "| images | train images | peak RssAnon MB | peak RSS MB | prepare s (1st) | prepare s (2nd) | "
-        "2nd faster | epoch s | ms / train image | load |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "2nd faster | epoch s (each) | ms / train image | major faults | load |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for count in counts:
-        s = sizes[count] if count in sizes else sizes[str(count)]
-        first, second = s["first"], s["second"]
+        first, second = sizes[count]["first"], sizes[count]["second"]
+        each = ", ".join(f"{e:.1f}" for e in first.get("epochs_s", [first["epoch_s"]]))
         lines.append(
             f"| {count} | {first['train_images']} | {first['peak_anon_mb']:.0f} | {first['peak_rss_mb']:.0f} | "
             f"{first['prepare_s']:.1f} | {second['prepare_s']:.2f} | "
-            f"{first['prepare_s'] / max(second['prepare_s'], 1e-3):.0f}x | {first['epoch_s']:.1f} | "
-            f"{1000 * first['epoch_s'] / first['train_images']:.2f} | {s['load']} |")
-    get = lambda c: sizes[c] if c in sizes else sizes[str(c)]  # noqa: E731
-    small, large = get(counts[0]), get(counts[-1])
-    per_image = [get(c)["first"]["epoch_s"] / get(c)["first"]["train_images"] for c in counts]
+            f"{first['prepare_s'] / max(second['prepare_s'], 1e-3):.0f}x | {first['epoch_s']:.1f} ({each}) | "
+            f"{1000 * first['epoch_s'] / first['train_images']:.2f} | {first.get('major_faults', '-')} | "
+            f"{sizes[count]['load']} |")
+    small, large = sizes[counts[0]], sizes[counts[-1]]
+    images = [sizes[c]["first"]["train_images"] for c in counts]
+    epochs = [sizes[c]["first"]["epoch_s"] for c in counts]
+    per_image = [e / n for e, n in zip(epochs, images)]
+    fit = linear_fit(images, epochs)
     decode = record["decode"]
     rates = {int(k): v for k, v in decode["rates"].items()}
     busy = {int(k): v for k, v in decode.get("cores_busy", {}).items()}
@@ -316,16 +367,20 @@ def report(record: dict) -> str:
         "",
         f"- Peak anonymous memory at {counts[-1]} images: **{large['first']['peak_anon_mb'] / small['first']['peak_anon_mb']:.2f}x** "
         f"the {counts[0]}-image run (goal <= 1.5x). Second runs: "
-        + ", ".join(f"{get(c)['second']['peak_anon_mb']:.0f} MB" for c in counts) + ".",
-        f"- Epoch time per train image, largest / smallest deviation from the mean: "
-        f"**{max(per_image) / np.mean(per_image):.2f} / {min(per_image) / np.mean(per_image):.2f}** "
-        "(goal: within 15%, i.e. 1.15 / 0.85).",
-        f"- Second run prepares its data **{min(get(c)['first']['prepare_s'] / max(get(c)['second']['prepare_s'], 1e-3) for c in counts):.0f}x** "
+        + ", ".join(f"{sizes[c]['second']['peak_anon_mb']:.0f} MB" for c in counts) + ".",
+        f"- Epoch time against train images, least squares: **{fit['a_s']:.2f} s + {fit['b_ms_per_image']:.2f} ms "
+        "x images**; each size's epoch time differs from the line by "
+        + ", ".join(f"{100 * d:+.0f}%" for d in fit["deviation"])
+        + f" (largest **{100 * max(abs(d) for d in fit['deviation']):.0f}%**; goal: linear within 15%). "
+        f"Per train image alone (no fixed part): largest / smallest against the mean "
+        f"{max(per_image) / np.mean(per_image):.2f} / {min(per_image) / np.mean(per_image):.2f}.",
+        f"- Second run prepares its data **{min(sizes[c]['first']['prepare_s'] / max(sizes[c]['second']['prepare_s'], 1e-3) for c in counts):.0f}x** "
         "faster than the first at least (goal >= 20x).",
-        f"- Decoding {decode['images']} images (best of two, interleaved): 1 worker {rates[1]:.0f} images/s, "
-        f"2 workers {rates[2]:.0f} images/s: **{rates[2] / rates[1]:.2f}x** (goal >= 1.7x; load {decode['load']})"
-        + (f"; CPU seconds per wall second {busy[1]:.2f} with 1 thread, {busy[2]:.2f} with 2." if busy else "."),
-        f"- Side by side, same model and train split of the {decode['images']}-image folder, second epoch: "
+        f"- Decoding {decode['images']} images (best of two, interleaved, starting the worker processes "
+        f"included): 1 worker {rates[1]:.0f} images/s, 2 workers {rates[2]:.0f} images/s: "
+        f"**{rates[2] / rates[1]:.2f}x** (goal >= 1.7x; load {decode['load']})"
+        + (f"; CPU seconds per wall second {busy[1]:.2f} with 1 worker, {busy[2]:.2f} with 2." if busy else "."),
+        f"- Side by side, same model and train split of the {side.get('images', 4000)}-image folder, second epoch: "
         f"tlx (pixel cache) {side['tlx_epoch_s']:.1f} s for {side['tlx_images']} images, the tutorial's "
         f"`image_dataset_from_directory` pipeline {side['tutorial_epoch_s']:.1f} s for ~{side['tutorial_images']}: "
         f"per image tlx takes **{(side['tlx_epoch_s'] / side['tlx_images']) / (side['tutorial_epoch_s'] / side['tutorial_images']):.2f}x** "
