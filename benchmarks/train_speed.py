@@ -162,8 +162,11 @@ NOTES = """Notes:
   include the validation pass, as Keras reports them.
 - The accuracy goal compares cache-features with the same pipeline without augmentation: that
   is what the cache computes exactly (augmentation cannot be cached). The cached head starts
-  from the full model's initial head weights and the same seeded shuffle, so the curves match
-  epoch by epoch. The tutorial run (with augmentation) starts from another random head: its
+  from the full model's initial head weights and the same seeded shuffle (the same batches,
+  checked), so the curves match epoch by epoch up to floating point: the features are computed
+  in other batches than the full model sees. One validation image is 2.9 points here; in the
+  2026-11-29 record one image of 35 differed from epoch 7 on (-2.9 points), where the
+  2026-11-28 record matched exactly. The tutorial run (with augmentation) starts from another random head: its
   augmentation layers draw from the seeded generator first.
 - Absolute accuracy is low: 10 epochs at the tutorial's 1e-4 on 173
   cut-out photos leave the head undertrained (phase 2 is not run here), and the 9-image test
@@ -207,8 +210,8 @@ def write_report(args, backbone, weights, size, counts, results) -> None:
         "",
         f"- Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, no GPU "
         f"({record['machine']['os']}; int8-relevant features: "
-        f"{', '.join(record['machine'].get('cpu_features', [])) or 'none'}); shared with other jobs "
-        "while it ran, so absolute times are noisy.",
+        f"{', '.join(record['machine'].get('cpu_features', [])) or 'none'}); load average at the end "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} (absolute times depend on what else runs).",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
         f"- Data: Debian tuxpaint-stamps-default photos, {counts} (cartoon/greyscale folders left out); "
         f"split seed {args.seed}: {images['train']} train, {images['validation']} validation, "

@@ -413,7 +413,7 @@ def make_dataset(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_c
 
     `repeat`: endless, a new shuffle each pass, for fit(steps_per_epoch=epoch_batches(...)).
     Keras then keeps one iterator for all epochs; a new one per epoch made the first
-    batch of some epochs wait 1-5 s (seen on 2 cores, benchmarks/results/train_scale.md),
+    batch of some epochs wait 1-5 s (seen on 2 cores, benchmarks/results/train_scale_64k.md),
     a fixed cost per epoch that is not the data's.
     """
     import tensorflow as tf
