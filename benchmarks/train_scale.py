@@ -196,6 +196,7 @@ def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 
     import keras
 
     from tlx.trainer import data as data_mod
+    from tlx.trainer import pipeline
     from tlx.trainer.backbones import get_backbone
     from tlx.trainer.model import build_classifier, compile_phase1
     from tutorial_pipeline import epoch_clock, tutorial_dataset
@@ -216,8 +217,8 @@ def pipelines_side_by_side(data: Path, work: Path, backbone: str, epochs: int = 
     tutorial = tutorial_dataset(data, IMAGE_SIZE, shuffle=True, seed=0, validation_split=0.2, subset="training")
     tutorial_images = int(tutorial.cardinality()) * 32
     # As `tlx train` reads it: one endless pipeline, steps_per_epoch batches an epoch.
-    ours = data_mod.make_dataset(images.pixels, rows, labels, n_classes, 32, shuffle=True, repeat=True)
-    result = {"tlx_epoch_s": timed(ours, data_mod.epoch_batches(len(rows), 32)), "tlx_images": len(rows),
+    ours = pipeline.make_dataset(images.pixels, rows, labels, n_classes, 32, shuffle=True, repeat=True)
+    result = {"tlx_epoch_s": timed(ours, pipeline.epoch_batches(len(rows), 32)), "tlx_images": len(rows),
               "tutorial_epoch_s": timed(tutorial), "tutorial_images": tutorial_images}
     shutil.rmtree(work / "side-cache", ignore_errors=True)
     return result

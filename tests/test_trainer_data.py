@@ -195,7 +195,7 @@ def test_check_split_rejects_duplicates_across_splits():
 
 
 def test_tf_data_pipeline_gathers_rows_as_float_pixels_with_their_labels():
-    from tlx.trainer.data import make_dataset
+    from tlx.trainer.pipeline import make_dataset
 
     pixels = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
     rows = np.array([5, 0, 3, 1, 4])
@@ -221,7 +221,7 @@ def test_tf_data_pipeline_gathers_rows_as_float_pixels_with_their_labels():
 
 
 def test_worker_shares_make_up_the_batches_of_one_machine():
-    from tlx.trainer.data import make_dataset
+    from tlx.trainer.pipeline import make_dataset
 
     rows = np.arange(21)
     pixels = np.repeat(rows.astype(np.uint8), 3).reshape(21, 1, 1, 3)
@@ -241,7 +241,7 @@ def test_worker_shares_make_up_the_batches_of_one_machine():
 
 
 def test_repeated_pipeline_passes_are_fresh_shuffles_of_epoch_batches_each():
-    from tlx.trainer.data import epoch_batches, make_dataset
+    from tlx.trainer.pipeline import epoch_batches, make_dataset
 
     rows = np.arange(21)
     pixels = np.repeat(rows.astype(np.uint8), 3).reshape(21, 1, 1, 3)

@@ -31,7 +31,7 @@ from tlx.run_dir import BENCH, DERIVED, EXPORT, LABELS, PLOTS, REPORT, RUN_FILES
 from tlx.versions import installed as installed_versions
 from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
-from tlx.trainer import distribute
+from tlx.trainer import distribute, pipeline
 from tlx.trainer.backbones import get_backbone, parse_weights
 from tlx.trainer.checkpoints import Checkpoint, Store, save_model
 from tlx.trainer.config import TrainConfig
@@ -254,13 +254,13 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
 
     def dataset(name: str, shuffle: bool = False, repeat: bool = False):
         rows, labels = images.rows(name)
-        return distribute.distribute_dataset(strategy, lambda shard: data_mod.make_dataset(
+        return distribute.distribute_dataset(strategy, lambda shard: pipeline.make_dataset(
             images.pixels, rows, labels, num_classes, config.batch_size, shuffle=shuffle, seed=config.seed,
             shard=shard, repeat=repeat))
 
     # The training set repeats: one iterator for all epochs of a fit (make_dataset).
     train_ds = dataset("train", shuffle=True, repeat=True)
-    train_steps = data_mod.epoch_batches(len(images.rows("train")[0]), config.batch_size,
+    train_steps = pipeline.epoch_batches(len(images.rows("train")[0]), config.batch_size,
                                          distribute.input_pipelines(config))
     val_ds, test_ds = dataset("validation"), dataset("test")
 
@@ -382,7 +382,7 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
         # Batches read from the pixel cache: only the features (not the pixels) of the
         # whole split are in memory.
         rows, labels = images.rows(name)
-        ds = data_mod.make_dataset(images.pixels, rows, labels, num_classes, config.batch_size,
+        ds = pipeline.make_dataset(images.pixels, rows, labels, num_classes, config.batch_size,
                                    with_labels=False)
         return features.predict(ds, verbose=0), labels
 
@@ -391,7 +391,7 @@ def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, 
     job.log(f"backbone features of {len(f_train) + len(f_val)} images computed once "
             f"in {time.perf_counter() - t0:.1f} s")
     job.history.setdefault("feature_seconds", time.perf_counter() - t0)
-    dtype = data_mod.label_dtype(num_classes)
+    dtype = pipeline.label_dtype(num_classes)
 
     def dataset(f, y, shuffle):
         ds = tf.data.Dataset.from_tensor_slices((f, y.astype(dtype))).cache()
