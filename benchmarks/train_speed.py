@@ -78,7 +78,7 @@ def main() -> None:
 
     from tlx.trainer.backbones import BACKBONES
     from tlx.trainer.config import TrainConfig
-    from tlx.trainer.train import train, versions
+    from tlx.trainer.train import train
 
     backbone = args.backbone or ("efficientnet_lite0" if "efficientnet_lite0" in BACKBONES else "mobilenet_v2")
     spec = BACKBONES[backbone]

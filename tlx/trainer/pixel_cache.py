@@ -39,7 +39,7 @@ from tlx import files
 from tlx.errors import TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple
 from tlx.progress import Advance, Log, Progress
-from tlx.trainer.parallel_decode import decode_into, default_workers
+from tlx.trainer.parallel_decode import decode_into
 
 #: Bump when the layout of index.json or the .npy changes.
 CACHE_FORMAT = 1
@@ -140,7 +140,7 @@ def prepare(paths: Sequence[Path | str], image_size: int | tuple[int, int], *,
         todo = list(range(len(paths)))
     try:
         return _rebuild(where, settings, paths, stats, size, max_pixels, old, old_pixels, set(todo),
-                        workers or default_workers(), log, progress)
+                        workers, log, progress)
     except OSError as exc:
         raise TlxError(f"Cannot write the pixel cache in {where} ({exc.strerror or exc}): free some "
                        "space there, or choose a writable folder with --cache-dir.") from None
@@ -194,7 +194,7 @@ def _empty(settings: dict) -> np.ndarray:
 
 def _rebuild(where: Path, settings: dict, paths: list[str], stats: list, size: tuple[int, int],
              max_pixels: int, old: Optional[dict], old_pixels: Optional[np.ndarray], todo: set[int],
-             workers: int, log: Log, progress: Optional[Progress]) -> PixelCache:
+             workers: Optional[int], log: Log, progress: Optional[Progress]) -> PixelCache:
     """Write a new .npy with one row per path (rows still valid copied from the old
     file, the rest decoded), then the index that names it."""
     where.mkdir(parents=True, exist_ok=True)

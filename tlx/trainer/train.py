@@ -260,8 +260,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
 
     # The training set repeats: one iterator for all epochs of a fit (make_dataset).
     train_ds = dataset("train", shuffle=True, repeat=True)
-    train_steps = pipeline.epoch_batches(len(images.rows("train")[0]), config.batch_size,
-                                         distribute.input_pipelines(config))
+    train_steps = pipeline.epoch_batches(len(split.train), config.batch_size, distribute.input_pipelines(config))
     val_ds, test_ds = dataset("validation"), dataset("test")
 
     store.clean()
