@@ -257,6 +257,23 @@ class RunDir:
                          versions=versions if isinstance(versions, dict) else {},
                          started=str(obj.get("started") or ""))
 
+    def preprocessing_version(self) -> int:
+        """The preprocessing version (tlx.imaging) the run was trained with: the one rule for
+        every consumer. A run without config.json is from before versions were recorded and
+        used version 1; a damaged config.json is an error (read_config names it), never a guess."""
+        from tlx.imaging import UNRECORDED_VERSION, check_version
+
+        if not self.config.is_file():
+            return UNRECORDED_VERSION
+        return check_version(self.read_config().options.preprocessing, str(self.config))
+
+    def require_preprocessing(self, path, model_version: int, run_version: int) -> None:
+        """Refuse a model file that decodes images another way than the run was trained."""
+        if model_version != run_version:
+            raise TlxError(f"{path} preprocesses images with version {model_version} but the run was "
+                           f"trained with version {run_version}: it was exported from another run. "
+                           f"Re-export it with `tlx export {self.root}`.")
+
     def write_config(self, options: TrainConfig, versions: dict, started: str) -> RunConfig:
         config = RunConfig(options=options, run_id=uuid.uuid4().hex[:16], versions=versions,
                            started=started)

@@ -114,7 +114,7 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
 
     items = stratified_subset(split.test, config.max_images, config.seed)
     log(f"Decoding {len(items)} test photos")
-    preprocessing = _preprocessing(run)
+    preprocessing = run.preprocessing_version()
     images = load_labelled(items, tuple(split.image_size), version=preprocessing)
     if not len(images):
         raise TlxError("None of the test photos could be read: nothing to bundle.")
@@ -140,7 +140,8 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
         "preprocessing": preprocessing,
         "files": {},
         "models": [{"name": model_name(p), "file": f"{MODELS}{p.name}", "size_bytes": len(c),
-                    "output_quantization": _output_quantization(c)} for p, c in contents.items()],
+                    "output_quantization": _output_quantization(run, p, c, preprocessing)}
+                   for p, c in contents.items()],
         "images": [{"file": member, "label": int(label), "source": _source(path, split.data_dir)}
                    for (member, path), label in zip(photos, images.labels)],
         "skipped": [{"source": _source(p, split.data_dir), "error": e} for p, e in images.skipped],
@@ -166,11 +167,13 @@ def _tflite_scores(content: bytes, pixels: np.ndarray, source: str, backend: str
     return tflite_probabilities(content, pixels, source=source, backend=backend)[0]
 
 
-def _output_quantization(content: bytes) -> Optional[list]:
+def _output_quantization(run: RunDir, path: Path, content: bytes, preprocessing: int) -> Optional[list]:
+    """The model's output quantization, once it is known to decode photos as the run did."""
     from tlx.runtime import Classifier
 
     classifier = Classifier(content)
     try:
+        run.require_preprocessing(path, classifier.preprocessing, preprocessing)
         return list(classifier.output_quantization) if classifier.output_quantization else None
     finally:
         classifier.close()
@@ -185,17 +188,6 @@ def _rounded(scores: np.ndarray) -> list[list[float]]:
 
 def _top1(scores: np.ndarray) -> list[int]:
     return [int(i) for i in np.argmax(scores, axis=1)]
-
-
-def _preprocessing(run: RunDir) -> int:
-    """The run's preprocessing version: the photos are decoded the way the model was trained."""
-    from tlx.imaging import check_version
-
-    try:
-        version = run.read_config().options.preprocessing
-    except TlxError:
-        return 1
-    return check_version(version, str(run.config))
 
 
 def _run_id(run: RunDir) -> Optional[str]:

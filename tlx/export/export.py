@@ -24,7 +24,7 @@ from tlx.export.convert import SAVED_MODEL_PREFIX
 from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
-from tlx.imaging import check_image_size, check_version
+from tlx.imaging import check_image_size
 from tlx.progress import Advance, Log, Progress
 from tlx.run_dir import CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present
 
@@ -161,7 +161,7 @@ class _RunInputs:
     def preprocessing(self) -> int:
         """The run's preprocessing version (tlx.imaging): calibration and parity read the
         images the way training did, and the models carry it to the device."""
-        return check_version(self.config.options.preprocessing, str(self.run.config))
+        return self.run.preprocessing_version()
 
 
 def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:

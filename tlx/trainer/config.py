@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from tlx.errors import TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, check_version
+from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, UNRECORDED_VERSION, check_version
 
 
 class Strategy(str, Enum):
@@ -140,7 +140,7 @@ class TrainConfig:
         values = {f.name: _typed(f.name, obj[f.name], hints[f.name])
                   for f in dataclasses.fields(cls) if f.name in obj}
         # Runs from before preprocessing versions were recorded used version 1.
-        values.setdefault("preprocessing", 1)
+        values.setdefault("preprocessing", UNRECORDED_VERSION)
         missing = [f.name for f in dataclasses.fields(cls)
                    if f.name not in values and f.default is dataclasses.MISSING]
         if missing:
