@@ -14,6 +14,7 @@ import tlx
 from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.imaging import check_image_size
 from tlx.progress import Log, silent
@@ -159,8 +160,7 @@ def model_name(path: Path) -> str:
 def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     from tlx.runtime.backends import installed_backends, resolve_name
 
-    if config.max_drop is not None and config.max_drop < 0:
-        raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
+    check_max_drop(config.max_drop)
     run = RunDir(config.run_dir)
     split = run.read_split(config.data_dir)
     labels = run.read_labels()

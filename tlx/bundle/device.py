@@ -28,6 +28,7 @@ from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
@@ -77,8 +78,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
     """Run the device benchmark; returns the result document (see write_result)."""
     from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
-    if config.max_drop is not None and config.max_drop < 0:
-        raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
+    check_max_drop(config.max_drop)
     started = time.perf_counter()
     # By default the backends a device user would run (litert-builtin only when named: it
     # stands in for tflite-runtime's kernels on a host, and costs time and memory here).

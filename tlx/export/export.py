@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tlx import files
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
@@ -169,8 +170,7 @@ def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
     specs = _check_formats(config.formats)
     _check_fallback_options(config, specs)
     if config.max_drop is not None:
-        if config.max_drop < 0:
-            raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop}).")
+        check_max_drop(config.max_drop)
         if "int8" not in specs:
             raise TlxError("--max-drop checks the int8 file: add --format int8.")
         if not config.parity:
