@@ -74,7 +74,7 @@ class CachedFile:
     stamp: FileStamp
     #: SHA-256 of the file's bytes when it was decoded (what split.json records).
     content_sha256: str
-    #: SHA-256 of the row's pixels, checked each time the row is read back.
+    #: SHA-256 of the row's pixels (after content_sha256), checked each time the row is read back.
     pixels_sha256: str
 
 

@@ -85,9 +85,12 @@ def decode_into(out: np.memmap, jobs: Sequence[Job], size: tuple[int, int],
     return failures, digests
 
 
-def row_digest(row: np.ndarray) -> str:
-    """SHA-256 of a row's pixels (hex), recorded when it is written, checked when read back."""
-    return hashlib.sha256(np.ascontiguousarray(row)).hexdigest()
+def row_digest(row: np.ndarray, content: str) -> str:
+    """SHA-256 (hex) of a row's pixels after the hex hash of its file's bytes: recorded when
+    the row is written, checked when it is read back (an edited content hash fails it too)."""
+    digest = hashlib.sha256(content.encode("ascii"))
+    digest.update(np.ascontiguousarray(row))
+    return digest.hexdigest()
 
 
 def decode_chunk(out: np.ndarray, chunk: Sequence[Job], size: Sequence[int], max_pixels: int,
@@ -111,7 +114,7 @@ def decode_chunk(out: np.ndarray, chunk: Sequence[Job], size: Sequence[int], max
             failures[row] = "cannot read the file's bytes"
             continue
         out[row] = pixels
-        digests[row] = (content, row_digest(pixels))
+        digests[row] = (content, row_digest(pixels, content))
     return failures, digests
 
 

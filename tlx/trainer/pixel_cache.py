@@ -163,7 +163,7 @@ def _damaged_rows(pixels: np.ndarray, entries: Sequence[CachedFile]) -> list[int
 
     def check(start: int) -> list[int]:
         return [k for k in range(start, min(start + COPY_ROWS, len(entries)))
-                if row_digest(pixels[entries[k].row]) != entries[k].pixels_sha256]
+                if row_digest(pixels[entries[k].row], entries[k].content_sha256) != entries[k].pixels_sha256]
 
     from concurrent.futures import ThreadPoolExecutor
 
