@@ -356,7 +356,9 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
         validation_files=val_files, test_files=test_files)
     split = Split(classes=tuple(classes), train=tuple(train), validation=tuple(validation),
                   test=tuple(test), seed=seed, image_size=size, data_dir=str(data_dir.resolve()),
-                  skipped=tuple(skipped))
+                  skipped=tuple(skipped),
+                  content={path: cache.content[path] for items in (train, validation, test)
+                           for path, _ in items})
     check_split(split)
     return Images(split=split, cache=cache)
 
@@ -375,5 +377,10 @@ def load_split_images(split: Split, folders: Sequence[Path], max_pixels: int = D
     if cache.skipped:
         raise TlxError("Files of this run changed since it started and no longer decode:\n"
                        + "\n".join(f"  {p}: {r}" for p, r in cache.skipped[:MAX_LISTED])
+                       + "\nRestore them or start a new run.")
+    changed = split.differing(cache.content)
+    if changed:
+        raise TlxError(f"{len(changed)} file(s) of this run hold other pictures than when it started:\n"
+                       + "\n".join(f"  {p}" for p in changed[:MAX_LISTED])
                        + "\nRestore them or start a new run.")
     return Images(split=split, cache=cache)
