@@ -402,3 +402,17 @@ def test_any_change_to_a_genuine_index_gives_a_rebuild_never_a_traceback_or_stal
             shutil.rmtree(cache_dir)
 
     check()
+
+
+def test_tlx_train_on_a_full_cache_disk_exits_with_the_message(folder, tmp_path, small_disk):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tlx", "train", str(folder), "--out", str(tmp_path / "run"),
+                           "--weights", "none", "--image-size", "96", "--workers", "1",
+                           "--cache-dir", str(small_disk / "cache")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])  # not 135 (SIGBUS)
+    assert "Cannot write the pixel cache" in done.stderr and "No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not [p for p in (small_disk / "cache").rglob("*") if p.is_file()]
