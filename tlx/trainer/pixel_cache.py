@@ -2,11 +2,11 @@
 
 Every image goes through `tlx.imaging.load_image` (the preprocessing shared with export
 and the device) exactly once per (file, image size, preprocessing version): the pixels
-land in one memory-mapped .npy file, one row per file, beside a small index.json that
-records, for every file, its row and the size and modification time it had when it was
-decoded (and, for files that could not be read, why). The next run over the same files
-stats them and reads the rows back instead of decoding; only new or changed files are
-decoded again.
+land in one memory-mapped .npy file, one row per file, beside a small index.json
+(tlx.trainer.cache_index) that records, for every file, its row, its stamp when it was
+decoded (size, mtime, ctime, inode), the SHA-256 of its bytes and of its row (and, for
+files that could not be read, why). The next run over the same files stats them and reads
+the rows back instead of decoding; only new or changed files are decoded again.
 
 Nothing here holds all pixels in memory: decoding writes each image straight into its
 row of the memory-mapped file, and readers gather the rows they need (the kernel pages
@@ -15,10 +15,12 @@ the file in and out, so a folder bigger than RAM still trains).
 Decoding runs on every core (tlx.trainer.parallel_decode): worker processes write their
 rows straight into the file.
 
-Safety: the .npy is written under a temporary name and renamed; index.json (written
-atomically after it) names the .npy with its byte size and mtime. A cache whose index
-does not parse, whose .npy is missing, has another size or mtime, or another shape, is
-reported and rebuilt, never trusted. Only TensorFlow-free imports (numpy, pillow).
+Safety: the .npy's blocks are reserved before any row is written through the map (a full
+disk is an error with a message, not a SIGBUS); it is written under a temporary name and
+renamed; index.json (written atomically after it) names the .npy with its stamp. A cache
+whose index does not parse or breaks the schema, whose .npy is missing, has another stamp
+or another shape, is reported and rebuilt, never trusted; a row whose SHA-256 is not the
+recorded one is decoded again, with a message. Only TensorFlow-free imports (numpy, pillow).
 """
 
 from __future__ import annotations
@@ -182,9 +184,10 @@ def _open(where: Path, settings: dict) -> tuple[CacheIndex, np.ndarray]:
             raise CacheError(f"its index is larger than {MAX_INDEX_BYTES} bytes")
         index = CacheIndex.from_json(files.read_json(index_path), settings)
         npy = where / index.pixels
-        if FileStamp.of(npy) is None:
+        stamp = FileStamp.of(npy)
+        if stamp is None:
             raise CacheError(f"its pixel file {npy.name} is missing")
-        if FileStamp.of(npy) != index.pixels_stamp:
+        if stamp != index.pixels_stamp:
             raise CacheError(f"{npy.name} changed after its index was written")
         pixels = np.load(npy, mmap_mode="r", allow_pickle=False) if index.rows else _empty(settings)
         expected = (index.rows, *settings["image_size"], 3)
