@@ -12,7 +12,9 @@ also how unreadable files are found, so they are reported and left out before an
 is made. Training reads batches of rows from the memory-mapped cache (tlx.trainer.pipeline):
 no copy of all pixels is ever held in memory. Splits are made from the
 file lists with a seeded generator and written to the run dir as split.json, so
-export and bench use exactly the same held-out files.
+export and bench use exactly the same held-out files; split.json also records the SHA-256
+of each file as it was decoded, so a --data-dir holding other photos under the same names
+is refused (tlx.run_dir.require_same_photos).
 
 Unlike the tutorial, the test set is not made with `take()` on a dataset that is
 reshuffled every iteration (which can hand some validation images to the test set

@@ -30,7 +30,7 @@ import json
 import os
 import secrets
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
@@ -208,6 +208,7 @@ def _rebuild(where: Path, settings: dict, paths: list[str], stamps: list, size: 
              workers: Optional[int], progress: Optional[Progress]) -> PixelCache:
     """Write a new .npy with one row per path (rows still valid copied from the old
     file, the rest decoded), then the index that names it. Nothing is left on failure."""
+    created = not where.exists()
     where.mkdir(parents=True, exist_ok=True)
     _remove_stale_files(where, old.pixels if old else None)
     name = f"pixels-{secrets.token_hex(6)}.npy"
@@ -228,6 +229,9 @@ def _rebuild(where: Path, settings: dict, paths: list[str], stamps: list, size: 
     except BaseException:
         tmp.unlink(missing_ok=True)
         final.unlink(missing_ok=True)
+        if created:
+            with suppress(OSError):
+                where.rmdir()
         raise
     if old is not None and old.pixels != name:
         (where / old.pixels).unlink(missing_ok=True)
