@@ -25,6 +25,7 @@ recorded one is decoded again, with a message. Only TensorFlow-free imports (num
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -252,7 +253,7 @@ def _write_pixels(tmp: Path, settings: dict, paths: list[str], size: tuple[int, 
         return {}, {}
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *size, 3))
     try:
-        _reserve(tmp)
+        _reserve(tmp, out.offset)
         kept: dict[int, tuple[str, str]] = {}
         skipped: dict[int, str] = {}
         if old is not None:
@@ -267,12 +268,26 @@ def _write_pixels(tmp: Path, settings: dict, paths: list[str], size: tuple[int, 
     return kept, skipped
 
 
-def _reserve(path: Path) -> None:
-    """Allocate every block of the (sparse) file now: pages written through a memory map
-    onto a full disk raise SIGBUS, which kills the process with no message."""
+def _reserve(path: Path, start: int) -> None:
+    """Allocate every block of the (sparse) file from `start` (the end of the .npy header) now:
+    pages written through a memory map onto a full disk raise SIGBUS, which kills the process
+    with no message. Where the system has no fallocate (macOS) or the filesystem refuses it,
+    zeros are written instead, which reserves the blocks as well."""
     fd = os.open(path, os.O_RDWR)
     try:
-        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        end = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, start, end - start)
+            return
+        except AttributeError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        zeros = bytes(1 << 20)
+        offset = start
+        while offset < end:  # a write may be short (the disk filled up): the next one says why
+            offset += os.pwrite(fd, zeros[:end - offset], offset)
     finally:
         os.close(fd)
 
