@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,16 +160,14 @@ def _stale(old: CacheIndex, old_pixels: np.ndarray, paths: list[str], stamps: li
 
 def _damaged_rows(pixels: np.ndarray, entries: Sequence[CachedFile]) -> list[int]:
     """Positions in `entries` whose row's SHA-256 is not the recorded one. Hashed on every
-    core (hashlib lets go of the GIL): about 0.1 ms per 160 px row, against a millisecond or
-    more to decode one photo (benchmarks/results/pixel_cache_checksums.md)."""
+    core (hashlib lets go of the GIL): 0.1-0.25 ms per 160 px row, against 3-6 ms to decode
+    one image (benchmarks/results/pixel_cache_checksums.md)."""
     if not entries:
         return []
 
     def check(start: int) -> list[int]:
         return [k for k in range(start, min(start + COPY_ROWS, len(entries)))
                 if row_digest(pixels[entries[k].row], entries[k].content_sha256) != entries[k].pixels_sha256]
-
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(default_workers()) as pool:
         return [k for part in pool.map(check, range(0, len(entries), COPY_ROWS)) for k in part]
