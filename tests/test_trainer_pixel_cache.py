@@ -399,8 +399,11 @@ def test_any_change_to_a_genuine_index_gives_a_rebuild_never_a_traceback_or_stal
             index_path = first.location / INDEX
             mutated = _mutate(json.loads(index_path.read_text()), data)
             index_path.write_text(json.dumps(mutated))
-            again = _prepare(folder, cache_dir, [], workers=1)
+            messages = []
+            again = _prepare(folder, cache_dir, messages, workers=1)
             _assert_no_stale_pixels(again, reference)
+            # Whatever was decoded again was said (a rebuild is never silent).
+            assert bool(messages) == bool(again.decoded), messages
             assert [p for p, _ in again.skipped] == skipped
         finally:
             shutil.rmtree(cache_dir)
