@@ -18,7 +18,7 @@ from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.imaging import check_image_size
 from tlx.progress import Log, silent
-from tlx.run_dir import RunDir, require_present
+from tlx.run_dir import RunDir, require_present, require_same_photos
 
 KERAS = "keras"
 
@@ -168,6 +168,7 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
         raise TlxError(f"The test split in {run.split} is empty: nothing to measure. "
                        "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
     require_present(split, "test")
+    require_same_photos(split, [path for path, _ in split.test], log)
     tflite_paths = exported_models(run)
     model_sha = run.model_sha256()
     run.require_from_this_model(tflite_paths, model_sha, labels)

@@ -31,7 +31,7 @@ import tlx
 from tlx import files, machine
 from tlx.bundle.archive import FORMAT, FORMAT_VERSION, IMAGES, LABELS, MANIFEST, MODELS, sha256_bytes
 from tlx.errors import MissingDependencyError, TlxError
-from tlx.run_dir import RunDir, require_present
+from tlx.run_dir import RunDir, require_present, require_same_photos
 
 #: Photos are already compressed; deflating them again costs time and saves nothing.
 _STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
@@ -113,6 +113,7 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     run.require_from_this_model(list(contents), model_sha, labels)
 
     items = stratified_subset(split.test, config.max_images, config.seed)
+    require_same_photos(split, [path for path, _ in items], log)
     log(f"Decoding {len(items)} test photos")
     preprocessing = run.preprocessing_version()
     images = load_labelled(items, tuple(split.image_size), version=preprocessing)

@@ -27,7 +27,8 @@ from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
 from tlx.imaging import check_image_size
 from tlx.progress import Advance, Log, Progress
-from tlx.run_dir import CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present
+from tlx.run_dir import (CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present,
+                         require_same_photos)
 
 
 @contextlib.contextmanager
@@ -86,7 +87,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     progress = progress or _no_progress
     log = log or (lambda message: None)
     specs = _check_request(config)
-    inputs = _read_run(config, specs)
+    inputs = _read_run(config, specs, log)
     # The output folder before the slow part, and one export at a time in it: two would
     # each delete the other's formats.
     existed = inputs.out_dir.exists()
@@ -178,7 +179,7 @@ def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
     return specs
 
 
-def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
+def _read_run(config: ExportConfig, specs: dict[str, FormatSpec], log: Log) -> _RunInputs:
     """Reads and cross-checks the run directory's small files and picks the calibration images."""
     run = RunDir(config.run_dir)
     out_dir = Path(config.out_dir) if config.out_dir is not None else run.export
@@ -211,6 +212,9 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
             raise TlxError("The calibration set is empty: split.json lists no training images, and "
                            "int8 is calibrated on training images only (never on test images). "
                            "Export float formats only (--format float32), or re-run `tlx train`.")
+    read = [*calibration_items, *(split.validation if config.fallback == FallbackMode.AUTO else ()),
+            *(split.test if config.parity else ())]
+    require_same_photos(split, [path for path, _ in read], log)
     return _RunInputs(run=run, out_dir=out_dir, labels=labels, split=split, config=run_config,
                       calibration_items=calibration_items)
 
