@@ -81,7 +81,8 @@ def predict(
     URLs and --camera: a line per frame, a live FPS line on stderr, a summary at the end.
 
     A file that cannot be read prints its error and the others still print; the exit code
-    is 1 if any file failed.
+    is 1 if any file failed. Ctrl-C (or SIGTERM) ends a stream with the summary, the
+    --annotate video kept, exit 0; before the first frame it exits 130 (SIGTERM: 143).
     """
     with user_errors():
         from tlx.runtime import Classifier
