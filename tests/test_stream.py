@@ -716,10 +716,13 @@ def test_a_video_that_does_not_verify_is_not_renamed(photos, tmp_path):
 #: source, the check of the finished video).
 HARNESS = r"""
 import os, signal, sys
-hook, signum, args = sys.argv[1], getattr(signal, sys.argv[2]), sys.argv[3:]
+hook, signame, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+signum, _, times = signame.partition("*")  # "SIGINT*2": two, back to back
+signum = getattr(signal, signum)
 
 def send():
-    os.kill(os.getpid(), signum)
+    for _ in range(int(times or 1)):
+        os.kill(os.getpid(), signum)
 
 def before(module, name):
     original = getattr(module, name)
@@ -771,6 +774,7 @@ def finish(proc: subprocess.Popen, first: bytes = b"") -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("signame,code,message", [("SIGINT", 130, "Interrupted."),
+                                                  ("SIGINT*2", 130, "Interrupted."),
                                                   ("SIGTERM", 143, "Terminated.")])
 @pytest.mark.parametrize("hook", ["import:tlx.cli.predict_cmd", "model-load", "open-source"])
 def test_a_signal_during_start_up_is_a_clean_exit(models, video, tmp_path, hook, signame, code, message):

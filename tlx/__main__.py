@@ -7,13 +7,14 @@ command's modules are still being imported is then a clean stop too, not a trace
 from tlx import interrupts
 
 
+def _load_command():
+    from tlx.cli import main as cli_main
+
+    return cli_main
+
+
 def main() -> None:
-    def command() -> None:
-        from tlx.cli import main as cli_main
-
-        cli_main()
-
-    interrupts.run(command)
+    interrupts.run(_load_command)
 
 
 if __name__ == "__main__":

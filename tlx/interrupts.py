@@ -21,7 +21,10 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing's names are not imported at run time: this module loads first
+    from collections.abc import Callable, Iterator
 
 #: Exit codes after a stop by signal, as shells report them (128 + the signal number).
 EXIT_INTERRUPTED = 130
@@ -114,12 +117,16 @@ def received() -> int | None:
     return _state.received
 
 
-def run(main) -> None:
-    """Run the command `main()` (imported inside it) with the handlers installed; a stop by
-    signal that nothing below reported ends with a message and exit 130 (143 for SIGTERM)."""
+def run(load: Callable[[], Callable[[], None]]) -> None:
+    """Install the handlers, import the command with `load()` (a signal meanwhile is held
+    until the imports are done: a KeyboardInterrupt inside an import can come out as another
+    exception), then run it. A stop by signal that nothing below reported ends with a message
+    and exit 130 (143 for SIGTERM)."""
     install()
     try:
-        main()
+        with deferred():
+            command = load()
+        command()
     except KeyboardInterrupt as exc:  # start-up: before any command's own handling
         if _state.received is None:  # raised by other code (a held Ctrl-C): stopping now too
             _state.received = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
@@ -131,3 +138,10 @@ def run(main) -> None:
             _announce()
             sys.exit(EXIT_TERMINATED if _state.received == signal.SIGTERM else EXIT_INTERRUPTED)
         raise
+    finally:
+        if _state.received is not None:
+            # Python's shutdown puts the default action back for handlers written in Python,
+            # so a second Ctrl-C during it would still end the process by SIGINT. Ignoring
+            # is kept (and the work is done).
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)

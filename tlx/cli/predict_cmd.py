@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from tlx import interrupts
 from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 from tlx.text import printable
@@ -85,14 +86,18 @@ def predict(
     --annotate video kept, exit 0; before the first frame it exits 130 (SIGTERM: 143).
     """
     with user_errors():
-        from tlx.runtime import Classifier
+        # Imports and the model load take a Ctrl-C when they are done, not in the middle: a
+        # KeyboardInterrupt inside an import can come out as another error (a RuntimeError
+        # from numpy's class set-up was seen), with a traceback.
+        with interrupts.deferred():
+            from tlx.runtime import Classifier
 
-        images = images or []
-        streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
-                                 duration=duration, realtime=realtime, annotate=annotate,
-                                 overwrite=overwrite)
-        clf = Classifier.from_file(model, num_threads=threads, backend=backend.value,
-                                   fast_decode=fast_jpeg)
+            images = images or []
+            streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
+                                     duration=duration, realtime=realtime, annotate=annotate,
+                                     overwrite=overwrite)
+            clf = Classifier.from_file(model, num_threads=threads, backend=backend.value,
+                                       fast_decode=fast_jpeg)
         if streams is not None:
             from tlx.cli.predict_stream import classify_streams
 

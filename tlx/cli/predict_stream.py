@@ -107,14 +107,17 @@ def _one(clf, source, config: StreamConfig, *, as_json: bool, annotate: Path | N
     summary and after the annotated video is closed with the frames done so far; a video that
     fails its check (a full disk) is an error of its own."""
     try:
-        stream = FrameStream(clf, source, config)
+        # Opening the source imports OpenCV, as the video does: a Ctrl-C waits for them.
+        with interrupts.deferred():
+            stream = FrameStream(clf, source, config)
     except TlxError as exc:
         return False, [exc]
     name = stream.source.name
     typer.echo(_describe(stream.source), err=True)
     fps = stream.source.fps / config.every if stream.source.fps else None
     try:
-        video = _annotated(annotate, fps, overwrite)  # checks the output again, just before use
+        with interrupts.deferred():
+            video = _annotated(annotate, fps, overwrite)  # checks the output again, just before use
     except TlxError as exc:
         stream.close()
         return False, [exc]
