@@ -145,3 +145,8 @@ def run(load: Callable[[], Callable[[], None]]) -> None:
             # is kept (and the work is done).
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)
+            # CPython marks a KeyboardInterrupt that left an eval() of a string (typer
+            # evaluates annotations with one) as uncaught, and then ends the process by
+            # SIGINT after our exit code was chosen (seen: exit -2 after "Interrupted.").
+            # Every eval() of a string clears that mark first.
+            eval("None")
