@@ -225,9 +225,9 @@ def test_a_slow_consumer_drops_live_frames_but_not_file_frames(clf, photos, vide
             # one-frame slot by then, so at least one of them is dropped at every step.
             live.wait_delivered(result.index + 4)
     indices = [r.index for r in seen]
-    assert indices == sorted(indices) and len(indices) <= 30
-    assert seen[-1].index == 59  # the newest frame is never dropped: the last one comes
-    assert seen[-1].dropped >= len(seen) - 1 and seen[-1].dropped + len(seen) == 60
+    # Every other frame at most, and the last one: the newest frame is never dropped.
+    assert indices == sorted(indices) and len(indices) <= 31 and indices[-1] == 59
+    assert seen[-1].dropped == 60 - len(seen) >= 29
     # A file: every frame, in order, however slow the model.
     slow = []
     for result in clf.classify_stream(video):
