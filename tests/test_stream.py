@@ -14,12 +14,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.runtime_support import models_folder
@@ -602,6 +605,59 @@ def test_annotate_refuses_an_output_that_is_an_input_also_through_links(video, t
         assert result.exit_code == 1, (args, result.output)
         assert "is the input video" in result.stderr and "Traceback" not in result.output, args
         assert files_in(tmp_path) == before, args
+
+
+#: Ways to name a file again: a symbolic link to it, a hard link, a path through a linked
+#: folder, a path with "sub/.." in it.
+ALIASES = ("symlink", "hardlink", "folder_link", "dotdot")
+
+
+def alias(root: Path, path: Path, how: str, n: int) -> Path:
+    """Another name for `path` (inside `root`), made on the disk."""
+    if how == "symlink":
+        link = root / f"link{n}.mp4"
+        link.symlink_to(path)
+        return link
+    if how == "hardlink" and path.exists():
+        link = root / f"hard{n}.mp4"
+        os.link(path, link)
+        return link
+    if how == "folder_link":
+        folder = root / f"folder{n}"
+        folder.symlink_to(root, target_is_directory=True)
+        return folder / path.relative_to(root)
+    if how == "dotdot":
+        return Path(f"{root}/sub/../{path.relative_to(root)}")
+    return path  # no hard link to a file that does not exist
+
+
+@settings(max_examples=80, deadline=None)
+@given(names=st.lists(st.tuples(st.sampled_from(["in.mp4", "other.mp4", "new.mp4"]),
+                                st.lists(st.sampled_from(ALIASES), max_size=3)),
+                      min_size=2, max_size=2))
+def test_an_input_is_recognised_under_any_of_its_names(names):
+    """Property: the output is refused as an input exactly when both names lead to the same
+    file, however many links and folder tricks lie between (new.mp4 does not exist)."""
+    from tlx.runtime.annotate import check_output
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder).resolve()
+        (root / "in.mp4").write_bytes(b"the input")
+        (root / "other.mp4").write_bytes(b"another file")
+        (root / "sub").mkdir()
+        paths, counter = [], itertools.count()
+        for base, hows in names:
+            path = root / base
+            for how in hows:
+                path = alias(root, path, how, next(counter))
+            paths.append(path)
+        output, source = paths
+        same = names[0][0] == names[1][0]
+        if same:
+            with pytest.raises(TlxError, match="is the input video"):
+                check_output(output, inputs=[str(source)], overwrite=True)
+        else:
+            assert check_output(output, inputs=[str(source)], overwrite=True) == output
 
 
 def test_annotate_with_several_sources_is_refused_before_any_work(video, tmp_path):
