@@ -843,7 +843,14 @@ def tlx_process(harness: Path, hook: str, signame: str, *args) -> subprocess.Pop
 
 
 def finish(proc: subprocess.Popen, first: bytes = b"") -> tuple[str, str]:
-    stdout, stderr = proc.communicate(timeout=120)
+    """stdout (after `first`) and stderr once the process ended; a process that does not end
+    (it would read the endless stream for ever) is killed and the test fails."""
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return (first + stdout).decode(), stderr.decode()
 
 
