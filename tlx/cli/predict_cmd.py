@@ -83,7 +83,7 @@ def predict(
 
     A file that cannot be read prints its error and the others still print; the exit code
     is 1 if any file failed. Ctrl-C (or SIGTERM) ends a stream with the summary, the
-    --annotate video kept, exit 0; before the first frame it exits 130 (SIGTERM: 143).
+    --annotate video kept, exit 0; during start-up it exits 130 (SIGTERM: 143).
     """
     with user_errors():
         # Imports and the model load take a Ctrl-C when they are done, not in the middle: a
