@@ -114,7 +114,7 @@ def test_two_workers_train_like_one_machine_and_only_the_chief_writes(tmp_path, 
 
 @pytest.mark.parametrize("value, message", [
     (None, "needs the TF_CONFIG"),
-    ("not json", "not a usable cluster"),
+    ("not json", "is not JSON"),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "index"),
     ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "only"),
 ])
