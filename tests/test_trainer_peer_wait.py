@@ -273,9 +273,12 @@ def test_three_workers_meet_and_strangers_are_turned_away():
 
 def test_a_worker_of_another_cluster_is_told_why():
     ports = free_ports(3)
-    chief, outcome = _in_thread(peer_wait.wait_for_peers, place(ports[:2], 0), 60, lambda _m: None)
+    chief, outcome = _in_thread(peer_wait.wait_for_peers, place(ports[:2], 0), 5, lambda _m: None)
     with pytest.raises(TlxError, match="lists other workers than this one's"):
         peer_wait.wait_for_peers(place([ports[0], ports[2]], 1), 60, lambda _m: None)
+    chief.join(60)
+    # The chief's own message says whom it turned away.
+    assert "Worker 1" in str(outcome["error"]) and "Turned away: a worker at" in str(outcome["error"])
 
 
 def test_a_chief_whose_peer_never_comes_stops_within_the_timeout_naming_it(tmp_path, tiny_backbone):

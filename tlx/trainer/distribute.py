@@ -16,7 +16,12 @@ Keras 3.15's fit() under MultiWorkerMirroredStrategy fails in two places
 (keras-team/keras#20585): it reduces the first batch, a tuple, with strategy.reduce
 (which only takes one tensor for this strategy), and it reduces each scalar metric with
 axis=0. `patch_keras_for_multi_worker` works around both; nothing changes for the other
-strategies.
+strategies. The workaround replaces private Keras functions: `check_keras_patch` refuses a
+Keras it was not tested on, or one where a target moved or changed.
+
+Before any of this, TF_CONFIG is parsed by tlx.trainer.tf_config and the addresses checked;
+the workers meet in tlx.trainer.peer_wait (bounded, interruptible) before TensorFlow
+connects them.
 """
 
 from __future__ import annotations
@@ -31,16 +36,16 @@ from tlx.errors import TlxError
 from tlx.progress import Log
 from tlx.trainer import peer_wait
 from tlx.trainer.config import Strategy
-from tlx.trainer.tf_config import TF_CONFIG, Cluster, cluster  # noqa: F401  (the one TF_CONFIG parser)
+from tlx.trainer.tf_config import Cluster, cluster  # noqa: F401  (cluster: the one TF_CONFIG parser)
 
 
 def prepare_cluster(strategy: Strategy) -> Optional[Cluster]:
-    """For --strategy multi-worker, before any work: TF_CONFIG parsed, every address checked
-    (resolves, no duplicate, this worker's port free) and the Keras workaround's targets
-    present. None for the other strategies."""
+    """For --strategy multi-worker, before any work (and before TensorFlow is imported):
+    TF_CONFIG parsed and every address checked (resolves, no duplicate, this worker's port
+    free). None for the other strategies. Callers check the Keras workaround next
+    (`check_keras_patch`), once Keras is known to be installed."""
     place = cluster(strategy)
     if place is not None:
-        check_keras_patch()
         peer_wait.check_addresses(place)
     return place
 

@@ -138,19 +138,20 @@ def wait_for_peers(place: Cluster, timeout: float, log: Log) -> None:
     if place.workers == 1:
         return
     deadline = time.monotonic() + timeout
-    with stoppable():
-        listener = listen(place)
-        try:
-            if place.is_chief:
-                _Chief(place, listener, deadline, timeout, log).wait()
-            else:
-                _wait_for_chief(place, deadline, timeout, log)
-        except _Signalled as stop:
-            name = signal.Signals(stop.signum).name
-            raise PeerWaitError(f"Stopped by {name} while waiting for the other workers; nothing was trained.",
-                                exit_code=SIGNAL_EXIT_CODES[stop.signum]) from None
-        finally:
-            listener.close()
+    try:
+        with stoppable():
+            listener = listen(place)
+            try:
+                if place.is_chief:
+                    _Chief(place, listener, deadline, timeout, log).wait()
+                else:
+                    _wait_for_chief(place, deadline, timeout, log)
+            finally:
+                listener.close()
+    except _Signalled as stop:
+        name = signal.Signals(stop.signum).name
+        raise PeerWaitError(f"Stopped by {name} while waiting for the other workers; nothing was trained.",
+                            exit_code=SIGNAL_EXIT_CODES[stop.signum]) from None
 
 
 def _message(**fields) -> bytes:
@@ -218,9 +219,10 @@ class _Chief:
     def timeout_message(self) -> str:
         missing = ", ".join(self.place.name(i) for i in self.missing())
         refused = f" Turned away: {'; '.join(self.refused[-3:])}." if self.refused else ""
-        return (f"{missing[0].upper()}{missing[1:]} did not come within {self.timeout:g} s (--peer-timeout).{refused} Start the same "
-                "`tlx train` command with its own TF_CONFIG on each of them, check that they reach "
-                f"{self.place.address} (firewall), or allow more time with --peer-timeout.")
+        return (f"{missing[0].upper()}{missing[1:]} did not come within {self.timeout:g} s "
+                f"(--peer-timeout).{refused} Start the same `tlx train` command with its own TF_CONFIG "
+                f"on each of them, check that they reach {self.place.address} (firewall), or allow more "
+                "time with --peer-timeout.")
 
     def accept(self) -> None:
         try:

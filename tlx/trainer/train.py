@@ -164,8 +164,10 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
     weights = parse_weights(config.weights)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise TlxError(f"--weights {weights}: no such file. Use imagenet, none or a weights file path.")
-    require_training_dependencies()
     place = distribute.prepare_cluster(config.strategy)
+    require_training_dependencies()
+    if place is not None:
+        distribute.check_keras_patch()
     if place is not None and not place.is_chief:
         # Only the chief writes --out (it may be a shared folder); this worker's files
         # go to a folder of its own, removed at the end.
@@ -212,6 +214,8 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
     run = RunDir(run_dir)
     config = _replace(run.read_config().options, out=run.root)
     place = distribute.prepare_cluster(config.strategy)
+    if place is not None:
+        distribute.check_keras_patch()
     if place is not None and not place.is_chief:
         # Every worker restores the same checkpoint (the run dir must be shared, or copied to
         # each machine); only the chief writes to it, this worker to a copy of its own.
