@@ -334,6 +334,38 @@ def test_sigterm_and_ctrl_c_while_waiting_for_peers_end_it_with_a_message(tmp_pa
     assert "Traceback" not in err
 
 
+CONNECT = (
+    "import sys\n"
+    "from tlx.trainer import distribute\n"
+    "distribute._connect_workers(float(sys.argv[1]), lambda line: print(line, file=sys.stderr, flush=True))\n"
+    "print('connected', flush=True)\n"
+)
+
+
+@pytest.mark.parametrize("timeout, signum", [(3, None), (600, signal.SIGINT)])
+def test_tensorflows_own_connection_step_is_bounded_and_ctrl_c_ends_it(signum, timeout):
+    """After the meeting, TensorFlow's connection step holds the GIL: a C watchdog bounds it
+    (a worker that vanished just then) and Ctrl-C gets the default action."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1",
+           "TF_CONFIG": json.dumps(config_dict(free_ports(2), 0))}
+    proc = subprocess.Popen([sys.executable, "-c", CONNECT, str(timeout)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        if signum is not None:
+            for line in proc.stderr:
+                if "TensorFlow connects the workers now" in line:
+                    proc.send_signal(signum)
+                    break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (1 if signum is None else -signum), err[-3000:]
+    assert "connected" not in out and "Traceback" not in err
+    if signum is None:
+        assert "TensorFlow connects the workers now (at most 3 s" in err
+
+
 # -- the Keras workaround's targets -----------------------------------------------
 
 def test_the_keras_workaround_targets_exist_in_the_installed_keras():
@@ -352,3 +384,12 @@ def test_another_keras_or_a_moved_target_is_refused_with_a_message(monkeypatch):
     monkeypatch.delattr(keras_trainer.TensorFlowTrainer, "_maybe_symbolic_build")
     with pytest.raises(TlxError, match="_maybe_symbolic_build is missing"):
         distribute.check_keras_patch()
+
+
+def test_another_keras_is_refused_by_tlx_train_before_any_work(tmp_path, tiny_backbone, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    result = _train(tmp_path, json.dumps(config_dict(free_ports(2), 1)))
+    assert result.exit_code == 1 and "Keras 3.99.0 is not supported" in result.output, result.output
+    assert "Decoding" not in result.output and "Traceback" not in result.output

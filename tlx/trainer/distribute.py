@@ -80,9 +80,9 @@ def _connect_workers(peer_timeout: float, log: Log):
 
     import tensorflow as tf
 
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
     log(f"TensorFlow connects the workers now (at most {peer_timeout:g} s, then tlx exits with "
         "status 1; Ctrl-C ends it at once).")
-    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
     with open(os.devnull, "w") as devnull:
         # exit=True: _exit(1) after writing the (unwanted) thread dump to devnull.
         faulthandler.dump_traceback_later(peer_timeout, exit=True, file=devnull)
