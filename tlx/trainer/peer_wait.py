@@ -41,6 +41,8 @@ from tlx.trainer.tf_config import Cluster, WorkerAddress
 PROTOCOL = "tlx-peer-wait/1"
 #: Longest message line between workers, in bytes.
 MAX_LINE = 1024
+#: Connections the chief keeps open before they said which worker they are.
+MAX_PENDING = 64
 #: How often a worker tries again to reach the chief, in seconds.
 RETRY_SECONDS = 0.5
 
@@ -218,7 +220,7 @@ class _Chief:
 
     def timeout_message(self) -> str:
         missing = ", ".join(self.place.name(i) for i in self.missing())
-        refused = f" Turned away: {'; '.join(self.refused[-3:])}." if self.refused else ""
+        refused = f" Turned away: {'; '.join(self.refused)}." if self.refused else ""
         return (f"{missing[0].upper()}{missing[1:]} did not come within {self.timeout:g} s "
                 f"(--peer-timeout).{refused} Start the same `tlx train` command with its own TF_CONFIG "
                 f"on each of them, check that they reach {self.place.address} (firewall), or allow more "
@@ -228,6 +230,9 @@ class _Chief:
         try:
             conn, _ = self.listener.accept()
         except OSError:
+            return
+        if len(self.buffers) >= MAX_PENDING:    # connections that say nothing take no more than this
+            conn.close()
             return
         conn.setblocking(False)
         self.buffers[conn] = b""
@@ -282,7 +287,7 @@ class _Chief:
         elif index in self.present:
             problem = f"a second worker {index} at {peer} ({self.place.name(index)} is already here)"
         if problem is not None:
-            self.refused.append(problem)
+            self.refused = [*self.refused[-2:], problem]     # the last three, for the timeout message
             self.log(f"Turned away {problem}.")
             _send(conn, _message(refused=f"The chief, {self.place.name(0)}, turned away {problem}."))
             self.selector.unregister(conn)

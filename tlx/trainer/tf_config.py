@@ -20,6 +20,7 @@ from typing import Mapping, Optional
 
 from tlx.errors import TlxError
 from tlx.text import printable
+from tlx.trainer.config import Strategy
 
 TF_CONFIG = "TF_CONFIG"
 
@@ -180,8 +181,6 @@ def _shown(value, limit: int = 80) -> str:
 
 def cluster(strategy, environ: Optional[Mapping[str, str]] = None) -> Optional[Cluster]:
     """The cluster for --strategy multi-worker, None for the other strategies."""
-    from tlx.trainer.config import Strategy
-
     if Strategy(strategy) is not Strategy.MULTI_WORKER:
         return None
     return from_environment(os.environ if environ is None else environ)

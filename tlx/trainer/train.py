@@ -215,6 +215,7 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
     config = _replace(run.read_config().options, out=run.root)
     place = distribute.prepare_cluster(config.strategy)
     if place is not None:
+        config.validate()                # config.json may have been edited: --peer-timeout's bounds
         distribute.check_keras_patch()
     if place is not None and not place.is_chief:
         # Every worker restores the same checkpoint (the run dir must be shared, or copied to
