@@ -271,6 +271,28 @@ def test_three_workers_meet_and_strangers_are_turned_away():
     assert any("lists other workers" in line for line in chief_log), chief_log
 
 
+def test_a_second_worker_with_the_same_index_is_turned_away():
+    ports = free_ports(3)
+    here = threading.Event()
+    chief_log: list[str] = []
+
+    def log(line):
+        chief_log.append(line)
+        if "worker 1 (" in line and "is here" in line:
+            here.set()
+
+    # Time enough for worker 1 and the impostor to arrive on a busy machine; worker 2 never does.
+    chief, chief_outcome = _in_thread(peer_wait.wait_for_peers, place(ports, 0), 10, log)
+    worker, _ = _in_thread(peer_wait.wait_for_peers, place(ports, 1), 10, lambda _m: None)
+    assert here.wait(60), chief_log
+    with socket.create_connection(("127.0.0.1", ports[0]), timeout=30) as conn:
+        conn.sendall(peer_wait.hello(place(ports, 1)))
+        reply = peer_wait.parse_message(conn.makefile("rb").readline())
+    assert "a second worker 1" in reply["refused"]
+    chief.join(60)
+    assert "Worker 2" in str(chief_outcome["error"]) and "a second worker 1" in str(chief_outcome["error"])
+
+
 def test_a_worker_of_another_cluster_is_told_why():
     ports = free_ports(3)
     chief, outcome = _in_thread(peer_wait.wait_for_peers, place(ports[:2], 0), 5, lambda _m: None)
