@@ -26,6 +26,10 @@ class Strategy(str, Enum):
     MULTI_WORKER = "multi-worker"
 
 
+#: Longest --peer-timeout, in seconds (a day).
+MAX_PEER_TIMEOUT = 86400.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run. Defaults are the values of TensorFlow's
@@ -81,6 +85,9 @@ class TrainConfig:
     preprocessing: int = PREPROCESSING_VERSION
     #: Replace the files of an earlier run in `out` instead of refusing to.
     overwrite: bool = False
+    #: --strategy multi-worker: seconds to wait for every worker of TF_CONFIG to come before
+    #: giving up with a message naming the missing ones (tlx.trainer.peer_wait).
+    peer_timeout: float = 300.0
 
     def __post_init__(self):
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -122,6 +129,9 @@ class TrainConfig:
         if self.fine_tune_at is not None and self.fine_tune_at < 0:
             raise TlxError("--fine-tune-at must be 0 or more.")
         check_version(self.preprocessing, "--preprocessing", "Choose one of those.")
+        if not 0 < self.peer_timeout <= MAX_PEER_TIMEOUT:
+            raise TlxError(f"--peer-timeout {self.peer_timeout:g}: give a number of seconds above 0 and at most "
+                           f"{MAX_PEER_TIMEOUT:g} (a day).")
 
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
