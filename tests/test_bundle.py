@@ -54,20 +54,20 @@ def test_stratified_subset_keeps_class_shares():
 def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_run):  # noqa: F811
     with open_bundle(bundle) as opened:
         manifest = opened.manifest
-        assert [m["name"] for m in manifest["models"]] == ["float32", "int8"]
-        assert len(manifest["images"]) == 9
-        assert sorted(i["label"] for i in manifest["images"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-        assert len(manifest["reference"]["probabilities"]) == 9
-        assert {(r["model"], r["backend"]) for r in manifest["host"]["results"]} >= {
+        assert [m.name for m in manifest.models] == ["float32", "int8"]
+        assert len(manifest.images) == 9
+        assert sorted(i.label for i in manifest.images) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert len(manifest.reference_top1) == 9
+        assert {(r.model, r.backend) for r in manifest.host_results} >= {
             ("int8", "litert"), ("int8", "litert-builtin"), ("float32", "litert")}
-        assert manifest["host"]["machine"]["architecture"]
+        assert manifest.host_machine["architecture"]
         # The run's preprocessing version travels with the photos (the device decodes with it).
-        assert manifest["preprocessing"] == opened.preprocessing == 2
+        assert manifest.preprocessing == opened.preprocessing == 2
         # The photos are the original files, byte for byte.
-        first = manifest["images"][0]
+        first = manifest.images[0]
         from tlx.run_dir import RunDir
-        original = Path(RunDir(exported_run).read_split().data_dir) / first["source"]
-        assert opened.read(first["file"]) == original.read_bytes()
+        original = Path(RunDir(exported_run).read_split().data_dir) / first.source
+        assert opened.read(first.file) == original.read_bytes()
 
 
 def test_bench_bundle_in_process_agrees_with_the_host(bundle):
@@ -157,7 +157,7 @@ def test_model_labels_differ_from_the_manifest(bundle, tmp_path):
         doc["labels"] = labels
         doc["files"]["labels.txt"] = sha256_bytes(text)
     bad = rewrite(bundle, tmp_path / "relabelled.zip", replace={"labels.txt": text}, manifest=relabel)
-    _bench_fails(bad, tmp_path, "lists the labels", "manifest")
+    _bench_fails(bad, tmp_path, "lists the labels", "the manifest")
 
 
 def test_open_bundle_refuses_labels_file_that_disagrees(bundle, tmp_path):
