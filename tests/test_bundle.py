@@ -224,3 +224,294 @@ def test_a_failed_inference_on_the_device_is_counted_not_fatal(bundle, monkeypat
     assert first["host"]["differ"] == 1 and first["host"]["identical"] == 8
     assert first["accuracy"]["n"] == 9
     json.dumps(result, allow_nan=False)  # a valid JSON document, no NaN or Infinity
+
+
+# --- hostile bundles ---------------------------------------------------------------------------
+# Each named case of a crafted bundle, then a property-based test over mutations of a genuine
+# one. Bounds on memory are measured in a fresh process (peak RSS), since this one holds
+# TensorFlow.
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+from tlx.bundle import manifest as schema
+
+MAX_RSS_MB = 300
+FAST_JSON = ["--threads", "1", "--runs", "1", "--warmup", "0", "--no-cold-start", "--backend", "litert"]
+
+
+def members_of(path: Path) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(path) as archive:
+        return [(info.filename, archive.read(info)) for info in archive.infolist()]
+
+
+def manifest_of(path: Path) -> dict:
+    return json.loads(dict(members_of(path))[MANIFEST])
+
+
+def write_zip(dst: Path, members: list[tuple[str, bytes]], manifest: dict | None = None,
+              rehash: bool = False) -> Path:
+    """A bundle of `members` in order (names may repeat), with `manifest` (a dict, written
+    last) whose file hashes and model sizes are recomputed when `rehash`."""
+    members = [(n, d) for n, d in members if n != MANIFEST or manifest is None]
+    if manifest is not None:
+        if rehash:
+            manifest["files"] = {n: sha256_bytes(d) for n, d in members if n != MANIFEST}
+            sizes = dict(members)
+            for model in manifest["models"]:
+                model["size_bytes"] = len(sizes.get(model["file"], b""))
+        members.append((MANIFEST, json.dumps(manifest).encode()))
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as archive:
+        warnings.simplefilter("ignore")  # "Duplicate name": on purpose
+        for name, data in members:
+            archive.writestr(name, data)
+    return dst
+
+
+def deflated_zeros(size: int) -> bytes:
+    """A raw deflate stream that inflates to `size` zero bytes, made in milliseconds: after a
+    full flush every MiB of zeros compresses to the same bytes, so the stream is repeated."""
+    block = bytes(1 << 20)
+    assert size % len(block) == 0
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    middle = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(block) + c.flush(zlib.Z_FULL_FLUSH) == middle
+    last = c.compress(block) + c.flush()
+    return first + middle * (size // len(block) - 3) + middle + last
+
+
+def raw_zip(dst: Path, entries: list[tuple[str, bytes, int, int]]) -> Path:
+    """A zip written by hand: (name, deflate stream, declared inflated size, CRC-32) each; for
+    sizes zipfile would not write without zip64 or would compute itself."""
+    local, central = bytearray(), bytearray()
+    for name, stream, size, crc in entries:
+        encoded = name.encode()
+        offset = len(local)
+        local += struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(stream), size,
+                             len(encoded), 0) + encoded + stream
+        central += struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(stream), size,
+                               len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central),
+                      len(local), 0)
+    dst.write_bytes(bytes(local + central + end))
+    return dst
+
+
+def bench_in_fresh_process(path: Path, out: Path, *extra: str) -> tuple[int, str, float]:
+    """`tlx bench BUNDLE` in a new Python process: (exit code, stderr, its peak RSS in MB).
+
+    The peak is VmHWM from /proc/self/status: getrusage's ru_maxrss would carry over this
+    process's peak (TensorFlow's) through fork and exec."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("peak RSS is read from /proc (Linux)")
+    code = ("import atexit, sys\n"
+            "def peak():\n"
+            "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+            "    print('PEAK_RSS_KB', line.split()[1], file=sys.stderr)\n"
+            "atexit.register(peak)\n"
+            "from tlx.cli import main\n"
+            "sys.argv = ['tlx'] + sys.argv[1:]\n"
+            "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, "bench", str(path), *FAST_JSON, "--out", str(out),
+                           *extra], capture_output=True, text=True, env=env, timeout=300)
+    peak = [line for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    assert peak, done.stderr
+    return done.returncode, done.stderr, int(peak[-1].split()[1]) / 1024
+
+
+def test_genuine_bundle_stays_within_the_memory_bound(bundle, tmp_path):
+    code, err, peak = bench_in_fresh_process(bundle, tmp_path / "r")
+    assert code == 0, err
+    assert peak < MAX_RSS_MB
+    print(f"genuine bundle: peak RSS {peak:.0f} MB")
+
+
+def test_zip_bomb_member_is_refused_before_it_inflates(bundle, tmp_path):
+    # 2 GiB of zeros in a 2 MB member; declared honestly, then with a lying size.
+    photo = manifest_of(bundle)["images"][0]["file"]
+    stream = deflated_zeros(2 << 30)
+    assert len(stream) < 3 << 20
+    kept = [(n, d) for n, d in members_of(bundle) if n != photo]
+    for declared, words in (((2 << 30) - 1, ["inflates to", photo]), (1000, ["cannot read", photo])):
+        plain = write_zip(tmp_path / "plain.zip", kept)
+        with zipfile.ZipFile(plain) as archive:
+            entries = [(i.filename, _deflate(archive.read(i)), i.file_size, i.CRC) for i in archive.infolist()]
+        bomb = raw_zip(tmp_path / "bomb.zip", [(photo, stream, declared, 0)] + entries)
+        code, err, peak = bench_in_fresh_process(bomb, tmp_path / "r")
+        assert code == 1 and "Traceback" not in err, err
+        assert all(w in err for w in words), err
+        assert peak < MAX_RSS_MB
+        print(f"bomb member declared {declared} bytes: refused, peak RSS {peak:.0f} MB")
+
+
+def _deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def test_huge_manifest_is_refused_before_it_is_read(tmp_path):
+    # 1.5 GiB of spaces (valid JSON padding) as manifest.json.
+    block = b" " * (1 << 20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    middle = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    last = c.compress(b"{}") + c.flush()
+    size = 1536 << 20
+    huge = raw_zip(tmp_path / "huge.zip", [(MANIFEST, first + middle * 1535 + last, size + 2, 0)])
+    code, err, peak = bench_in_fresh_process(huge, tmp_path / "r")
+    assert code == 1 and "Traceback" not in err and "manifest.json inflates to" in err, err
+    assert peak < MAX_RSS_MB
+    print(f"1.5 GiB manifest: refused, peak RSS {peak:.0f} MB")
+
+
+def test_image_size_of_ten_gigapixels_is_refused_without_allocating(bundle, tmp_path):
+    doc = manifest_of(bundle)
+    doc["image_size"] = [100000, 100000]
+    bad = write_zip(tmp_path / "big.zip", members_of(bundle), doc)
+    code, err, peak = bench_in_fresh_process(bad, tmp_path / "r")
+    assert code == 1 and "Traceback" not in err and "image_size[0]: 100000 is outside" in err, err
+    assert peak < MAX_RSS_MB
+
+
+def _refused(path: Path, tmp_path: Path, *words: str) -> str:
+    return _bench_fails(path, tmp_path, *words)
+
+
+def test_duplicate_manifest_is_refused(bundle, tmp_path):
+    members = members_of(bundle)
+    doc = manifest_of(bundle)
+    doc["images"][0]["label"] = (doc["images"][0]["label"] + 1) % len(doc["labels"])
+    # The first is what unzip shows, the last what Python's zipfile reads.
+    twice = write_zip(tmp_path / "twice.zip", members + [(MANIFEST, json.dumps(doc).encode())])
+    _refused(twice, tmp_path, "two members named 'manifest.json'")
+
+
+def test_any_duplicate_member_is_refused(bundle, tmp_path):
+    members = members_of(bundle)
+    photo = next(m for m in members if m[0].startswith("images/"))
+    twice = write_zip(tmp_path / "twice.zip", members[:1] + [photo] + members[1:])
+    _refused(twice, tmp_path, "two members named", photo[0])
+
+
+def test_swapped_models_with_recomputed_hashes_are_refused(bundle, tmp_path):
+    members = dict(members_of(bundle))
+    doc = manifest_of(bundle)
+    members["models/model_float32.tflite"], members["models/model_int8.tflite"] = (
+        members["models/model_int8.tflite"], members["models/model_float32.tflite"])
+    by_name = {m["name"]: m for m in doc["models"]}
+    by_name["float32"]["output_quantization"], by_name["int8"]["output_quantization"] = (
+        by_name["int8"]["output_quantization"], by_name["float32"]["output_quantization"])
+    for result in doc["host"]["results"]:  # a consistent lie: the host's rows follow the files
+        result["model"] = {"int8": "float32", "float32": "int8"}[result["model"]]
+    swapped = write_zip(tmp_path / "swapped.zip", list(members.items()), doc, rehash=True)
+    _refused(swapped, tmp_path, "models/model_float32.tflite does not match",
+             "it says it is the 'int8' export, the manifest 'float32'")
+
+
+def test_photo_named_like_a_model_does_not_replace_it_in_the_cold_start(bundle, tmp_path):
+    members = members_of(bundle)
+    doc = manifest_of(bundle)
+    old = doc["images"][0]["file"]
+    new = "images/0000-model_int8.tflite"
+    doc["images"][0]["file"] = new
+    renamed = write_zip(tmp_path / "renamed.zip", [(new if n == old else n, d) for n, d in members], doc,
+                        rehash=True)
+    genuine = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=1, warmup=0,
+                                             cold_start=False, backends=("litert",)))
+    result = bench_bundle(DeviceBenchConfig(bundle=renamed, threads=(1,), runs=1, warmup=0,
+                                            cold_start=True, backends=("litert",)))
+    assert figures(result) == figures(genuine)
+    for model in result["models"]:
+        assert model["cold_start"] and model["cold_start"]["first_output_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["../manifest.json", "images/../models/model_int8.tflite", "/etc/passwd",
+                                  "images\\0000-x.png", "images/sub/0000-x.png", "other.txt"])
+def test_member_names_outside_the_layout_are_refused(bundle, tmp_path, name):
+    bad = write_zip(tmp_path / "names.zip", members_of(bundle) + [(name, b"x")])
+    _refused(bad, tmp_path, "outside a bundle's layout")
+
+
+def test_image_entry_with_dot_dot_is_refused(bundle, tmp_path):
+    members, doc = members_of(bundle), manifest_of(bundle)
+    old = doc["images"][0]["file"]
+    doc["images"][0]["file"] = "images/../models/model_int8.tflite"
+    bad = write_zip(tmp_path / "dots.zip", [(doc["images"][0]["file"] if n == old else n, d)
+                                           for n, d in members], doc, rehash=True)
+    _refused(bad, tmp_path, "outside a bundle's layout")
+
+
+@pytest.mark.parametrize("label, words", [(99, "images[0].label: 99 is outside 0..2"),
+                                          (-1, "images[0].label: -1 is outside 0..2"),
+                                          (True, "images[0].label: must be a whole number"),
+                                          (1.0, "images[0].label: must be a whole number")])
+def test_labels_out_of_range_are_refused(bundle, tmp_path, label, words):
+    doc = manifest_of(bundle)
+    doc["images"][0]["label"] = label
+    _refused(write_zip(tmp_path / "label.zip", members_of(bundle), doc), tmp_path, words)
+
+
+@pytest.mark.parametrize("times", [20, 20_000])
+def test_one_photo_listed_many_times_is_refused(bundle, tmp_path, times):
+    doc = manifest_of(bundle)
+    doc["images"] = [doc["images"][0]] * times
+    doc["reference"]["probabilities"] = [doc["reference"]["probabilities"][0]] * times
+    doc["reference"]["top1"] = [doc["reference"]["top1"][0]] * times
+    for result in doc["host"]["results"]:
+        result["scores"], result["top1"] = [result["scores"][0]] * times, [result["top1"][0]] * times
+    words = "is not numbered 0001" if times < schema.MAX_IMAGES else f"1..{schema.MAX_IMAGES} expected"
+    _refused(write_zip(tmp_path / "many.zip", members_of(bundle), doc), tmp_path, words)
+
+
+@pytest.mark.parametrize("reshape", ["drop a column", "drop a row", "add a row", "flat"])
+def test_host_scores_of_the_wrong_shape_are_refused(bundle, tmp_path, reshape):
+    doc = manifest_of(bundle)
+    scores = doc["host"]["results"][0]["scores"]
+    doc["host"]["results"][0]["scores"] = {
+        "drop a column": [row[:-1] for row in scores], "drop a row": scores[:-1],
+        "add a row": scores + scores[:1], "flat": [v for row in scores for v in row]}[reshape]
+    _refused(write_zip(tmp_path / "shape.zip", members_of(bundle), doc), tmp_path,
+             "host.results[0].scores")
+
+
+@pytest.mark.parametrize("text, words", [
+    (b'{"format": "tlx-bench-bundle", "format": "x"}', "'format': appears twice"),
+    (b'{"format": "tlx-bench-bundle", "format_version": NaN}', "NaN: is not a JSON number"),
+    (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+    (b'\xff\xfe', "not valid JSON"),
+])
+def test_hostile_json_is_refused(bundle, tmp_path, text, words):
+    members = [(n, d) for n, d in members_of(bundle) if n != MANIFEST] + [(MANIFEST, text)]
+    _refused(write_zip(tmp_path / "json.zip", members), tmp_path, words)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d.update(images=[], reference={"name": "keras", "probabilities": [], "top1": []}),
+     "images: has 0 entries"),
+    (lambda d: d.update(labels="abc"), "labels: must be a list"),
+    (lambda d: d["models"][0].update(output_quantization=[0, 0]), "the scale must be a positive number"),
+    (lambda d: d["reference"]["top1"].__setitem__(0, (d["reference"]["top1"][0] + 1) % 3),
+     "reference.top1[0]: is not the class with the highest score"),
+    (lambda d: d.pop("host"), "host: is missing"),
+    (lambda d: d.update(preprocessing=99), "preprocessing version 99"),
+    (lambda d: d["run"].update(model_sha256="0" * 64), "made from another model.keras"),
+])
+def test_hostile_fields_are_refused(bundle, tmp_path, edit, words):
+    doc = manifest_of(bundle)
+    edit(doc)
+    _refused(write_zip(tmp_path / "field.zip", members_of(bundle), doc), tmp_path, words)
+
+
+def figures(result: dict) -> dict:
+    """What a device result claims about accuracy and agreement (not timings or machine)."""
+    return {"n": result["n_images"], "reference": result["reference"]["accuracy"],
+            "models": {(m["name"], m["backend"]): {k: m[k] for k in (
+                "size_bytes", "accuracy", "drop", "agreement_reference", "host", "failures")}
+                for m in result["models"]}}

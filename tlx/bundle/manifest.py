@@ -428,7 +428,7 @@ def _on_grid(scores: np.ndarray, quantization: Optional[tuple[float, int]], wher
     ok = np.isnan(q) | ((np.abs(q - np.rint(q)) < 1e-3) & (q >= -128.5) & (q <= 255.5))
     if not ok.all():
         i, j = (int(x[0]) for x in np.nonzero(~ok))
-        raise _Invalid(f"{where}[{i}][{j}]", f"{scores[i, j]!r} is no output of a model with output scale "
+        raise _Invalid(f"{where}[{i}][{j}]", f"{float(scores[i, j]):.8g} is no output of a model with output scale "
                                              f"{scale:g} and zero point {zero_point}")
 
 
