@@ -450,5 +450,5 @@ def _machine(value) -> dict:
                 _str(x, f"{where}.{sub[:40]}", limit=256, optional=True)
         elif item is not None and type(item) is not int:
             _str(item, where, limit=1024)
-    _str(record.get("cpu", ""), "host.machine.cpu", limit=1024)
+    _str(_field(record, "cpu", "host.machine"), "host.machine.cpu", limit=1024)
     return record
