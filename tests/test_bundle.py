@@ -370,6 +370,30 @@ def test_huge_manifest_is_refused_before_it_is_read(tmp_path):
     print(f"1.5 GiB manifest: refused, peak RSS {peak:.0f} MB")
 
 
+@pytest.mark.parametrize("dense", [b"{}", b"[]", b"1e1"])
+def test_dense_manifest_under_the_size_cap_is_refused_before_parsing(tmp_path, dense):
+    # 15 MB of "{}," would be 5 million Python dicts (over 300 MB).
+    text = b"[" + (dense + b",") * (15_000_000 // (len(dense) + 1)) + dense + b"]"
+    assert len(text) < schema.MAX_MANIFEST_BYTES
+    dense_zip = write_zip(tmp_path / "dense.zip", [(MANIFEST, text)])
+    code, err, peak = bench_in_fresh_process(dense_zip, tmp_path / "r")
+    assert code == 1 and "Traceback" not in err and "objects and lists" in err, err
+    assert peak < MAX_RSS_MB
+    print(f"dense manifest {dense!r}: refused, peak RSS {peak:.0f} MB")
+
+
+def test_densest_manifest_within_the_counts_stays_within_the_memory_bound(tmp_path):
+    rows = schema.MAX_CONTAINERS - 3  # and the outer object and two lists
+    floats = b",".join([b"\"ab\""] * (schema.MAX_VALUES - rows - 1))  # a str costs most
+    rows = b",".join([b"[]"] * rows)
+    text = b'{"format": "tlx-bench-bundle", "format_version": 1, "a": [' + floats + b'], "b": [' + rows + b"]}"
+    dense_zip = write_zip(tmp_path / "dense.zip", [(MANIFEST, text)])
+    code, err, peak = bench_in_fresh_process(dense_zip, tmp_path / "r")
+    assert code == 1 and "Traceback" not in err and "labels: is missing" in err, err
+    assert peak < MAX_RSS_MB
+    print(f"densest manifest within the counts: parsed, refused, peak RSS {peak:.0f} MB")
+
+
 def test_image_size_of_ten_gigapixels_is_refused_without_allocating(bundle, tmp_path):
     doc = manifest_of(bundle)
     doc["image_size"] = [100000, 100000]

@@ -30,7 +30,7 @@ import numpy as np
 import tlx
 from tlx import files, machine
 from tlx.bundle.archive import FORMAT, FORMAT_VERSION, LABELS, MANIFEST, open_bundle, sha256_bytes
-from tlx.bundle.manifest import MAX_IMAGES, MAX_PIXEL_BYTES, image_member, model_member
+from tlx.bundle.manifest import MAX_IMAGES, MAX_PIXEL_BYTES, MAX_SCORE_VALUES, image_member, model_member
 from tlx.errors import MissingDependencyError, TlxError
 from tlx.run_dir import RunDir, require_present
 
@@ -116,7 +116,9 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     run.require_from_this_model(list(contents), model_sha, labels)
 
     items = stratified_subset(split.test, config.max_images, config.seed)
-    _check_photo_count(len(items), tuple(split.image_size))
+    host_backends = installed_backends()
+    _check_photo_count(len(items), tuple(split.image_size),
+                       scores_per_photo=len(labels) * (len(contents) * len(host_backends) + 1))
     log(f"Decoding {len(items)} test photos")
     preprocessing = _preprocessing(run)
     images = load_labelled(items, tuple(split.image_size), version=preprocessing)
@@ -125,7 +127,6 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
 
     log("Keras reference (TensorFlow)")
     reference = _keras_probabilities(run.model, len(labels), images)
-    host_backends = installed_backends()
     results = []
     for path, content in contents.items():
         for backend in host_backends:
@@ -164,9 +165,11 @@ def check_out(out: Path) -> None:
     files.require_writable_dir(out.parent, "-o: the folder")
 
 
-def _check_photo_count(count: int, image_size: tuple[int, int]) -> None:
-    """A device holds every photo decoded at once; the bundle schema bounds that memory."""
-    fits = min(MAX_IMAGES, MAX_PIXEL_BYTES // (image_size[0] * image_size[1] * 3))
+def _check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo: int) -> None:
+    """A device holds every photo decoded at once, and the manifest every score: the bundle
+    schema bounds that memory, so a run with more photos is told to take a subset."""
+    fits = min(MAX_IMAGES, MAX_PIXEL_BYTES // (image_size[0] * image_size[1] * 3),
+               MAX_SCORE_VALUES // scores_per_photo)
     if count > fits:
         raise TlxError(f"{count} test photos of {image_size[0]}x{image_size[1]} pixels are more than a "
                        f"bundle holds ({fits}: a small device decodes them all into memory). "

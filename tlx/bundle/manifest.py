@@ -47,7 +47,7 @@ MAX_LABELS = 1000
 MAX_MODELS = 8
 MAX_HOST_RESULTS = 64
 #: Per-photo scores held in the manifest (reference and host results together).
-MAX_SCORE_VALUES = 2_000_000
+MAX_SCORE_VALUES = 1_000_000
 #: The model input side in pixels, and the decoded photos held at once (photos x height x
 #: width x 3 bytes): the device keeps them in memory for every model.
 MAX_IMAGE_SIDE = 1024
@@ -55,6 +55,10 @@ MAX_PIXEL_BYTES = 96 << 20
 #: A photo's decoded size (a 24 MP camera photo): a small PNG can decode to gigapixels.
 MAX_PHOTO_PIXELS = 24_000_000
 MAX_TEXT = 4096
+#: Objects and lists, and values, a manifest may hold: a JSON value costs Python 30-60 bytes
+#: against its 2-4 bytes of text, so the manifest's size alone does not bound memory.
+MAX_CONTAINERS = 300_000
+MAX_VALUES = MAX_SCORE_VALUES + 200_000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: models/model_<name>.tflite, as `tlx export` names its files.
@@ -139,6 +143,12 @@ def parse_manifest(raw: bytes, source: str) -> Manifest:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES >> 20} MB. "
                           f"{remake(source)}")
+    # Counted in the raw text (brackets and commas inside strings count too: an over-count
+    # only errs on the safe side) before the parser builds anything.
+    containers, values = raw.count(b"{") + raw.count(b"["), raw.count(b",")
+    if containers > MAX_CONTAINERS or values > MAX_VALUES:
+        raise BundleError(f"{source}: {MANIFEST} holds {containers} objects and lists and {values} values; "
+                          f"a bundle's has at most {MAX_CONTAINERS} and {MAX_VALUES}. {remake(source)}")
     try:
         doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
                          parse_constant=_no_constant)
