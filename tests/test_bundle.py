@@ -401,6 +401,7 @@ def test_image_size_of_ten_gigapixels_is_refused_without_allocating(bundle, tmp_
     code, err, peak = bench_in_fresh_process(bad, tmp_path / "r")
     assert code == 1 and "Traceback" not in err and "image_size[0]: 100000 is outside" in err, err
     assert peak < MAX_RSS_MB
+    print(f"image_size [100000, 100000]: refused, peak RSS {peak:.0f} MB")
 
 
 def test_duplicate_manifest_is_bench_fails(bundle, tmp_path):
