@@ -92,23 +92,7 @@ class Bundle:
         return bytes(data)
 
     def _stream(self, name: str) -> Iterator[bytes]:
-        """The member's bytes in blocks; BundleError when it holds more than its directory
-        entry says (zipfile stops there, but a member must never be trusted to) or is damaged."""
-        try:
-            info = self._zip.getinfo(name)
-            left = info.file_size
-            with self._zip.open(info) as member:
-                while block := member.read(min(_BLOCK, left + 1)):
-                    left -= len(block)
-                    if left < 0:
-                        raise BundleError(f"{self.path}: {name} holds more than its recorded size. "
-                                          f"{remake(self.path)}")
-                    yield block
-        except BundleError:
-            raise
-        except (KeyError, *_ZIP_ERRORS) as exc:
-            raise BundleError(f"{self.path}: cannot read {name} ({str(exc)[:200]}). "
-                              f"{remake(self.path)}") from None
+        return _stream(self._zip, self.path, name)
 
     def _check_digest(self, name: str, digest) -> None:
         if digest.hexdigest() != self.manifest.files[name]:
@@ -123,6 +107,24 @@ class Bundle:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stream(archive: zipfile.ZipFile, path: Path, name: str) -> Iterator[bytes]:
+    """Member `name`'s bytes in blocks; BundleError when it holds more than its directory entry
+    says (zipfile stops there, but a member must never be trusted to) or is damaged."""
+    try:
+        info = archive.getinfo(name)
+        left = info.file_size
+        with archive.open(info) as member:
+            while block := member.read(min(_BLOCK, left + 1)):
+                left -= len(block)
+                if left < 0:
+                    raise BundleError(f"{path}: {name} holds more than its recorded size. {remake(path)}")
+                yield block
+    except BundleError:
+        raise
+    except (KeyError, *_ZIP_ERRORS) as exc:
+        raise BundleError(f"{path}: cannot read {name} ({str(exc)[:200]}). {remake(path)}") from None
 
 
 def open_bundle(path: str | Path) -> Bundle:
@@ -199,9 +201,7 @@ def _read_manifest(archive: zipfile.ZipFile, path: Path) -> Manifest:
                               f"{remake(path)}")
         if info.flag_bits & 0x1:
             raise BundleError(f"{path}: {name[:80]} is encrypted. {remake(path)}")
-    bundle = Bundle(path, None, archive)  # type: ignore[arg-type]  (the manifest is read unchecked)
-    raw = b"".join(bundle._stream(MANIFEST))
-    return parse_manifest(raw, str(path))
+    return parse_manifest(b"".join(_stream(archive, path, MANIFEST)), str(path))
 
 
 def _check_members(bundle: Bundle) -> None:
