@@ -522,6 +522,7 @@ def test_hostile_json_is_bench_fails(bundle, tmp_path, text, words):
     (lambda d: d.pop("host"), "host: is missing"),
     (lambda d: d.update(preprocessing=99), "preprocessing version 99"),
     (lambda d: d["run"].update(model_sha256="0" * 64), "made from another model.keras"),
+    (lambda d: d["images"][0].update(file="images/0000-\u202egpj.exe"), "holds a control character"),
 ])
 def test_hostile_fields_are_bench_fails(bundle, tmp_path, edit, words):
     doc = manifest_of(bundle)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import random
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +180,7 @@ def _check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo
 def _member_name(name: str) -> str:
     """The photo's file name as a zip member: no control character or backslash, not too long
     (the schema's pattern); the suffix kept, it tells the decoder what to expect."""
-    cleaned = "".join("_" if ord(c) < 32 or c in "\\/\x7f" else c for c in name)
+    cleaned = "".join("_" if unicodedata.category(c)[0] == "C" or c in "\\/" else c for c in name)
     stem, suffix = Path(cleaned).stem, Path(cleaned).suffix[:10]
     return (stem[:100] or "photo") + suffix
 

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from tlx.errors import TlxError
+from tlx.text import printable
 
 FORMAT = "tlx-bench-bundle"
 #: Bumped when a reader of the previous version could misread a new bundle.
@@ -354,6 +355,8 @@ def _images(value, num_labels: int) -> tuple[ImageEntry, ...]:
         where = f"images[{i}]"
         entry = _obj(entry, where)
         file = _str(_field(entry, "file", where), f"{where}.file", _IMAGE_FILE)
+        if printable(file) != file:  # a terminal control or bidirectional override in a name
+            raise _Invalid(f"{where}.file", f"{printable(file[:80])} holds a control character")
         if int(_IMAGE_FILE.fullmatch(file).group(1)) != i:
             raise _Invalid(f"{where}.file", f"{file[:80]!r} is not numbered {i:04d}: photos are listed once, "
                                             "in order")
