@@ -33,7 +33,7 @@ def _steps(host: dict | None) -> str:
 def main(bundle_path: str, result_paths: list[str]) -> None:
     with open_bundle(bundle_path) as bundle:
         manifest = bundle.manifest
-    host = manifest["host"]["machine"]
+    host = manifest.host_machine
     qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout
     results = [files.read_json(p) for p in result_paths]
     first = results[0] if results else {}
@@ -43,9 +43,9 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
         "Reproduce: `tlx demo`, then `tlx bundle RUN_DIR -o demo.zip` on the x86 host, then "
         "`bash benchmarks/aarch64_check.sh demo.zip`.",
         "",
-        f"- bundle: {Path(bundle_path).name}, run `{manifest['run']['name']}` (model sha256 "
-        f"{manifest['run']['model_sha256'][:12]}), {len(manifest['images'])} test photos, models "
-        f"{', '.join(m['name'] for m in manifest['models'])}; made {manifest['created']} by tlx {manifest['tlx']}",
+        f"- bundle: {Path(bundle_path).name}, run `{manifest.run['name']}` (model sha256 "
+        f"{(manifest.model_sha256 or '?')[:12]}), {len(manifest.images)} test photos, models "
+        f"{', '.join(m.name for m in manifest.models)}; made {manifest.created} by tlx {manifest.tlx}",
         f"- host (reference outputs): {host['cpu']} ({host['architecture']}; "
         f"{', '.join(host.get('cpu_features', [])) or 'no int8 features'}); "
         + ", ".join(f"{k} {v}" for k, v in host["versions"].items()),

@@ -15,6 +15,7 @@ bundle instead of a run folder.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle
 from tlx.drop import check_max_drop
+from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
@@ -89,16 +91,15 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
                        "  pip install 'tlx-edge[runtime]'   # ai-edge-litert\n"
                        "  pip install 'tlx-edge[tflite]'    # tflite-runtime 2.14 (Raspberry Pi OS Bookworm)")
     with open_bundle(config.bundle) as bundle:
-        log(f"Checked {bundle.path.name}: {len(bundle.manifest['models'])} models, "
-                 f"{len(bundle.manifest['images'])} photos")
         manifest = bundle.manifest
+        log(f"Checked {bundle.path.name}: {len(manifest.models)} models, {len(manifest.images)} photos")
         pixels, truth, names = _photos(bundle)
-        reference = np.asarray(manifest["reference"]["top1"], dtype=np.int64)
+        reference = manifest.reference_top1
         models = []
-        for entry in manifest["models"]:
-            content = bundle.read(entry["file"])
+        for entry in manifest.models:
+            content = bundle.read(entry.file)
             for backend in backends:
-                log(f"{entry['name']} on {backend}")
+                log(f"{entry.name} on {backend}")
                 models.append(_bench_model(bundle, entry, content, backend, pixels, truth, names,
                                            reference, config, log))
             del content  # before the next model is read: one model in memory at a time
@@ -108,13 +109,13 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
         "machine": machine.current().to_json(), "load_average": machine.load_average(),
         "emulated": config.emulated,
         "bundle": {"file": Path(config.bundle).name, "sha256": files.sha256_file(config.bundle),
-                   "run": manifest["run"], "created": manifest.get("created"), "tlx": manifest.get("tlx"),
-                   "host_machine": manifest["host"]["machine"]},
+                   "run": dict(manifest.run), "created": manifest.created, "tlx": manifest.tlx,
+                   "host_machine": manifest.host_machine},
         "settings": {"threads": list(config.threads), "runs": config.runs, "warmup": config.warmup,
                      "backends": backends, "max_drop": config.max_drop},
-        "labels": manifest["labels"],
+        "labels": list(manifest.labels),
         "n_images": len(truth),
-        "reference": {"name": manifest["reference"]["name"],
+        "reference": {"name": manifest.reference_name,
                       "accuracy": wilson(int(np.sum(reference == truth)), len(truth)).to_json()},
         "models": models,
         "peak_rss_mb": _peak_rss_mb(),
@@ -127,20 +128,22 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
 
 def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
     (height, width), version = bundle.image_size, bundle.preprocessing
-    images = bundle.manifest["images"]
-    # Filled in place (no list of arrays then a stacked copy): peak RSS is measured here.
+    images = bundle.manifest.images
+    # Filled in place (no list of arrays then a stacked copy): peak RSS is measured here. The
+    # manifest's schema bounds this array (MAX_PIXEL_BYTES) and each photo's decoded size.
     pixels = np.empty((len(images), height, width, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         # Decoded from the original bytes with the function the trainer and tlx predict use.
-        pixels[i] = load_image(bundle.read(image["file"]), (height, width), version=version)
-    truth = np.asarray([int(image["label"]) for image in images], dtype=np.int64)
-    return pixels, truth, [image.get("source") or image["file"] for image in images]
+        pixels[i] = load_image(bundle.read(image.file), (height, width), max_pixels=MAX_PHOTO_PIXELS,
+                               version=version)
+    truth = np.asarray([image.label for image in images], dtype=np.int64)
+    return pixels, truth, [image.source or image.file for image in images]
 
 
 def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config, log: Log) -> dict:
     from tlx.runtime import Classifier
 
-    source = f"{bundle.path.name}:{entry['file']}"
+    source = f"{bundle.path.name}:{entry.file}"
     classifier = Classifier(content, num_threads=config.threads[0], backend=backend, source=source)
     labels = bundle.labels
     if classifier.labels is not None and classifier.labels != labels:
@@ -154,8 +157,8 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
     scores, failures = evaluate.tflite_scores(classifier, pixels, names)
     predicted = evaluate.top1(scores)
     out = {
-        "name": entry["name"], "backend": classifier.backend, "file": entry["file"],
-        "size_bytes": entry["size_bytes"],
+        "name": entry.name, "backend": classifier.backend, "file": entry.file,
+        "size_bytes": entry.size_bytes,
         "accuracy": wilson(int(np.sum(predicted == truth)), len(truth)).to_json(),
         "drop": paired_difference(truth, reference, predicted).to_json(),
         "agreement_reference": wilson(int(np.sum(predicted == reference)), len(truth)).to_json(),
@@ -165,47 +168,50 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
         "failures": [{"image": n, "error": e} for n, e in failures],
     }
     for threads in config.threads:
-        log(f"Timing {entry['name']} on {classifier.backend}, {threads} thread(s)")
+        log(f"Timing {entry.name} on {classifier.backend}, {threads} thread(s)")
         timed = classifier if threads == config.threads[0] else Classifier(
             content, num_threads=threads, backend=backend, source=source)
         out["latency"][str(threads)] = measure.interpreter_latency(timed, pixels[0], config.runs,
                                                                    config.warmup).to_json()
         timed.close()  # one interpreter (and its packed weights) alive at a time: peak RSS
     if config.cold_start:
-        log(f"Cold start of `tlx predict` with {entry['name']} on {classifier.backend}")
+        log(f"Cold start of `tlx predict` with {entry.name} on {classifier.backend}")
         with tempfile.TemporaryDirectory(prefix="tlx-bundle-") as scratch:
-            model_path = Path(scratch) / Path(entry["file"]).name
+            # Names of our own, not the members': a photo named like the model must not
+            # replace it (the suffix only tells the decoder what to expect).
+            model_path = Path(scratch) / "model.tflite"
             model_path.write_bytes(content)
-            image = bundle.manifest["images"][0]["file"]
-            image_path = Path(scratch) / Path(image).name
+            image = bundle.manifest.images[0].file
+            suffix = Path(image).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", Path(image).suffix) else ""
+            image_path = Path(scratch) / f"photo{suffix}"
             image_path.write_bytes(bundle.read(image))
             out["cold_start"] = measure.predict_cold_start(model_path, image_path, classifier.backend).to_json()
     return out
 
 
-def _against_host(manifest: dict, entry: dict, classifier, scores: np.ndarray, predicted) -> Optional[dict]:
+def _against_host(manifest: Manifest, entry: ModelEntry, classifier, scores: np.ndarray,
+                  predicted) -> Optional[dict]:
     """This machine's outputs against the host's for the same file and backend (or the host
     backend with the same kernels): identical photos, largest difference in quantization
     steps (quantized outputs) or in probability (float outputs)."""
-    results = {(r["model"], r["backend"]): r for r in manifest["host"]["results"]}
-    host = results.get((entry["name"], classifier.backend))
+    results = {(r.model, r.backend): r for r in manifest.host_results}
+    host = results.get((entry.name, classifier.backend))
     if host is None:
-        host = results.get((entry["name"], HOST_EQUIVALENT.get(classifier.backend)))
+        host = results.get((entry.name, HOST_EQUIVALENT.get(classifier.backend)))
     if host is None:
         return None
-    host_scores = np.asarray([[np.nan if v is None else v for v in row] for row in host["scores"]],
-                             dtype=np.float32)
-    diff = np.abs(scores.astype(np.float32) - host_scores)
+    # The schema checked the host's table is (photos, classes), like `scores`.
+    diff = np.abs(scores.astype(np.float32) - host.scores)
     per_image = diff.max(axis=1) if diff.size else np.zeros(0, np.float32)
     # A photo that failed here (or on the host) has no difference to measure: it counts as
     # differing, and stays out of the largest difference and the steps.
     ok = np.isfinite(per_image)
-    quantization = entry.get("output_quantization")
-    out = {"backend": host["backend"], "same_backend": host["backend"] == classifier.backend,
+    quantization = entry.output_quantization
+    out = {"backend": host.backend, "same_backend": host.backend == classifier.backend,
            "n": int(len(per_image)), "identical": int(np.sum(per_image[ok] == 0)),
            "differ": int(len(per_image) - np.sum(per_image[ok] == 0)),
            "max_abs_diff": float(per_image[ok].max()) if ok.any() else None,
-           "top1_agreement": wilson(int(np.sum(predicted == np.asarray(host["top1"]))),
+           "top1_agreement": wilson(int(np.sum(predicted == host.top1)),
                                     len(per_image)).to_json(),
            "max_steps": None, "steps": None}
     if quantization:
