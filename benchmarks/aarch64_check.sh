@@ -168,7 +168,7 @@ rm -rf "$WORK/site-cp313-runtime-debian"; cp -a "$WORK/site-cp313-runtime" "$WOR
 if install cp313 tflite; then
   echo "UNEXPECTED: [tflite] installed for cp313"; TFLITE_CP313="installed (unexpected)"
 else
-  TFLITE_CP313="$(grep -m1 -E 'No matching distribution|ERROR' "$WORK/results/install-cp313-tflite.log" || echo failed)"
+  TFLITE_CP313="$(grep -m1 'No matching distribution' "$WORK/results/install-cp313-tflite.log" || echo failed)"
 fi
 echo "[tflite] for cp313: $TFLITE_CP313"
 echo "$TFLITE_CP313" > "$WORK/results/install-cp313-tflite.txt"
