@@ -91,7 +91,7 @@ def main(bundle_path: str, result_paths: list[str], notes_from: str | None = Non
                    f"{Path(tflite_cp313).read_text().strip()}")
     out += [
         "",
-        "| board (emulated) | OS, Python | install | model | backend | top-1 % [95% CI] | drop pts [95% CI] | "
+        "| board (emulated) | OS, versions | install | model | backend | top-1 % [95% CI] | drop pts [95% CI] | "
         "agree Keras % | outputs = host's | steps: photos | tlx predict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -108,7 +108,9 @@ def main(bundle_path: str, result_paths: list[str], notes_from: str | None = Non
             h = m["host"]
             same = "-" if h is None else (f"{h['identical']}/{h['n']}"
                                           + ("" if h["same_backend"] else f" (vs host {h['backend']})"))
-            out.append(f"| {board} | {os_name}, {result['machine']['python']} | {install} | {m['name']} | "
+            versions = result["machine"].get("versions", {})
+            out.append(f"| {board} | {os_name}, Python {result['machine']['python']}, numpy "
+                       f"{versions.get('numpy', '?')}, Pillow {versions.get('pillow', '?')} | {install} | {m['name']} | "
                        f"{m['backend']} | {_pct(m['accuracy'])} | "
                        f"{drop['points']:+.1f}{interval} | {100 * m['agreement_reference']['value']:.1f} | "
                        f"{same} | {_steps(h)} | {_predict(path)} |")
