@@ -224,7 +224,7 @@ def _map_rgb(rgbx: np.ndarray) -> Image.Image:
             return image
     except Exception:  # a Pillow without this route: copy instead
         pass
-    return Image.frombuffer("RGBX", size, rgbx, "raw", "RGBX", 0, 1).convert("RGB")
+    return Image.frombytes("RGB", size, rgbx, "raw", "RGBX")  # Pillow's decoder drops the 4th byte
 
 
 def _subsample_array(array: np.ndarray, target: tuple[int, int]) -> np.ndarray:
