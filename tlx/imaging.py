@@ -218,7 +218,7 @@ def _map_rgb(rgbx: np.ndarray) -> Image.Image:
     Should a Pillow refuse, the copying route gives the same pixels."""
     size = (rgbx.shape[1], rgbx.shape[0])
     try:
-        image = Image.new("RGB", (0, 0))._new(Image.core.map_buffer(rgbx, size, "raw", 0, ("RGB", 0, 1)))
+        image = Image.Image()._new(Image.core.map_buffer(rgbx, size, "raw", 0, ("RGB", 0, 1)))
         if image.mode == "RGB" and image.size == size:
             image.readonly = 1
             return image
