@@ -306,3 +306,10 @@ def test_version_2_gather_never_reads_past_the_frame(height, width, target):
     assert control.returncode < 0, control.stderr  # killed by SIGSEGV
     run = subprocess.run(args + ["0"], capture_output=True, text=True, env=env)
     assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (0, 0), (0, 7, 4)])
+def test_an_array_without_pixels_is_an_image_error(shape):
+    for version in (1, 2):
+        with pytest.raises(ImageError, match="has no pixels"):
+            load_image(np.zeros(shape, np.uint8), 16, version=version)

@@ -168,9 +168,8 @@ def _reduced_image(array: np.ndarray, target: tuple[int, int]) -> Image.Image:
     centre pixel of each fy x fx cell (_subsample_array). An RGB frame with packed pixels
     (any camera's, a crop of one) goes through _gather_rgbx: one pass, one copy, of the kept
     pixels only, straight into the memory Pillow resizes from. Same pixels either way."""
-    fy, fx = _subsample_steps(array.shape, target)
-    if (fx > 1 or fy > 1) and _packed_rgb(array):
-        return _gather_rgbx(array, fy, fx)
+    if _packed_rgb(array):  # also with nothing to leave out: a camera asked for 2x (448x320)
+        return _gather_rgbx(array, *_subsample_steps(array.shape, target))
     return _from_array(_subsample_array(array, target))
 
 
@@ -304,6 +303,8 @@ def _check_array(array: np.ndarray, name) -> np.ndarray:
         raise ImageError(name, f"array of shape {array.shape} is not an HxW, HxWx3 or HxWx4 image")
     if array.dtype != np.uint8:
         raise ImageError(name, f"array dtype {array.dtype} is not uint8 (pixels 0..255)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(name, f"array of shape {array.shape} has no pixels")
     return array
 
 
