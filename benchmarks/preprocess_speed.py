@@ -312,6 +312,21 @@ def report(result: dict, here: machine.Machine, load_before, load_after, args, c
     step_names = list(next(iter(result["steps"].values())))
     lines += [
         "",
+        "On a loaded machine the medians above include time other jobs held the cores. The "
+        "lower quartile of each method's wall times (its calls that ran least disturbed) and their ratios:",
+        "",
+        "| frame | raw invoke | tlx classify(array) | MediaPipe classify(array) | tlx classify(file) | "
+        "MediaPipe classify(file) | array: tlx / invoke | array: tlx / MediaPipe | file: tlx / MediaPipe |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        q = {name: float(np.percentile(r["samples"][name]["wall"], 25))
+             for name in ("invoke", "tlx_array", "mp_array", "tlx_file", "mp_file")}
+        lines.append(f"| {r['size']} | {q['invoke']:.2f} | {q['tlx_array']:.2f} | {q['mp_array']:.2f} | "
+                     f"{q['tlx_file']:.2f} | {q['mp_file']:.2f} | {q['tlx_array'] / q['invoke']:.2f}x | "
+                     f"{q['tlx_array'] / q['mp_array']:.2f}x | {q['tlx_file'] / q['mp_file']:.2f}x |")
+    lines += [
+        "",
         "## classify(array) step by step",
         "",
         "Median wall ms of each step timed alone (interleaved rounds); `gather` is the one-pass copy "

@@ -185,7 +185,9 @@ class _Words:
 
     def __init__(self, array: np.ndarray, offset: int, shape: tuple[int, int], strides: tuple[int, int]):
         self._array = array
-        self.__array_interface__ = {"version": 3, "typestr": "<u4", "shape": shape, "strides": strides,
+        # Native byte order: words are copied as they are, never swapped.
+        self.__array_interface__ = {"version": 3, "typestr": np.dtype(np.uint32).str, "shape": shape,
+                                    "strides": strides,
                                     "data": (array.__array_interface__["data"][0] + offset, True)}
 
 
