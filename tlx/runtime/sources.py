@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from tlx.errors import MissingDependencyError, TlxError
+from tlx.imaging import REDUCE_GAP
 
 #: File suffixes read as videos (lower case).
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov"})
@@ -39,9 +40,9 @@ PICAMERA_NAMES = frozenset({"picamera2", "pi"})
 URL_TIMEOUT_MS = 10_000
 
 #: Cameras are asked for frames this many times the model's input in each direction: the
-#: least that preprocessing version 2 reduces from (tlx.imaging.REDUCE_GAP), so the CPU never
-#: copies or resizes more pixels than the model needs.
-CAMERA_SIZE_FACTOR = 2
+#: least that preprocessing version 2 reduces from, so the CPU never copies or resizes more
+#: pixels than the model needs.
+CAMERA_SIZE_FACTOR = REDUCE_GAP
 #: The frame shape asked of a camera, width:height (what cameras give by default; the model's
 #: square input is a resize of it, as a 640x480 frame was).
 CAMERA_ASPECT = (4, 3)
@@ -74,7 +75,7 @@ def camera_frame_size(input_size: tuple[int, int]) -> tuple[int, int]:
     """(width, height) to ask a camera for, for a model taking `input_size` (height, width):
     CAMERA_SIZE_FACTOR x the input in each direction at least, CAMERA_ASPECT, width a multiple
     of PICAMERA_WIDTH_ALIGN (160x160 -> 448x320)."""
-    need_h, need_w = (CAMERA_SIZE_FACTOR * side for side in input_size)
+    need_h, need_w = (math.ceil(CAMERA_SIZE_FACTOR * side) for side in input_size)
     aspect_w, aspect_h = CAMERA_ASPECT
     height = max(need_h, math.ceil(need_w * aspect_h / aspect_w))
     width = max(need_w, math.ceil(height * aspect_w / aspect_h))
