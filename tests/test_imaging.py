@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from tlx import imaging
@@ -217,3 +221,95 @@ def test_version_of_runs_and_models():
     assert imaging.version_of({"preprocessing": 2}) == 2  # a run's options
     assert imaging.version_of({"preprocessing": {"function": "x", "version": 2}}) == 2  # tlx.json
     assert imaging.version_of({"preprocessing": {"function": "x"}}) == 1  # tlx.json of older exports
+
+
+# --- version 2 arrays: the one-pass gather gives the previous route's pixels ----------------
+
+def _real_frames():
+    """Real photos at camera sizes (scikit-image's bundled ones, scaled like a camera would)."""
+    from skimage import data
+
+    for photo in (data.chelsea(), data.coffee(), data.astronaut()):
+        for width, height in ((640, 480), (1280, 720), (1920, 1080), (1080, 1920), (448, 320), (800, 600)):
+            yield np.asarray(Image.fromarray(photo[..., :3]).resize((width, height), Image.Resampling.BILINEAR))
+
+
+@pytest.mark.parametrize("size", [160, 224, (96, 128), 32])
+def test_version_2_real_frames_identical_to_the_two_copy_route(size):
+    target = imaging.image_size_tuple(size)
+    for frame in _real_frames():
+        assert imaging._packed_rgb(frame)
+        assert np.array_equal(load_image(frame, size, version=2), _centre_subsample_by_hand(frame, target)), \
+            (frame.shape, size)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(height=st.integers(1, 700), width=st.integers(1, 900), pad_left=st.integers(0, 5),
+       pad_right=st.integers(0, 5), top=st.integers(0, 3), target_h=st.integers(1, 200),
+       target_w=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))
+def test_version_2_gather_identical_on_random_frames_and_crops(height, width, pad_left, pad_right, top,
+                                                              target_h, target_w, seed):
+    """Any frame size, target and row padding (a crop of a larger frame, a camera's padded
+    rows): the same pixels as the previous route (subsample copy, then Image.fromarray)."""
+    rng = np.random.default_rng(seed)
+    parent = rng.integers(0, 256, (height + top, width + pad_left + pad_right, 3), dtype=np.uint8)
+    frame = parent[top:, pad_left:pad_left + width]
+    target = (target_h, target_w)
+    assert np.array_equal(load_image(frame, target, version=2), _centre_subsample_by_hand(frame, target))
+
+
+def test_version_2_gather_falls_back_to_copying_with_the_same_pixels(monkeypatch):
+    frame = next(_real_frames())
+    expected = load_image(frame, 160, version=2)
+
+    def no_mapping(*args):
+        raise ValueError("not in this Pillow")
+
+    monkeypatch.setattr(Image.core, "map_buffer", no_mapping)
+    assert np.array_equal(load_image(frame, 160, version=2), expected)
+
+
+_GUARD_CHILD = r"""
+import ctypes, mmap, sys
+import numpy as np
+from tlx.imaging import load_image
+
+height, width, target, control = (int(v) for v in sys.argv[1:5])
+page = mmap.PAGESIZE
+size = height * width * 3
+pages = -(-size // page) + 1
+region = mmap.mmap(-1, pages * page)
+address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+assert libc.mprotect(address + (pages - 1) * page, page, 0) == 0  # PROT_NONE: any read faults
+# The frame's last byte is the last byte before the guard page.
+frame = np.frombuffer(region, np.uint8, count=size, offset=(pages - 1) * page - size).reshape(height, width, 3)
+frame[:] = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
+if control:
+    ctypes.string_at(address + (pages - 1) * page, 1)  # one byte past the frame
+pixels = load_image(frame, target, version=2)
+print("ok", int(pixels.sum()))
+"""
+
+
+@pytest.mark.parametrize("height, width, target", [(480, 640, 160), (64, 64, 16), (720, 1280, 160), (3, 5, 1)])
+def test_version_2_gather_never_reads_past_the_frame(height, width, target):
+    """The frame ends right before a page no process may read: reading one byte past it kills
+    the child (the control run shows the guard works), the reduction does not."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    args = [sys.executable, "-c", _GUARD_CHILD, str(height), str(width), str(target)]
+    control = subprocess.run(args + ["1"], capture_output=True, text=True, env=env)
+    assert control.returncode < 0, control.stderr  # killed by SIGSEGV
+    run = subprocess.run(args + ["0"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (0, 0), (0, 7, 4)])
+def test_an_array_without_pixels_is_an_image_error(shape):
+    for version in (1, 2):
+        with pytest.raises(ImageError, match="has no pixels"):
+            load_image(np.zeros(shape, np.uint8), 16, version=version)

@@ -362,7 +362,7 @@ def test_cli_camera_with_an_injected_source(models, photos, clf, monkeypatch):
     lockstep(monkeypatch, gate)
     result = invoke(models / "int8.tflite", "--camera", "1", "--json")
     assert result.exit_code == 0, result.output
-    assert opened == [1]
+    assert opened == [sources_mod.CameraSpec(1, clf.camera_frame_size)]  # asked for what the model needs
     records = json_lines(result.stdout)
     assert [record["frame"] for record in records] == list(range(len(photos)))
     for record in records:
@@ -487,8 +487,8 @@ def test_picamera2_adapter(clf, photos, monkeypatch):
     for result in results:
         assert list(result.predictions) == clf.classify(result.frame, top_k=5)
     # RGB arrays straight from libcamera ("BGR888" is R, G, B in memory), then released.
-    assert StandInPicamera2.calls[:3] == [("init", 0), ("configure", {"size": (640, 480), "format": "BGR888"}),
-                                          ("start",)]
+    assert StandInPicamera2.calls[:3] == [("init", 0), ("configure", {"size": clf.camera_frame_size,
+                                                                      "format": "BGR888"}), ("start",)]
     assert StandInPicamera2.calls[-2:] == [("stop",), ("close",)]
     with pytest.raises(StreamError, match="Pi camera 2: not found"):
         sources_mod.open_picamera2(2)

@@ -201,17 +201,32 @@ class Classifier:
             except TlxError as exc:
                 yield FileResult(str(path), error=exc)
 
-    def classify_stream(self, source, every: int = 1, top_k: int | None = 5, **options):
+    def classify_stream(self, source, every: int = 1, top_k: int | None = 5,
+                        camera_size: tuple[int, int] | None = None, **options):
         """Classify frames as they arrive; iterate to get one `FrameResult` per frame.
 
         `source`: a video file, an rtsp:// or http:// URL, a camera index or /dev/videoN
         (OpenCV: the `camera` extra), 'picamera2', or any iterable of uint8 HxWx3 RGB arrays.
-        `every`: classify every Nth frame. `options`: the other `StreamConfig` fields
-        (max_frames, duration, realtime). See tlx.runtime.stream.
+        `every`: classify every Nth frame. `camera_size`: (width, height) to ask a camera for;
+        None: `camera_frame_size`, what this model needs. `options`: the other `StreamConfig`
+        fields (max_frames, duration, realtime). See tlx.runtime.stream.
         """
+        from tlx.runtime.sources import open_source
         from tlx.runtime.stream import FrameStream, StreamConfig
 
-        return FrameStream(self, source, StreamConfig(every=every, top_k=top_k, **options))
+        config = StreamConfig(every=every, top_k=top_k, **options)
+        return FrameStream(self, open_source(source, camera_size=camera_size or self.camera_frame_size),
+                           config)
+
+    @property
+    def camera_frame_size(self) -> tuple[int, int]:
+        """(width, height) a camera is asked for by default: twice the model's input in each
+        direction at least, 4:3 (448x320 for a 160 px model): no more pixels than preprocessing
+        uses, so the camera (the Pi's ISP, or a USB camera's smallest such mode) does the
+        reduction and the CPU copies a small frame."""
+        from tlx.runtime.sources import camera_frame_size
+
+        return camera_frame_size(self.input_size)
 
     def close(self) -> None:
         """Release the interpreter (also happens when the object is garbage collected)."""

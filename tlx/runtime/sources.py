@@ -14,15 +14,18 @@ numpy + pillow + an interpreter.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from tlx.errors import MissingDependencyError, TlxError
+from tlx.imaging import REDUCE_GAP
 
 #: File suffixes read as videos (lower case).
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov"})
@@ -35,6 +38,57 @@ PICAMERA_NAMES = frozenset({"picamera2", "pi"})
 
 #: How long a network stream may take to open, or to deliver the next frame.
 URL_TIMEOUT_MS = 10_000
+
+#: Cameras are asked for frames this many times the model's input in each direction: the
+#: least that preprocessing version 2 reduces from, so the CPU never copies or resizes more
+#: pixels than the model needs.
+CAMERA_SIZE_FACTOR = REDUCE_GAP
+#: The frame shape asked of a camera, width:height (what cameras give by default; the model's
+#: square input is a resize of it, as a 640x480 frame was).
+CAMERA_ASPECT = (4, 3)
+#: Picamera2 frame widths are multiples of this (libcamera's alignment for RGB output).
+PICAMERA_WIDTH_ALIGN = 32
+#: Picamera2's frame size when none is asked for (classify_stream asks for the model's).
+PICAMERA_DEFAULT_SIZE = (640, 480)
+#: Frame sizes USB cameras commonly offer, tried in order of area when the camera does not
+#: give the size asked for (OpenCV cannot list a camera's modes).
+COMMON_CAMERA_MODES = ((320, 240), (352, 288), (424, 240), (640, 360), (640, 480), (800, 448),
+                       (800, 600), (848, 480), (960, 540), (1024, 576), (1024, 768), (1280, 720),
+                       (1280, 960), (1600, 1200), (1920, 1080), (2560, 1440), (3840, 2160))
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """A camera and the frame size to ask it for."""
+
+    #: An index (0), a device (/dev/video0), 'picamera2' / 'pi' or 'auto'.
+    device: int | str
+    #: (width, height) to ask for: the camera's smallest mode at least that large (OpenCV), or
+    #: exactly that, scaled by the Pi's ISP (Picamera2). None: the camera's default.
+    size: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        return str(self.device)
+
+
+def camera_frame_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) to ask a camera for, for a model taking `input_size` (height, width):
+    CAMERA_SIZE_FACTOR x the input in each direction at least, CAMERA_ASPECT, width a multiple
+    of PICAMERA_WIDTH_ALIGN (160x160 -> 448x320)."""
+    need_h, need_w = (math.ceil(CAMERA_SIZE_FACTOR * side) for side in input_size)
+    aspect_w, aspect_h = CAMERA_ASPECT
+    height = max(need_h, math.ceil(need_w * aspect_h / aspect_w))
+    width = max(need_w, math.ceil(height * aspect_w / aspect_h))
+    width = -(-width // PICAMERA_WIDTH_ALIGN) * PICAMERA_WIDTH_ALIGN
+    return width, height + height % 2
+
+
+def parse_camera_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480); StreamError for anything else."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", str(text))
+    if not match or not all(16 <= int(v) <= 8192 for v in match.groups()):
+        raise StreamError(f"camera size {text!r}: expected WIDTHxHEIGHT, each 16 to 8192 (e.g. 1280x720)")
+    return int(match.group(1)), int(match.group(2))
 
 
 class StreamError(TlxError):
@@ -184,9 +238,12 @@ def _video_devices() -> str:
     return ", ".join(devices) if devices else "none"
 
 
-def open_opencv_camera(camera: int | str) -> FrameSource:
-    """A USB/V4L2 camera by index (0) or device path (/dev/video0)."""
+def open_opencv_camera(camera: int | str | CameraSpec) -> FrameSource:
+    """A USB/V4L2 camera by index (0) or device path (/dev/video0); a CameraSpec with a size
+    gets the camera's smallest mode at least that large (request_frame_size)."""
     cv2 = import_cv2()
+    size = camera.size if isinstance(camera, CameraSpec) else None
+    camera = camera.device if isinstance(camera, CameraSpec) else camera
     device: Any = int(camera) if str(camera).isdigit() else str(camera)
     name = f"camera {device}"
     if isinstance(device, str) and not os.path.exists(device):
@@ -197,7 +254,28 @@ def open_opencv_camera(camera: int | str) -> FrameSource:
                           "is another program using it?)")
     # The driver's queue would hand us old frames after a slow invoke; keep one.
     capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    if size is not None:
+        request_frame_size(capture, size)
     return OpenCVSource(capture, name, live=True)
+
+
+def request_frame_size(capture, size: tuple[int, int]) -> tuple[int, int]:
+    """Set an OpenCV camera to its smallest mode at least `size` (width, height) in both
+    directions; the (width, height) it took. A V4L2 driver answers a request with its nearest
+    mode, which may be smaller: then the common modes above the request are tried, smallest
+    first. A camera with no mode that large ends at its largest."""
+    cv2 = import_cv2()
+    want_w, want_h = size
+    larger = sorted((m for m in COMMON_CAMERA_MODES if m[0] >= want_w and m[1] >= want_h and m != size),
+                    key=lambda m: (m[0] * m[1], m))
+    got = (0, 0)
+    for width, height in (size, *larger):
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        got = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if got[0] >= want_w and got[1] >= want_h:
+            break
+    return got
 
 
 def open_video_file(path: str | os.PathLike) -> FrameSource:
@@ -270,8 +348,11 @@ def picamera2_cameras() -> int:
         return 0
 
 
-def open_picamera2(index: int = 0, size: tuple[int, int] = (640, 480)) -> FrameSource:
-    """Camera `index` of the Pi's camera connector(s), `size` = (width, height)."""
+def open_picamera2(index: int = 0, size: tuple[int, int] | None = None) -> FrameSource:
+    """Camera `index` of the Pi's camera connector(s), frames of `size` = (width, height),
+    scaled by the Pi's ISP from the whole sensor, so the CPU never sees more pixels than that
+    (pass camera_frame_size(model input)); None: PICAMERA_DEFAULT_SIZE."""
+    size = tuple(size) if size is not None else PICAMERA_DEFAULT_SIZE
     picamera2 = _import_picamera2()
     found = len(picamera2.global_camera_info())
     if index >= found:
@@ -284,12 +365,18 @@ def open_picamera2(index: int = 0, size: tuple[int, int] = (640, 480)) -> FrameS
     return Picamera2Source(camera, index)
 
 
+def _open_picamera2_spec(spec: int | str | CameraSpec) -> FrameSource:
+    size = spec.size if isinstance(spec, CameraSpec) else None
+    device = str(spec.device if isinstance(spec, CameraSpec) else spec)
+    return open_picamera2(int(device) if device.isdigit() else 0, size)
+
+
 # --- the registry -----------------------------------------------------------------------
 
-#: kind -> opener(spec) -> FrameSource.
+#: kind -> opener(spec) -> FrameSource. Camera openers also take a CameraSpec.
 SOURCES: dict[str, Callable[[Any], FrameSource]] = {
     "camera": open_opencv_camera,
-    "picamera2": lambda spec: open_picamera2(int(spec) if str(spec).isdigit() else 0),
+    "picamera2": _open_picamera2_spec,
     "video": open_video_file,
     "url": open_url,
     "frames": IterableSource,
@@ -324,6 +411,11 @@ def camera_kind(camera: int | str) -> tuple[str, Any]:
 
 def source_kind(source: Any) -> tuple[str, Any]:
     """(registry kind, spec) for what the user passed to classify_stream."""
+    if isinstance(source, CameraSpec):
+        device = source.device
+        kind, device = (("camera", int(device)) if isinstance(device, (int, np.integer))
+                        else camera_kind(device))
+        return kind, CameraSpec(device, source.size)
     if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
         return "camera", int(source)
     if isinstance(source, (str, os.PathLike)):
@@ -344,13 +436,20 @@ def source_kind(source: Any) -> tuple[str, Any]:
     raise StreamError(f"cannot read frames from a {type(source).__name__}")
 
 
-def open_source(source: Any, kind: str | None = None) -> FrameSource:
+def open_source(source: Any, kind: str | None = None,
+                camera_size: tuple[int, int] | None = None) -> FrameSource:
     """A FrameSource for `source` (a FrameSource is returned as it is). `kind` forces a
-    registry key; otherwise it is chosen from the value."""
+    registry key; otherwise it is chosen from the value. `camera_size` (width, height): what
+    to ask a camera for when `source` is one and not already a CameraSpec with a size."""
     if isinstance(source, FrameSource):
         return source
     if kind is None:
         kind, source = source_kind(source)
     if kind not in SOURCES:
         raise StreamError(f"unknown source kind {kind!r}; valid: {', '.join(SOURCES)}")
+    if camera_size is not None and kind in ("camera", "picamera2"):
+        if not isinstance(source, CameraSpec):
+            source = CameraSpec(source, tuple(camera_size))
+        elif source.size is None:
+            source = CameraSpec(source.device, tuple(camera_size))
     return SOURCES[kind](source)
