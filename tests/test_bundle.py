@@ -72,7 +72,7 @@ def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_
 
 def test_bench_bundle_in_process_agrees_with_the_host(bundle):
     result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=3, warmup=1, cold_start=False,
-                                            backends=("litert", "litert-builtin")))
+                                            backends=("litert", "litert-builtin"))).to_json()
     assert result["n_images"] == 9 and result["machine"]["cpu"]
     rows = {(m["name"], m["backend"]): m for m in result["models"]}
     assert set(rows) == {(n, b) for n in ("float32", "int8") for b in ("litert", "litert-builtin")}
@@ -218,7 +218,7 @@ def test_a_failed_inference_on_the_device_is_counted_not_fatal(bundle, monkeypat
 
     monkeypatch.setattr(Classifier, "run", fails_on_second_photo)
     result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=2, warmup=0, cold_start=False,
-                                            backends=("litert",)))
+                                            backends=("litert",))).to_json()
     first = result["models"][0]
     assert len(first["failures"]) == 1 and "invoke failed" in first["failures"][0]["error"]
     assert first["host"]["differ"] == 1 and first["host"]["identical"] == 8

@@ -108,7 +108,7 @@ def bench(
         typer.echo(text_table(result))
         # What int8 latency to expect on this CPU: it differs more between CPUs than models.
         for line in cpu_lines(result.environment)[:1]:
-            typer.echo("\n" + line[2:])
+            typer.echo("\n" + printable(line[2:]))
         typer.echo(f"\nReport: {written['markdown']}")
     if result.failed_drop:
         typer.secho(f"int8 lost more than {max_drop:g} points against {result.reference}.",

@@ -10,6 +10,7 @@ import typer
 from tlx.bundle.make import BundleConfig
 from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
+from tlx.text import printable
 
 _DEFAULTS = BundleConfig(run_dir=Path("."))
 
@@ -61,11 +62,11 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
         result = bench_bundle(config, log=say)
         json_path, md_path = write_result(result, out if out is not None else default_prefix(path))
     if json_output:
-        print_json(result)
+        print_json(result.to_json())
     else:
         typer.echo(text_table(result))
-        typer.echo(f"\nResult: {json_path} and {md_path}")
-    if result["max_drop_exceeded"]:
+        typer.echo(f"\nResult: {printable(json_path)} and {printable(md_path)}")
+    if result.max_drop_exceeded:
         typer.secho(f"int8 lost more than {max_drop:g} points against the bundled Keras reference.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)
