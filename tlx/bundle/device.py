@@ -30,7 +30,7 @@ from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
-                               ResultError, RunRecord, Settings, parse_machine, parse_result)
+                               MAX_FAILURES, ResultError, RunRecord, Settings, parse_machine, parse_result)
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
@@ -186,7 +186,7 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
         agreement_reference=wilson(int(np.sum(predicted == reference)), len(truth)),
         host=_against_host(bundle.manifest, entry, classifier, scores, predicted),
         latency=latency, cold_start=cold_start,
-        failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures))
+        failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures[:MAX_FAILURES]))
 
 
 def _against_host(manifest: dict, entry: dict, classifier, scores: np.ndarray,
@@ -314,7 +314,7 @@ def markdown(result: DeviceResult) -> str:
     out += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
     failures = [(m.name, m.backend, image, error) for m in result.models for image, error in m.failures]
     if failures:
-        out += ["", "Failed inferences:"] + [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}"
+        out += ["", f"Failed inferences (the first {MAX_FAILURES} per model and backend):"] + [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}"
                                              for n, b, image, error in failures]
     if result.settings.max_drop is not None:
         verdict = "EXCEEDED" if result.max_drop_exceeded else "within"

@@ -39,9 +39,12 @@ KIND = "tlx-device-result"
 #: 2: each model row carries the SHA-256 of the .tflite it measured.
 RESULT_VERSION = 2
 
-#: Read at most this much: a genuine result is tens of kilobytes (a few rows per model, plus
-#: the photos a model failed on); parsing this much JSON costs at most a few hundred MB.
-MAX_RESULT_BYTES = 8 << 20
+#: Read at most this much: a genuine result is tens of kilobytes (a few rows per model, and
+#: at most MAX_FAILURES failed photos per row). JSON of the costliest shape ([{}, {}, ...])
+#: takes about 27 bytes of memory per byte of file: this caps parsing at about 30 MB.
+MAX_RESULT_BYTES = 1 << 20
+#: Failed photos listed per row (the first ones; accuracy counts them all as wrong).
+MAX_FAILURES = 20
 #: Longest text value (a name, a CPU string, an error message).
 MAX_TEXT = 4096
 MAX_LABELS = 100_000
@@ -122,7 +125,7 @@ class ModelResult:
     #: {threads: latency}, in the settings' thread order.
     latency: dict[int, Latency]
     cold_start: Optional[ColdStart]
-    #: (photo, error) for each photo the model failed on.
+    #: (photo, error) for the first MAX_FAILURES photos the model failed on.
     failures: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -532,7 +535,7 @@ def _model(f: _Fields, settings: Settings, n: int, reference: Proportion, versio
     if list(latency.obj) != keys:
         latency.fail(f"has the thread counts {_shown(list(latency.obj)[:8])}, not settings.threads {keys}")
     cold = f.sub("cold_start", nullable=True)
-    failures = f.items("failures", n)
+    failures = f.items("failures", min(n, MAX_FAILURES))
     return ModelResult(
         name=name, backend=backend, file=file, size_bytes=f.integer("size_bytes", 1, 1 << 40),
         sha256=f.sha256("sha256", missing=None) if version < 2 else f.sha256("sha256"),
