@@ -10,24 +10,26 @@ timings are not device figures.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-from tlx import files
 from tlx.bundle.archive import open_bundle
+from tlx.bundle.result import read_result
+from tlx.text import markdown_text as md
 
 
-def _pct(p: dict) -> str:
-    return f"{100 * p['value']:.1f} [{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]"
+def _pct(p) -> str:
+    return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
 
 
-def _steps(host: dict | None) -> str:
+def _steps(host) -> str:
     if host is None:
         return "-"
-    if host["steps"] is None:
-        return "-" if host["max_abs_diff"] is None else f"max abs diff {host['max_abs_diff']:.2g}"
-    return ", ".join(f"{k}: {v}" for k, v in sorted(host["steps"].items(), key=lambda kv: int(kv[0])))
+    if host.steps is None:
+        return "-" if host.max_abs_diff is None else f"max abs diff {host.max_abs_diff:.2g}"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(host.steps.items()))
 
 
 def main(bundle_path: str, result_paths: list[str]) -> None:
@@ -35,25 +37,26 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
         manifest = bundle.manifest
     host = manifest["host"]["machine"]
     qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout
-    results = [files.read_json(p) for p in result_paths]
-    first = results[0] if results else {}
+    # Each file through the result schema: a damaged one stops here with the reason.
+    results = [read_result(p) for p in result_paths]
     out = [
         "# Emulated Raspberry Pi: tlx bench BUNDLE through the ARM kernels",
         "",
         "Reproduce: `tlx demo`, then `tlx bundle RUN_DIR -o demo.zip` on the x86 host, then "
         "`bash benchmarks/aarch64_check.sh demo.zip`.",
         "",
-        f"- bundle: {Path(bundle_path).name}, run `{manifest['run']['name']}` (model sha256 "
-        f"{manifest['run']['model_sha256'][:12]}), {len(manifest['images'])} test photos, models "
-        f"{', '.join(m['name'] for m in manifest['models'])}; made {manifest['created']} by tlx {manifest['tlx']}",
-        f"- host (reference outputs): {host['cpu']} ({host['architecture']}; "
-        f"{', '.join(host.get('cpu_features', [])) or 'no int8 features'}); "
-        + ", ".join(f"{k} {v}" for k, v in host["versions"].items()),
+        f"- bundle: {md(Path(bundle_path).name)}, run {md(manifest['run']['name'])} (model sha256 "
+        f"{md(manifest['run']['model_sha256'][:12])}), {len(manifest['images'])} test photos, models "
+        f"{md(', '.join(m['name'] for m in manifest['models']))}; made {md(manifest['created'])} by tlx "
+        f"{md(manifest['tlx'])}",
+        f"- host (reference outputs): {md(host['cpu'])} ({md(host['architecture'])}; "
+        f"{md(', '.join(host.get('cpu_features', [])) or 'no int8 features')}); "
+        + ", ".join(f"{md(k)} {md(v)}" for k, v in host["versions"].items()),
         f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode, Debian bookworm "
-        f"arm64 sysroot, Python {first.get('machine', {}).get('python', '?')}; each board's /proc/cpuinfo "
+        f"arm64 sysroot, Python {md(results[0].machine.python) if results else '?'}; each board's /proc/cpuinfo "
         "inside the sysroot; `-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",
-        "- dates: " + ", ".join(sorted({r.get("date", "?") for r in results}))
-        + "; host load average at each run's end: " + "; ".join(str(r.get("load_average")) for r in results),
+        "- dates: " + ", ".join(sorted({md(r.date) for r in results}))
+        + "; host load average at each run's end: " + "; ".join(str(r.load_average) for r in results),
         "- The tlx wheel of this checkout with its [tflite] extra (tflite-runtime 2.14.0: XNNPACK for float, "
         "builtin kernels for int8) or its [runtime] extra (ai-edge-litert, XNNPACK), run by its `tlx` "
         "console script (`tlx bench BUNDLE --threads 1 --runs 2 --warmup 1 --no-cold-start --emulated ...`).",
@@ -68,17 +71,17 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for path, result in zip(result_paths, results):
-        board = result["machine"]["cpu"].split(" (emulated")[0]
-        install = Path(path).stem.rsplit("-", 1)[-1]
-        for m in result["models"]:
-            drop = m["drop"]
-            interval = (f" [{drop['ci95'][0]:+.1f}, {drop['ci95'][1]:+.1f}]" if drop.get("ci95")
-                        else " (no photo changed correctness)")
-            h = m["host"]
-            same = "-" if h is None else (f"{h['identical']}/{h['n']}"
-                                          + ("" if h["same_backend"] else f" (vs host {h['backend']})"))
-            out.append(f"| {board} | [{install}] | {m['name']} | {m['backend']} | {_pct(m['accuracy'])} | "
-                       f"{drop['points']:+.1f}{interval} | {100 * m['agreement_reference']['value']:.1f} | "
+        board = md(result.machine.cpu.split(" (emulated")[0])
+        install = md(Path(path).stem.rsplit("-", 1)[-1])
+        for m in result.models:
+            drop = m.drop
+            interval = (" (no photo changed correctness)" if math.isnan(drop.low)
+                        else f" [{drop.low:+.1f}, {drop.high:+.1f}]")
+            h = m.host
+            same = "-" if h is None else (f"{h.identical}/{h.n}"
+                                          + ("" if h.same_backend else f" (vs host {md(h.backend)})"))
+            out.append(f"| {board} | [{install}] | {md(m.name)} | {md(m.backend)} | {_pct(m.accuracy)} | "
+                       f"{drop.points:+.1f}{interval} | {100 * m.agreement_reference.value:.1f} | "
                        f"{same} | {_steps(h)} |")
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -373,3 +373,20 @@ def test_report_help_documents_its_exit_codes():
     result = runner.invoke(app, ["report", "--help"])
     words = " ".join(result.output.replace("│", " ").split())
     assert "Exit codes: 0 the report is written; 3 the report is written but the run is incomplete" in words
+
+
+@pytest.mark.parametrize("edit", [
+    lambda doc: doc["run"].update(name=["not", "text"]),
+    lambda doc: doc["run"].update(model_sha256="not a hash"),
+    lambda doc: doc["host"]["machine"].update(cores="two"),
+    lambda doc: doc["host"].update(machine=None),
+])
+def test_the_device_never_writes_a_result_the_report_would_refuse(genuine, tmp_path, edit):
+    from tests.test_bundle import rewrite
+
+    bundle = rewrite(genuine["work"] / "b.zip", tmp_path / "odd.zip", manifest=edit)
+    result = runner.invoke(app, ["bench", str(bundle), "--threads", "1", "--runs", "2", "--warmup", "0",
+                                 "--no-cold-start", "--backend", "litert", "--out", str(tmp_path / "odd")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "manifest" in result.output and "tlx bundle" in result.output
+    assert not list(tmp_path.glob("odd.*")), "nothing written"

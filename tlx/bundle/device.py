@@ -314,8 +314,8 @@ def markdown(result: DeviceResult) -> str:
     out += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
     failures = [(m.name, m.backend, image, error) for m in result.models for image, error in m.failures]
     if failures:
-        out += ["", f"Failed inferences (the first {MAX_FAILURES} per model and backend):"] + [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}"
-                                             for n, b, image, error in failures]
+        out += ["", f"Failed inferences (the first {MAX_FAILURES} per model and backend):"]
+        out += [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}" for n, b, image, error in failures]
     if result.settings.max_drop is not None:
         verdict = "EXCEEDED" if result.max_drop_exceeded else "within"
         out += ["", f"int8 drop limit {result.settings.max_drop:g} points: {verdict}."]

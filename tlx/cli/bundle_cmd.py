@@ -43,9 +43,9 @@ def bundle(
     with user_errors():
         summary = make_bundle(config, log=say)
     for path, reason in summary.skipped:
-        typer.secho(f"Warning: left out {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
-               f"{summary.images} photos; host results on {', '.join(summary.host_backends)})")
+        typer.secho(printable(f"Warning: left out {path}: {reason}"), fg=typer.colors.YELLOW, err=True)
+    typer.echo(printable(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
+                         f"{summary.images} photos; host results on {', '.join(summary.host_backends)})"))
 
 
 def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend: Optional[str],

@@ -46,7 +46,7 @@ def demo(
                         image_size=image_size, limit=limit)
     with user_errors():
         path = run_demo(config, log=_say)
-    typer.echo(str(path))
+    typer.echo(printable(path))
 
 
 @app.command()
