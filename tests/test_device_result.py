@@ -208,7 +208,8 @@ def test_any_mutation_of_a_device_result_is_refused_or_shows_the_genuine_figures
     assert "<" not in md and not _raw_controls(md) and not _raw_controls(table)
 
 
-# --- by hand: each kind of damage that used to end in a traceback ---------------------------
+# --- by hand: each kind of damage that used to end in a traceback (KeyError, TypeError,
+# ValueError, RecursionError) or a wrong figure (NaN shown as "nan") ------------------------
 
 def _edit(genuine, change) -> Path:
     doc = json.loads(genuine["text"])
@@ -246,6 +247,8 @@ def _set(path, value):
     (("n_images",), 10**9, "outside"),
     (("labels",), ["x"] * 200_000, "at most"),
     (("models", 0, "name"), "int8", "not the name of its file"),
+    (("models", 0, "accuracy", "ci95"), None, "models[0].accuracy.ci95 is null"),
+    (("date",), 5, "date is 5, not text"),
 ])
 def test_a_damaged_field_is_named(genuine, path, value, words):
     device = _edit(genuine, _set(path, value))
@@ -384,7 +387,7 @@ def test_report_help_documents_its_exit_codes():
 def test_the_device_never_writes_a_result_the_report_would_refuse(genuine, tmp_path, edit):
     from tests.test_bundle import rewrite
 
-    bundle = rewrite(genuine["work"] / "b.zip", tmp_path / "odd.zip", manifest=edit)
+    bundle = rewrite(genuine["work"] / "b.zip", tmp_path / "edited.zip", manifest=edit)
     result = runner.invoke(app, ["bench", str(bundle), "--threads", "1", "--runs", "2", "--warmup", "0",
                                  "--no-cold-start", "--backend", "litert", "--out", str(tmp_path / "odd")])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
