@@ -393,3 +393,14 @@ def test_the_device_never_writes_a_result_the_report_would_refuse(genuine, tmp_p
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "manifest" in result.output and "tlx bundle" in result.output
     assert not list(tmp_path.glob("odd.*")), "nothing written"
+
+
+def test_a_version_1_result_without_model_hashes_is_still_read(genuine):
+    def older(doc):
+        doc["format_version"] = 1
+        for row in doc["models"]:
+            del row["sha256"]
+    device = _edit(genuine, older)
+    result = _report(genuine["run"], device)
+    assert result.exit_code == 0, result.output
+    assert _device_rows((genuine["run"] / REPORT).read_text()) == genuine["rows"]
