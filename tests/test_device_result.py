@@ -208,6 +208,34 @@ def test_any_mutation_of_a_device_result_is_refused_or_shows_the_genuine_figures
     assert "<" not in md and not _raw_controls(md) and not _raw_controls(table)
 
 
+#: Where the figures of the report's device rows come from.
+_FIGURE_KEYS = {"accuracy", "drop", "agreement_reference", "host", "latency", "n_images", "reference",
+                "threads"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_changed_figure_is_refused_or_not_shown(genuine, data):
+    """Aimed at the numbers behind the report's figures: any other number, near or far."""
+    doc = json.loads(genuine["text"])
+    numbers = [p for p in _paths(doc) if _FIGURE_KEYS & set(p)
+               and isinstance(_at(doc, p), (int, float)) and not isinstance(_at(doc, p), bool)]
+    path = data.draw(st.sampled_from(numbers), label="path")
+    old = _at(doc, path)
+    # Mostly values a reader would believe (in range, near the old one), some far off.
+    near = st.sampled_from([0, 1, 0.5, old * 0.5, old * 1.01, old + 1, old - 1, old + 1e-9])
+    new = data.draw(near | near | st.integers(-2, 20) | st.floats(-1, 200, allow_nan=False), label="value")
+    device = genuine["work"] / "figure.json"
+    device.write_text(_mutate(doc, path, "replace", new))
+    result = _report(genuine["run"], device)
+    if result.exit_code != 0:
+        event("refused")
+        _assert_refused(result, genuine["run"], device)
+        return
+    event("accepted")
+    _figures_same_or_absent(_device_rows((genuine["run"] / REPORT).read_text()), genuine["rows"])
+
+
 # --- by hand: each kind of damage that used to end in a traceback (KeyError, TypeError,
 # ValueError, RecursionError) or a wrong figure (NaN shown as "nan") ------------------------
 
