@@ -432,3 +432,24 @@ def test_a_version_1_result_without_model_hashes_is_still_read(genuine):
     result = _report(genuine["run"], device)
     assert result.exit_code == 0, result.output
     assert _device_rows((genuine["run"] / REPORT).read_text()) == genuine["rows"]
+
+
+def test_a_drop_with_an_interval_is_read_and_a_lopsided_interval_refused(genuine):
+    """The genuine run changes no photo's correctness; here the int8 model loses one photo."""
+    from tlx.bench.stats import paired_difference, wilson
+    from tlx.bundle.result import parse_result
+
+    doc = json.loads(genuine["text"])
+    n, reference = doc["n_images"], doc["reference"]["accuracy"]["successes"]
+    truth = [0] * n
+    ref = [0] * reference + [1] * (n - reference)
+    worse = [1] + ref[1:]  # the first photo, right for the reference, wrong here
+    for row in doc["models"][2:]:
+        row["accuracy"] = wilson(reference - 1, n).to_json()
+        row["drop"] = paired_difference(truth, ref, worse).to_json()
+        row["agreement_reference"] = wilson(n - 1, n).to_json()
+    parsed = parse_result(json.loads(json.dumps(doc)), "edited")
+    assert parsed.models[2].drop.points == pytest.approx(100 / n) and parsed.models[2].drop.low < 0
+    doc["models"][2]["drop"]["ci95"][1] += 1.0
+    with pytest.raises(ResultError, match=r"models\[2\]\.drop\.ci95 .* is no interval about"):
+        parse_result(doc, "edited")

@@ -462,7 +462,8 @@ def _drop(f: _Fields, n: int, reference: Proportion, accuracy: Proportion) -> Pa
         return PairedDifference(points, math.nan, math.nan, n)
     if len(ci) != 2:
         d.fail("is not two numbers", "ci95")
-    low, high = (d.check_number(v, f"ci95[{i}]", -200, 200) for i, v in enumerate(ci))
+    # A normal interval on a few photos reaches past +-100 (n = 2: up to +-196).
+    low, high = (d.check_number(v, f"ci95[{i}]", -300, 300) for i, v in enumerate(ci))
     # Symmetric about the points (a normal interval): one damaged bound is caught.
     if not (low <= points <= high and math.isclose(points - low, high - points, abs_tol=1e-6)):
         d.fail(f"[{low:g}, {high:g}] is no interval about {points:g}", "ci95")
