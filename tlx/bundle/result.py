@@ -287,6 +287,8 @@ class _Fields:
         raise ResultError(f"{self.source} is not a usable device result: {place} {problem}. {_AGAIN}")
 
     def get(self, key: str, nullable: bool = False, missing: Any = ...) -> Any:
+        """The value at `key`; null only when `nullable`; a missing key reads as `missing`
+        when one is given (a field older versions lack), else it is an error."""
         if key not in self.obj:
             if missing is not ...:
                 return missing
