@@ -35,7 +35,7 @@ def _steps(host) -> str:
 def main(bundle_path: str, result_paths: list[str]) -> None:
     with open_bundle(bundle_path) as bundle:
         manifest = bundle.manifest
-    host = manifest["host"]["machine"]
+    host = manifest.host_machine
     qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout
     # Each file through the result schema: a damaged one stops here with the reason.
     results = [read_result(p) for p in result_paths]
@@ -45,13 +45,13 @@ def main(bundle_path: str, result_paths: list[str]) -> None:
         "Reproduce: `tlx demo`, then `tlx bundle RUN_DIR -o demo.zip` on the x86 host, then "
         "`bash benchmarks/aarch64_check.sh demo.zip`.",
         "",
-        f"- bundle: {md(Path(bundle_path).name)}, run {md(manifest['run']['name'])} (model sha256 "
-        f"{md(manifest['run']['model_sha256'][:12])}), {len(manifest['images'])} test photos, models "
-        f"{md(', '.join(m['name'] for m in manifest['models']))}; made {md(manifest['created'])} by tlx "
-        f"{md(manifest['tlx'])}",
-        f"- host (reference outputs): {md(host['cpu'])} ({md(host['architecture'])}; "
+        f"- bundle: {md(Path(bundle_path).name)}, run {md(manifest.run_name)} (model sha256 "
+        f"{md((manifest.model_sha256 or '?')[:12])}), {len(manifest.images)} test photos, models "
+        f"{md(', '.join(m.name for m in manifest.models))}; made {md(manifest.created)} by tlx "
+        f"{md(manifest.tlx)}",
+        f"- host (reference outputs): {md(host['cpu'])} ({md(host.get('architecture', '?'))}; "
         f"{md(', '.join(host.get('cpu_features', [])) or 'no int8 features')}); "
-        + ", ".join(f"{md(k)} {md(v)}" for k, v in host["versions"].items()),
+        + ", ".join(f"{md(k)} {md(v)}" for k, v in (host.get("versions") or {}).items()),
         f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode, Debian bookworm "
         f"arm64 sysroot, Python {md(results[0].machine.python) if results else '?'}; each board's /proc/cpuinfo "
         "inside the sysroot; `-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",

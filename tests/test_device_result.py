@@ -411,6 +411,9 @@ def test_report_help_documents_its_exit_codes():
     lambda doc: doc["run"].update(model_sha256="not a hash"),
     lambda doc: doc["host"]["machine"].update(cores="two"),
     lambda doc: doc["host"].update(machine=None),
+    lambda doc: doc["run"].pop("model_sha256"),
+    lambda doc: doc["host"]["machine"].pop("python"),
+    lambda doc: doc["host"]["machine"].update(versions={"x": ["not", "text"]}),
 ])
 def test_the_device_never_writes_a_result_the_report_would_refuse(genuine, tmp_path, edit):
     from tests.test_bundle import rewrite

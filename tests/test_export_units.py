@@ -28,15 +28,6 @@ def test_unknown_format_lists_valid_ones():
     assert get_format(ExportFormat("int8")).quantization is Quantization.INT8
 
 
-def test_importing_the_cli_does_not_import_tensorflow():
-    import subprocess
-    import sys
-
-    code = "import sys, tlx.cli, tlx.export.formats; print('tensorflow' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
-
-
 # --- calibration sample ------------------------------------------------------------------
 
 def _train(counts):

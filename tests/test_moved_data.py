@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -94,3 +95,66 @@ def app():
     from tlx.cli import app as tlx_app
 
     return tlx_app
+
+
+def _other_photos_same_names(exported_run, tmp_path, strip_hashes=False):
+    """The run copied, and a copy of its data folder in which three test photos hold other
+    pictures (each another class's photo) under their own names."""
+    from tlx.run_dir import RunDir
+
+    split = RunDir(exported_run).read_split()
+    run, data = tmp_path / "run", tmp_path / "other-data"
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
+    shutil.copytree(split.data_dir, data)
+    stored = json.loads((run / "split.json").read_text())
+    assert len(stored["content_sha256"]) == len(split.train) + len(split.validation) + len(split.test)
+    if strip_hashes:  # a run made before hashes were recorded
+        del stored["content_sha256"]
+        (run / "split.json").write_text(json.dumps(stored))
+    by_label = {}
+    for path, label in stored["test"]:
+        by_label.setdefault(label, path)
+    firsts = list(by_label.values())
+    replaced = firsts[:3]
+    for target, source in zip(replaced, firsts[1:] + firsts[:1]):
+        (data / target).write_bytes((Path(split.data_dir) / source).read_bytes())
+    return run, data, replaced
+
+
+@pytest.mark.parametrize("command", ["bench", "export", "bundle"])
+def test_data_dir_with_other_photos_under_the_same_names_is_refused(exported_run, tmp_path, command):  # noqa: F811
+    run, data, replaced = _other_photos_same_names(exported_run, tmp_path)
+    args = {"bench": ["bench", str(run), *FAST, "--no-keras", "--no-cold-start"],
+            "export": ["export", str(run), "--format", "float32", "--out", str(tmp_path / "x")],
+            "bundle": ["bundle", str(run), "-o", str(tmp_path / "b.zip")]}[command]
+    result = runner.invoke(app(), [*args, "--data-dir", str(data)])
+    assert result.exit_code == 1, result.output
+    assert "3 of the" in result.output and "not the ones this run was trained with" in result.output
+    assert all(name.split("/")[-1] in result.output for name in replaced)
+    assert "--data-dir" in result.output and "Traceback" not in result.output
+    assert not (run / "bench" / "bench.json").exists() and not (tmp_path / "x").exists()
+    assert not (tmp_path / "b.zip").exists()
+
+
+def test_a_run_without_recorded_hashes_still_works_and_says_it_is_not_checked(exported_run, tmp_path):  # noqa: F811
+    run, data, _ = _other_photos_same_names(exported_run, tmp_path, strip_hashes=True)
+    result = runner.invoke(app(), ["bench", str(run), *FAST, "--no-keras", "--no-cold-start",
+                                   "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("records no content hashes") == 1 and "not checked" in result.output
+
+
+def test_resume_refuses_files_that_hold_other_pictures_since_the_start(tmp_path):
+    from tests.conftest import make_image_folder
+    from tlx.errors import TlxError
+    from tlx.trainer.data import load_data, load_split_images, source_folders
+
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=10, size=(20, 20))
+    images = load_data(data, image_size=16, seed=0, validation_fraction=0.4, test_fraction=0.5,
+                       cache_dir=tmp_path / "cache")
+    split = images.split
+    first, other = split.train[0][0], split.test[0][0]
+    Path(first).write_bytes(Path(other).read_bytes())
+    with pytest.raises(TlxError, match="hold other pictures than when it started") as error:
+        load_split_images(split, source_folders(data), cache_dir=tmp_path / "cache")
+    assert first in str(error.value)

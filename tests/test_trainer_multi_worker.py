@@ -114,7 +114,7 @@ def test_two_workers_train_like_one_machine_and_only_the_chief_writes(tmp_path, 
 
 @pytest.mark.parametrize("value, message", [
     (None, "needs the TF_CONFIG"),
-    ("not json", "not a usable cluster"),
+    ("not json", "is not JSON"),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "index"),
     ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "only"),
 ])
@@ -186,3 +186,38 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
     assert f"after epoch {done} " in results[0][1]
     history = json.loads((run / "history.json").read_text())
     assert len(history["phase1"]["loss"]) == 12 and json.loads(state.read_text())["finished"]
+
+
+@pytest.mark.multi_worker
+def test_sigterm_during_training_stops_the_chief_like_ctrl_c(tmp_path, tiny_backbone):
+    """TensorFlow takes SIGTERM for a preemption notice that stops nothing; tlx gives it back."""
+    import signal
+    import time
+
+    data = make_image_folder(tmp_path / "data", per_class=30)
+    run = tmp_path / "run"
+    ports = _free_ports(2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
+    args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "12", "--phase2-epochs", "0")
+    procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**env, "TF_CONFIG": _tf_config(ports, i)})
+             for i in range(2)]
+    try:
+        state = run / "checkpoints" / "state.json"
+        deadline = time.monotonic() + 300
+        while not (state.is_file() and '"epochs_done"' in state.read_text()):
+            assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+            time.sleep(0.2)
+        procs[0].send_signal(signal.SIGTERM)
+        out0, err0 = procs[0].communicate(timeout=300)
+        out1, err1 = procs[1].communicate(timeout=300)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    output0 = out0 + err0
+    assert procs[0].returncode == 130, output0[-3000:]
+    assert "Interrupted. The last complete epoch" in output0 and f"--resume {run}" in output0
+    # The other worker stops too, with a message.
+    assert procs[1].returncode == 1 and "Another worker of the cluster stopped" in out1 + err1, err1[-3000:]
+    assert "Traceback" not in output0 + out1 + err1

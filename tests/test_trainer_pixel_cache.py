@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,15 +63,19 @@ def test_worker_processes_give_the_pixels_and_failures_of_one_process(folder, tm
 
 
 # Run in a process of its own (a session of its own: the SIGINT of a terminal's Ctrl-C goes
-# to every process of the group, workers included).
+# to every process of the group, workers included). The last "image" is a FIFO that nobody
+# writes: reading it blocks forever, so decoding is provably still running when the signal,
+# sent from inside the work once a chunk is done, arrives.
 INTERRUPTED = """
 import os, signal, sys
 from pathlib import Path
 from tlx.trainer import parallel_decode
 from tlx.trainer.pixel_cache import prepare
-parallel_decode.PROCESS_MIN_IMAGES, parallel_decode.CHUNK = 1, 2
-paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
 ACTION = sys.argv[3]
+parallel_decode.PROCESS_MIN_IMAGES = 10**6 if ACTION == "ctrl-c-one-process" else 1
+parallel_decode.CHUNK = 2
+paths = sorted(Path(sys.argv[1]).rglob("*.jpg"))
+assert paths[-1].name == "zz-never-written.jpg"
 
 class Progress:
     def __init__(self, label, total):
@@ -80,13 +85,11 @@ class Progress:
     def __exit__(self, *exc):
         return False
     def advance(self, n):
-        if ACTION == "ctrl-c":
+        if ACTION.startswith("ctrl-c"):
             os.killpg(os.getpgid(0), signal.SIGINT)
-        elif not KILLED:  # a worker killed (as the out-of-memory killer would), once
-            KILLED.append(children()[0])
-            os.kill(KILLED[0], signal.SIGKILL)
-
-KILLED = []
+        else:  # the workers killed (as the out-of-memory killer would)
+            for pid in children():
+                os.kill(pid, signal.SIGKILL)
 
 def children():
     found = []
@@ -105,29 +108,30 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("action", ["ctrl-c", "worker-killed"])
+@pytest.mark.parametrize("action", ["ctrl-c", "ctrl-c-one-process", "worker-killed"])
 def test_interrupted_or_broken_decoding_leaves_no_file_and_no_worker_traceback(folder, tmp_path, action):
     import subprocess
     import sys
 
     from tlx.errors import TlxError
 
+    os.mkfifo(folder / "b" / "zz-never-written.jpg")
     script = tmp_path / "decode.py"
     script.write_text(INTERRUPTED)
     cache = tmp_path / "cache"
     done = subprocess.run([sys.executable, str(script), str(folder), str(cache), action], capture_output=True,
                           text=True, timeout=120, start_new_session=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
-    if action == "ctrl-c":
+    if action.startswith("ctrl-c"):
         assert done.returncode == 0 and done.stdout.strip() == "interrupted", done.stderr
         assert "Traceback" not in done.stderr, done.stderr
     else:
-        assert done.returncode == 1
+        assert done.returncode == 1, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(f"{TlxError.__module__}.TlxError: A process "
                                                                "decoding images stopped unexpectedly")
         assert "--workers 1" in done.stderr
-    # Nothing half written: no pixels file, temporary or not, and no index.
-    assert not [p for p in cache.rglob("*") if p.is_file()]
+    # Nothing half written: no pixels file, temporary or not, no index, no empty entry folder.
+    assert not list(cache.iterdir())
 
 
 def test_only_new_or_changed_files_are_decoded_again(folder, tmp_path):
@@ -208,3 +212,214 @@ def test_left_overs_of_killed_or_concurrent_writers_are_removed_when_old(folder,
     assert again.decoded == 1
     assert not killed.exists() and not orphan.exists() and recent.exists()
     assert len(list(again.location.glob("pixels-*.npy"))) == 2  # the new one and the recent one
+
+
+# --- A full disk: a real small filesystem (tmpfs), not a mock --------------------------------
+
+FULL_DISK = """
+import sys
+from pathlib import Path
+from tlx.errors import TlxError
+from tlx.trainer import parallel_decode
+from tlx.trainer.pixel_cache import prepare
+parallel_decode.PROCESS_MIN_IMAGES = int(sys.argv[3])
+if sys.argv[4] == "no-fallocate":  # as on macOS: the blocks are reserved by writing zeros
+    import os
+    del os.posix_fallocate
+try:
+    prepare(sorted(Path(sys.argv[1]).rglob("*.jpg")), 96, cache_dir=Path(sys.argv[2]), workers=2)
+except TlxError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 192 KiB tmpfs: room for a few rows of 96 px pixels, not for 13."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}): needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("where", ["this-process", "worker-processes", "no-fallocate"])
+def test_a_full_disk_is_an_error_with_a_message_and_leaves_nothing(folder, tmp_path, small_disk, where):
+    import subprocess
+    import sys
+
+    script = tmp_path / "fill.py"
+    script.write_text(FULL_DISK)
+    cache = small_disk / "cache"
+    done = subprocess.run([sys.executable, str(script), str(folder), str(cache),
+                           "1" if where == "worker-processes" else "100000", where], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    # Not SIGBUS (-7, exit 135 in a shell): the error, with what to do.
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Cannot write the pixel cache" in done.stdout and "No space left on device" in done.stdout
+    assert "--cache-dir" in done.stdout and "--workers 1" not in done.stdout
+    assert not list(cache.iterdir())  # not even the entry's folder
+    assert os.statvfs(small_disk).f_bfree == os.statvfs(small_disk).f_blocks  # every block free again
+
+
+# --- Damage a user can do with ordinary tools: found, rebuilt with a message -------------------
+
+def _reference(data):
+    """What every readable file must be served as."""
+    out = {}
+    for path in _paths(data):
+        try:
+            out[str(path)] = load_image(path, 16)
+        except Exception:  # the broken one
+            pass
+    return out
+
+
+def _assert_no_stale_pixels(cache, reference):
+    assert set(cache.rows) == set(reference)
+    for path, pixels in reference.items():
+        np.testing.assert_array_equal(cache.pixels[cache.rows[path]], pixels, err_msg=path)
+
+
+def test_an_image_replaced_with_its_size_and_mtime_restored_is_decoded_again(folder, tmp_path):
+    _prepare(folder, tmp_path / "cache")
+    by_size = sorted(_paths(folder)[:12], key=lambda p: p.stat().st_size)
+    small, large = by_size[0], by_size[-1]
+    st = large.stat()
+    # Another photo under the same name, padded to the same size (JPEG readers stop at the
+    # end-of-image marker), its modification time set back.
+    large.write_bytes(small.read_bytes().ljust(st.st_size, b"\0"))
+    os.utime(large, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (large.stat().st_size, large.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    messages = []
+    again = _prepare(folder, tmp_path / "cache", messages)
+    assert again.decoded == 1 and "1 of 13 images are new or changed" in messages[0]
+    _assert_no_stale_pixels(again, _reference(folder))
+
+
+def test_pixel_bytes_changed_with_size_and_mtime_restored_are_found(folder, tmp_path):
+    first = _prepare(folder, tmp_path / "cache")
+    npy = next(first.location.glob("pixels-*.npy"))
+    st = npy.stat()
+    with open(npy, "r+b") as f:
+        f.seek(st.st_size - 500)
+        f.write(bytes(100))
+    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    del first
+    messages = []
+    again = _prepare(folder, tmp_path / "cache", messages)
+    assert again.decoded == 13 and "changed after its index was written" in messages[0], messages
+    _assert_no_stale_pixels(again, _reference(folder))
+
+
+def test_two_rows_swapped_in_the_index_fail_their_checksums_and_are_decoded_again(folder, tmp_path):
+    first = _prepare(folder, tmp_path / "cache")
+    index_path = first.location / INDEX
+    index = json.loads(index_path.read_text())
+    a, b = str(_paths(folder)[0]), str(_paths(folder)[7])
+    index["files"][a][0], index["files"][b][0] = index["files"][b][0], index["files"][a][0]
+    index_path.write_text(json.dumps(index))
+    messages = []
+    again = _prepare(folder, tmp_path / "cache", messages)
+    assert again.decoded == 2 and "2 row(s) of its pixel file do not match their checksums" in messages[0]
+    _assert_no_stale_pixels(again, _reference(folder))
+    assert _prepare(folder, tmp_path / "cache").decoded == 0
+
+
+@pytest.mark.parametrize("field, value", [("rows", "13"), ("files", []), ("pixels_stamp", [1, 2]),
+                                          ("skipped", {"x": [None, 5]}), ("image_size", None),
+                                          ("pixels", "../../etc/passwd")])
+def test_an_index_with_a_field_of_the_wrong_type_is_rebuilt_once(folder, tmp_path, field, value):
+    first = _prepare(folder, tmp_path / "cache")
+    index_path = first.location / INDEX
+    index_path.write_text(json.dumps({**json.loads(index_path.read_text()), field: value}))
+    messages = []
+    again = _prepare(folder, tmp_path / "cache", messages)
+    assert again.decoded == 13 and "not usable" in messages[0], messages
+    _assert_no_stale_pixels(again, _reference(folder))
+    assert _prepare(folder, tmp_path / "cache").decoded == 0  # fixed for good, no hand deletion
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    leaves = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+              | st.text(max_size=12) | st.sampled_from(["0" * 64, "f" * 64, "pixels-000000000000.npy"]))
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+def _mutate(index, data):
+    """One random change somewhere in the genuine index: a value replaced, removed or swapped
+    with a sibling's."""
+    from hypothesis import strategies as st
+
+    parent, key = None, None
+    node = index
+    while isinstance(node, (dict, list)) and node and data.draw(st.booleans(), label="descend"):
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        parent, key = node, data.draw(st.sampled_from(keys), label="key")
+        node = parent[key]
+    if parent is None:
+        return data.draw(_json_values(), label="whole index")
+    action = data.draw(st.sampled_from(["replace", "remove", "swap"]), label="action")
+    if action == "replace":
+        parent[key] = data.draw(_json_values(), label="value")
+    elif action == "remove":
+        del parent[key]
+    else:
+        keys = list(parent) if isinstance(parent, dict) else list(range(len(parent)))
+        other = data.draw(st.sampled_from(keys), label="other")
+        parent[key], parent[other] = parent[other], parent[key]
+    return index
+
+
+def test_any_change_to_a_genuine_index_gives_a_rebuild_never_a_traceback_or_stale_pixels(folder, tmp_path):
+    import shutil
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    reference = _reference(folder)
+    skipped = [str(folder / "b" / "broken.jpg")]
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def check(data):
+        cache_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+        try:
+            first = _prepare(folder, cache_dir, workers=1)
+            index_path = first.location / INDEX
+            mutated = _mutate(json.loads(index_path.read_text()), data)
+            index_path.write_text(json.dumps(mutated))
+            messages = []
+            again = _prepare(folder, cache_dir, messages, workers=1)
+            _assert_no_stale_pixels(again, reference)
+            # Whatever was decoded again was said (a rebuild is never silent).
+            assert bool(messages) == bool(again.decoded), messages
+            assert [p for p, _ in again.skipped] == skipped
+        finally:
+            shutil.rmtree(cache_dir)
+
+    check()
+
+
+def test_tlx_train_on_a_full_cache_disk_exits_with_the_message(folder, tmp_path, small_disk):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tlx", "train", str(folder), "--out", str(tmp_path / "run"),
+                           "--weights", "none", "--image-size", "96", "--workers", "1",
+                           "--cache-dir", str(small_disk / "cache")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])  # not 135 (SIGBUS)
+    assert "Cannot write the pixel cache" in done.stderr and "No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not [p for p in (small_disk / "cache").rglob("*") if p.is_file()]

@@ -24,3 +24,10 @@ class ImageError(TlxError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error's text, at most `limit` characters: a library's message
+    (a converter's runs to pages of MLIR) shown inside one of tlx's."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

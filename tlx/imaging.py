@@ -83,6 +83,11 @@ def check_image_size(found, expected, found_in: str, expected_in: str, fix: str,
             f"{expected[0]}x{expected[1]}: they are from different runs. {fix}")
 
 
+#: The version of anything written before versions were recorded (a run's config.json, a
+#: model's tlx.json, a bundle's manifest): those decoded with the exact path.
+UNRECORDED_VERSION = 1
+
+
 def check_version(version: int, where: str = "", fix: str = "Upgrade tlx on this machine.") -> int:
     """`version` if tlx knows it; a TlxError naming the known ones and `fix` otherwise (by
     default for a run or model from a newer tlx)."""
@@ -97,10 +102,10 @@ def version_of(record: dict | None) -> int:
     """The preprocessing version of a run's options or a model's tlx.json (1 when absent:
     written before versions existed, so with the exact path)."""
     if not record:
-        return 1
-    value = record.get("preprocessing", 1)
+        return UNRECORDED_VERSION
+    value = record.get("preprocessing", UNRECORDED_VERSION)
     if isinstance(value, dict):  # tlx.json: {"preprocessing": {"version": 2, ...}}
-        value = value.get("version", 1)
+        value = value.get("version", UNRECORDED_VERSION)
     return int(value)
 
 

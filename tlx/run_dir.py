@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Iterable, Mapping
 
 from tlx import files
 from tlx.errors import TlxError
+from tlx.progress import Log
 from tlx.trainer.config import TrainConfig
 
 MODEL = "model.keras"
@@ -38,6 +41,9 @@ BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
 BENCH_CHART = "accuracy_vs_latency.png"
 REPORT = "report.html"
+HEX_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+#: How many differing photos an error names before it only counts.
+NAMED = 5
 
 #: Files of a finished or started run; a new run refuses to write over them.
 RUN_FILES = (CONFIG, SPLIT, MODEL, CHECKPOINTS)
@@ -90,6 +96,10 @@ class Split:
     image_size: tuple[int, int] = (160, 160)
     data_dir: str = ""
     skipped: tuple[tuple[str, str], ...] = field(default=())
+    #: SHA-256 (hex) of each file's bytes when `tlx train` decoded it: split.json names files
+    #: by path only, and another folder may hold other photos under the same names. Empty for
+    #: runs made before it was recorded (then nothing is checked, and consumers say so).
+    content: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -101,7 +111,13 @@ class Split:
             "validation": [[self._stored(p), label] for p, label in self.validation],
             "test": [[self._stored(p), label] for p, label in self.test],
             "skipped": [list(item) for item in self.skipped],
+            "content_sha256": {self._stored(p): digest for p, digest in self.content.items()},
         }
+
+    def differing(self, found: Mapping[str, str]) -> list[str]:
+        """Paths whose content hash in `found` is not the one recorded (unrecorded ones pass)."""
+        return [path for path, digest in found.items()
+                if path in self.content and self.content[path] != digest]
 
     def _stored(self, path: str) -> str:
         """`path` relative to data_dir when it is inside it, else as it is."""
@@ -138,7 +154,18 @@ class Split:
             image_size=tuple(obj.get("image_size", (160, 160))),
             data_dir=root,
             skipped=tuple((str(p), str(r)) for p, r in obj.get("skipped", [])),
+            content=_content_hashes(obj.get("content_sha256", {}), located),
         )
+
+
+def _content_hashes(obj, located) -> dict[str, str]:
+    """split.json's "content_sha256": {stored path: hex SHA-256}; ValueError when malformed."""
+    if not isinstance(obj, dict):
+        raise ValueError("content_sha256 is not an object")
+    for path, digest in obj.items():
+        if not isinstance(digest, str) or not HEX_SHA256.match(digest):
+            raise ValueError(f"content_sha256 of {path[:200]!r} is not a SHA-256 in hex")
+    return {located(path): digest for path, digest in obj.items()}
 
 
 @dataclass(frozen=True)
@@ -257,6 +284,23 @@ class RunDir:
                          versions=versions if isinstance(versions, dict) else {},
                          started=str(obj.get("started") or ""))
 
+    def preprocessing_version(self) -> int:
+        """The preprocessing version (tlx.imaging) the run was trained with: the one rule for
+        every consumer. A run without config.json is from before versions were recorded and
+        used version 1; a damaged config.json is an error (read_config names it), never a guess."""
+        from tlx.imaging import UNRECORDED_VERSION, check_version
+
+        if not self.config.is_file():
+            return UNRECORDED_VERSION
+        return check_version(self.read_config().options.preprocessing, str(self.config))
+
+    def require_preprocessing(self, path, model_version: int, run_version: int) -> None:
+        """Refuse a model file that decodes images another way than the run was trained."""
+        if model_version != run_version:
+            raise TlxError(f"{path} preprocesses images with version {model_version} but the run was "
+                           f"trained with version {run_version}: it was exported from another run. "
+                           f"Re-export it with `tlx export {self.root}`.")
+
     def write_config(self, options: TrainConfig, versions: dict, started: str) -> RunConfig:
         config = RunConfig(options=options, run_id=uuid.uuid4().hex[:16], versions=versions,
                            started=started)
@@ -334,3 +378,28 @@ def require_present(split: Split, *names: str) -> None:
             f"{len(missing)} of the {total} {'/'.join(names)} photos listed in split.json are missing "
             f"(first: {missing[0]}). They were recorded under the data folder {split.data_dir or '(unknown)'}; "
             "if it moved, pass its new location with --data-dir.")
+
+
+def require_same_photos(split: Split, paths: Iterable[str], log: Log) -> None:
+    """The files at `paths` hold the bytes `tlx train` decoded (split.content), else one
+    error naming a few that differ: --data-dir pointing at another folder with the same
+    file names must not be measured, calibrated or bundled as if it were the run's photos.
+    A run without recorded hashes is not checked, and `log` says so."""
+    if not split.content:
+        log(f"Note: {SPLIT} records no content hashes (a run made by an older tlx): the photos under "
+            f"{split.data_dir or 'the data folder'} are not checked to be the ones the run was trained on.")
+        return
+    found = {}
+    for path in dict.fromkeys(paths):
+        try:
+            found[path] = files.sha256_file(path)
+        except OSError:
+            pass  # unreadable: reported (and left out) by whoever decodes it
+    differ = split.differing(found)
+    if differ:
+        named = "\n  ".join(differ[:NAMED]) + (f"\n  ... and {len(differ) - NAMED} more" if len(differ) > NAMED else "")
+        raise TlxError(
+            f"{len(differ)} of the {len(found)} photos read from {split.data_dir} are not the ones this run "
+            f"was trained with (their content differs from when `tlx train` read them):\n  {named}\n"
+            f"{SPLIT} names photos only by path: point --data-dir at the folder the run was trained on, "
+            "or train a new run on these photos.")

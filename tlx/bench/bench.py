@@ -14,10 +14,11 @@ import tlx
 from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import Proportion, confusion_matrix, wilson
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
-from tlx.imaging import check_image_size, check_version
+from tlx.imaging import check_image_size
 from tlx.progress import Log, silent
-from tlx.run_dir import RunDir, require_present
+from tlx.run_dir import RunDir, require_present, require_same_photos
 
 KERAS = "keras"
 
@@ -159,8 +160,7 @@ def model_name(path: Path) -> str:
 def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     from tlx.runtime.backends import installed_backends, resolve_name
 
-    if config.max_drop is not None and config.max_drop < 0:
-        raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
+    check_max_drop(config.max_drop)
     run = RunDir(config.run_dir)
     split = run.read_split(config.data_dir)
     labels = run.read_labels()
@@ -168,12 +168,11 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
         raise TlxError(f"The test split in {run.split} is empty: nothing to measure. "
                        "Re-run `tlx train` with a larger --test-fraction or a --test-dir.")
     require_present(split, "test")
+    require_same_photos(split, [path for path, _ in split.test], log)
     tflite_paths = exported_models(run)
     model_sha = run.model_sha256()
     run.require_from_this_model(tflite_paths, model_sha, labels)
-    # The run's preprocessing version (1 for runs from before versions were recorded).
-    preprocessing = check_version(run.read_config().options.preprocessing, str(run.config)) \
-        if run.config.is_file() else 1
+    preprocessing = run.preprocessing_version()
     log(f"Decoding {len(split.test)} test images")
     images = evaluate.load_test_images(split.test, tuple(split.image_size), preprocessing)
 
@@ -189,7 +188,7 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
         for backend in backends:
             name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"
             results.append(_bench_tflite(name, path, backend, labels, images, config, log,
-                                         preprocessing))
+                                         run, preprocessing))
 
     # The drop is measured against Keras when it ran, else against the first .tflite.
     reference = results[0]
@@ -217,7 +216,7 @@ def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> Model
 
 
 def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, log: Log,
-                  preprocessing: int) -> ModelResult:
+                  run: RunDir, preprocessing: int) -> ModelResult:
     from tlx.runtime import Classifier
 
     log(f"Evaluating {name}")
@@ -227,10 +226,7 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
                        f"{len(labels)} labels: it was exported from another run. Re-export it.")
     check_image_size(classifier.input_size, images.pixels.shape[1:3], str(path),
                      "the run's split.json", "Re-export it with `tlx export`.")
-    if classifier.preprocessing != preprocessing:
-        raise TlxError(f"{path} preprocesses images with version {classifier.preprocessing} but the "
-                       f"run was trained with version {preprocessing}: it was exported from another "
-                       "run. Re-export it.")
+    run.require_preprocessing(path, classifier.preprocessing, preprocessing)
     predictions = evaluate.tflite_predictions(classifier, images)
     result = _model_result(name, path, classifier.backend, labels, images, predictions)
     for threads in config.threads:

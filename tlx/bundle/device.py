@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
+from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
 from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
                                MAX_FAILURES, ResultError, RunRecord, Settings, parse_machine, parse_result)
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
@@ -80,8 +83,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
     """Run the device benchmark; returns the result (tlx.bundle.result, see write_result)."""
     from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
-    if config.max_drop is not None and config.max_drop < 0:
-        raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop:g}).")
+    check_max_drop(config.max_drop)
     started = time.perf_counter()
     # By default the backends a device user would run (litert-builtin only when named: it
     # stands in for tflite-runtime's kernels on a host, and costs time and memory here).
@@ -92,60 +94,68 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
                        "  pip install 'tlx-edge[runtime]'   # ai-edge-litert\n"
                        "  pip install 'tlx-edge[tflite]'    # tflite-runtime 2.14 (Raspberry Pi OS Bookworm)")
     with open_bundle(config.bundle) as bundle:
-        log(f"Checked {bundle.path.name}: {len(bundle.manifest['models'])} models, "
-                 f"{len(bundle.manifest['images'])} photos")
         manifest = bundle.manifest
+        record = _bundle_record(bundle)
+        log(f"Checked {bundle.path.name}: {len(manifest.models)} models, {len(manifest.images)} photos")
         pixels, truth, names = _photos(bundle)
-        reference = np.asarray(manifest["reference"]["top1"], dtype=np.int64)
+        reference = manifest.reference_top1
         models = []
-        for entry in manifest["models"]:
-            content = bundle.read(entry["file"])
+        for entry in manifest.models:
+            content = bundle.read(entry.file)
             for backend in backends:
-                log(f"{entry['name']} on {backend}")
+                log(f"{entry.name} on {backend}")
                 models.append(_bench_model(bundle, entry, content, backend, pixels, truth, names,
                                            reference, config, log))
             del content  # before the next model is read: one model in memory at a time
-    run, host_machine = manifest["run"], _host_machine(bundle)
     return DeviceResult(
         tlx=tlx.__version__, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine.current(), load_average=machine.load_average(), emulated=config.emulated,
-        bundle=BundleRecord(
-            file=Path(config.bundle).name, sha256=files.sha256_file(config.bundle),
-            run=RunRecord(name=run["name"], run_id=run.get("run_id"), model_sha256=run["model_sha256"]),
-            created=manifest.get("created"), tlx=manifest.get("tlx"),
-            host_machine=host_machine),
+        bundle=record,
         settings=Settings(threads=tuple(config.threads), runs=config.runs, warmup=config.warmup,
                           backends=tuple(backends), max_drop=config.max_drop),
-        labels=tuple(manifest["labels"]), n_images=len(truth), reference_name=manifest["reference"]["name"],
+        labels=tuple(manifest.labels), n_images=len(truth), reference_name=manifest.reference_name,
         reference_accuracy=wilson(int(np.sum(reference == truth)), len(truth)), models=tuple(models),
         peak_rss_mb=_peak_rss_mb(), wall_s=time.perf_counter() - started)
 
 
-def _host_machine(bundle: Bundle) -> machine.Machine:
+def _bundle_record(bundle: Bundle) -> BundleRecord:
+    """What the result says about the bundle, built before any work: the manifest's schema
+    lets through a few things a result may not hold (no model hash, a host machine record the
+    result's schema refuses), and those are refused here rather than after the benchmark."""
+    manifest = bundle.manifest
+    if manifest.model_sha256 is None:
+        raise BundleError(f"{bundle.path}: the manifest names no model hash (run.model_sha256), so no "
+                          f"result could say which model it measured. {remake(bundle.path)}")
     try:
-        return parse_machine(bundle.manifest["host"]["machine"], f"{bundle.path}: the host's machine record")
-    except (ResultError, KeyError, TypeError) as exc:
-        raise BundleError(f"{bundle.path}: the manifest's host machine record is damaged ({exc}). "
-                          "Make the bundle again with `tlx bundle RUN_DIR`.") from None
+        host_machine = parse_machine(manifest.host_machine, f"{bundle.path}: the manifest's host.machine",
+                                     advice=remake(bundle.path))
+    except ResultError as exc:
+        raise BundleError(str(exc)) from None
+    return BundleRecord(file=bundle.path.name, sha256=files.sha256_file(bundle.path),
+                        run=RunRecord(name=manifest.run_name, run_id=manifest.run_id,
+                                      model_sha256=manifest.model_sha256),
+                        created=manifest.created, tlx=manifest.tlx, host_machine=host_machine)
 
 
 def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
     (height, width), version = bundle.image_size, bundle.preprocessing
-    images = bundle.manifest["images"]
-    # Filled in place (no list of arrays then a stacked copy): peak RSS is measured here.
+    images = bundle.manifest.images
+    # Filled in place (no list of arrays then a stacked copy): peak RSS is measured here. The
+    # manifest's schema bounds this array (MAX_PIXEL_BYTES) and each photo's decoded size.
     pixels = np.empty((len(images), height, width, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         # Decoded from the original bytes with the function the trainer and tlx predict use.
-        pixels[i] = load_image(bundle.read(image["file"]), (height, width), version=version)
-    truth = np.asarray([int(image["label"]) for image in images], dtype=np.int64)
-    return pixels, truth, [image.get("source") or image["file"] for image in images]
+        pixels[i] = load_image(bundle.read(image.file), (height, width), max_pixels=MAX_PHOTO_PIXELS,
+                               version=version)
+    truth = np.asarray([image.label for image in images], dtype=np.int64)
+    return pixels, truth, [image.source or image.file for image in images]
 
 
 def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config,
                  log: Log) -> ModelResult:
     from tlx.runtime import Classifier
 
-    source = f"{bundle.path.name}:{entry['file']}"
+    source = f"{bundle.path.name}:{entry.file}"
     classifier = Classifier(content, num_threads=config.threads[0], backend=backend, source=source)
     labels = bundle.labels
     if classifier.labels is not None and classifier.labels != labels:
@@ -160,26 +170,29 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
     predicted = evaluate.top1(scores)
     latency = {}
     for threads in config.threads:
-        log(f"Timing {entry['name']} on {classifier.backend}, {threads} thread(s)")
+        log(f"Timing {entry.name} on {classifier.backend}, {threads} thread(s)")
         timed = classifier if threads == config.threads[0] else Classifier(
             content, num_threads=threads, backend=backend, source=source)
         latency[threads] = measure.interpreter_latency(timed, pixels[0], config.runs, config.warmup)
         timed.close()  # one interpreter (and its packed weights) alive at a time: peak RSS
     cold_start = None
     if config.cold_start:
-        log(f"Cold start of `tlx predict` with {entry['name']} on {classifier.backend}")
+        log(f"Cold start of `tlx predict` with {entry.name} on {classifier.backend}")
         with tempfile.TemporaryDirectory(prefix="tlx-bundle-") as scratch:
-            model_path = Path(scratch) / Path(entry["file"]).name
+            # Names of our own, not the members': a photo named like the model must not
+            # replace it (the suffix only tells the decoder what to expect).
+            model_path = Path(scratch) / "model.tflite"
             model_path.write_bytes(content)
-            image = bundle.manifest["images"][0]["file"]
-            image_path = Path(scratch) / Path(image).name
+            image = bundle.manifest.images[0].file
+            suffix = Path(image).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", Path(image).suffix) else ""
+            image_path = Path(scratch) / f"photo{suffix}"
             image_path.write_bytes(bundle.read(image))
             cost = measure.predict_cold_start(model_path, image_path, classifier.backend)
         # A `tlx predict` that printed nothing has no start-up time (NaN): not measured.
         if np.isfinite(cost.first_output_s) and np.isfinite(cost.peak_rss_mb):
             cold_start = ColdStart(cost.first_output_s, cost.peak_rss_mb)
     return ModelResult(
-        name=entry["name"], backend=classifier.backend, file=entry["file"], size_bytes=entry["size_bytes"],
+        name=entry.name, backend=classifier.backend, file=entry.file, size_bytes=entry.size_bytes,
         sha256=sha256_bytes(content),
         accuracy=wilson(int(np.sum(predicted == truth)), len(truth)),
         drop=paired_difference(truth, reference, predicted),
@@ -189,25 +202,24 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
         failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures[:MAX_FAILURES]))
 
 
-def _against_host(manifest: dict, entry: dict, classifier, scores: np.ndarray,
+def _against_host(manifest: Manifest, entry: ModelEntry, classifier, scores: np.ndarray,
                   predicted) -> Optional[HostComparison]:
     """This machine's outputs against the host's for the same file and backend (or the host
     backend with the same kernels): identical photos, largest difference in quantization
     steps (quantized outputs) or in probability (float outputs)."""
-    results = {(r["model"], r["backend"]): r for r in manifest["host"]["results"]}
-    host = results.get((entry["name"], classifier.backend))
+    results = {(r.model, r.backend): r for r in manifest.host_results}
+    host = results.get((entry.name, classifier.backend))
     if host is None:
-        host = results.get((entry["name"], HOST_EQUIVALENT.get(classifier.backend)))
+        host = results.get((entry.name, HOST_EQUIVALENT.get(classifier.backend)))
     if host is None:
         return None
-    host_scores = np.asarray([[np.nan if v is None else v for v in row] for row in host["scores"]],
-                             dtype=np.float32)
-    diff = np.abs(scores.astype(np.float32) - host_scores)
+    # The schema checked the host's table is (photos, classes), like `scores`.
+    diff = np.abs(scores.astype(np.float32) - host.scores)
     per_image = diff.max(axis=1) if diff.size else np.zeros(0, np.float32)
     # A photo that failed here (or on the host) has no difference to measure: it counts as
     # differing, and stays out of the largest difference and the steps.
     ok = np.isfinite(per_image)
-    quantization = entry.get("output_quantization")
+    quantization = entry.output_quantization
     identical = int(np.sum(per_image[ok] == 0))
     max_steps = steps = None
     if quantization:
@@ -216,10 +228,10 @@ def _against_host(manifest: dict, entry: dict, classifier, scores: np.ndarray,
         # {steps: photos}: how far the differing photos are from the host's output.
         steps = {int(k): int(v) for k, v in zip(*np.unique(photo_steps, return_counts=True))}
     return HostComparison(
-        backend=host["backend"], same_backend=host["backend"] == classifier.backend, n=int(len(per_image)),
+        backend=host.backend, same_backend=host.backend == classifier.backend, n=int(len(per_image)),
         identical=identical, differ=int(len(per_image)) - identical,
         max_abs_diff=float(per_image[ok].max()) if ok.any() else None,
-        top1_agreement=wilson(int(np.sum(predicted == np.asarray(host["top1"]))), len(per_image)),
+        top1_agreement=wilson(int(np.sum(predicted == host.top1)), len(per_image)),
         max_steps=max_steps, steps=steps)
 
 

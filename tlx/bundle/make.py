@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import random
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,10 @@ import numpy as np
 
 import tlx
 from tlx import files, machine
-from tlx.bundle.archive import FORMAT, FORMAT_VERSION, IMAGES, LABELS, MANIFEST, MODELS, sha256_bytes
+from tlx.bundle.archive import FORMAT, FORMAT_VERSION, LABELS, MANIFEST, open_bundle, sha256_bytes
+from tlx.bundle.manifest import MAX_IMAGES, MAX_PIXEL_BYTES, MAX_SCORE_VALUES, image_member, model_member
 from tlx.errors import MissingDependencyError, TlxError
-from tlx.run_dir import RunDir, require_present
+from tlx.run_dir import RunDir, require_present, require_same_photos
 
 #: Photos are already compressed; deflating them again costs time and saves nothing.
 _STORED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
@@ -96,6 +98,8 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     from tlx.trainer.pixel_cache import load_labelled
     from tlx.runtime.backends import installed_backends
 
+    out = Path(config.out) if config.out is not None else default_out(config.run_dir)
+    check_out(out)
     run = RunDir(config.run_dir)
     labels = run.read_labels()
     split = run.read_split(config.data_dir)
@@ -113,15 +117,18 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     run.require_from_this_model(list(contents), model_sha, labels)
 
     items = stratified_subset(split.test, config.max_images, config.seed)
+    require_same_photos(split, [path for path, _ in items], log)
+    host_backends = installed_backends()
+    _check_photo_count(len(items), tuple(split.image_size),
+                       scores_per_photo=len(labels) * (len(contents) * len(host_backends) + 1))
     log(f"Decoding {len(items)} test photos")
-    preprocessing = _preprocessing(run)
+    preprocessing = run.preprocessing_version()
     images = load_labelled(items, tuple(split.image_size), version=preprocessing)
     if not len(images):
         raise TlxError("None of the test photos could be read: nothing to bundle.")
 
     log("Keras reference (TensorFlow)")
     reference = _keras_probabilities(run.model, len(labels), images)
-    host_backends = installed_backends()
     results = []
     for path, content in contents.items():
         for backend in host_backends:
@@ -130,7 +137,7 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
             results.append({"model": model_name(path), "backend": backend,
                             "scores": _rounded(scores), "top1": _top1(scores)})
 
-    photos = [(f"{IMAGES}{i:04d}-{Path(p).name}", Path(p)) for i, p in enumerate(images.paths)]
+    photos = [(image_member(i, _member_name(Path(p).name)), Path(p)) for i, p in enumerate(images.paths)]
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tlx": tlx.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -139,18 +146,45 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
         "image_size": list(split.image_size),
         "preprocessing": preprocessing,
         "files": {},
-        "models": [{"name": model_name(p), "file": f"{MODELS}{p.name}", "size_bytes": len(c),
-                    "output_quantization": _output_quantization(c)} for p, c in contents.items()],
+        "models": [{"name": model_name(p), "file": model_member(model_name(p)), "size_bytes": len(c),
+                    "output_quantization": _output_quantization(run, p, c, preprocessing)}
+                   for p, c in contents.items()],
         "images": [{"file": member, "label": int(label), "source": _source(path, split.data_dir)}
                    for (member, path), label in zip(photos, images.labels)],
         "skipped": [{"source": _source(p, split.data_dir), "error": e} for p, e in images.skipped],
         "reference": {"name": "keras", "probabilities": _rounded(reference), "top1": _top1(reference)},
         "host": {"machine": machine.current().to_json(), "results": results},
     }
-    out = Path(config.out) if config.out is not None else default_out(run.root)
     _write(out, manifest, labels, contents, photos)
     return BundleSummary(out, out.stat().st_size, tuple(model_name(p) for p in contents), len(photos),
                          images.skipped, tuple(host_backends))
+
+
+def check_out(out: Path) -> None:
+    """Before any work: `out` can be written (its folder exists or can be made, and takes a
+    file; `out` itself is no folder). TlxError naming -o otherwise."""
+    if out.is_dir():
+        raise TlxError(f"-o {out} is a folder; give the bundle's file name, e.g. -o {out / 'bundle.zip'}.")
+    files.require_writable_dir(out.parent, "-o: the folder")
+
+
+def _check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo: int) -> None:
+    """A device holds every photo decoded at once, and the manifest every score: the bundle
+    schema bounds that memory, so a run with more photos is told to take a subset."""
+    fits = min(MAX_IMAGES, MAX_PIXEL_BYTES // (image_size[0] * image_size[1] * 3),
+               MAX_SCORE_VALUES // scores_per_photo)
+    if count > fits:
+        raise TlxError(f"{count} test photos of {image_size[0]}x{image_size[1]} pixels are more than a "
+                       f"bundle holds ({fits}: a small device decodes them all into memory). "
+                       f"Pass --max-images {fits} (a class-stratified subset).")
+
+
+def _member_name(name: str) -> str:
+    """The photo's file name as a zip member: no control character or backslash, not too long
+    (the schema's pattern); the suffix kept, it tells the decoder what to expect."""
+    cleaned = "".join("_" if unicodedata.category(c)[0] == "C" or c in "\\/" else c for c in name)
+    stem, suffix = Path(cleaned).stem, Path(cleaned).suffix[:10]
+    return (stem[:100] or "photo") + suffix
 
 
 def _keras_probabilities(model_path: Path, num_labels: int, images) -> np.ndarray:
@@ -166,11 +200,13 @@ def _tflite_scores(content: bytes, pixels: np.ndarray, source: str, backend: str
     return tflite_probabilities(content, pixels, source=source, backend=backend)[0]
 
 
-def _output_quantization(content: bytes) -> Optional[list]:
+def _output_quantization(run: RunDir, path: Path, content: bytes, preprocessing: int) -> Optional[list]:
+    """The model's output quantization, once it is known to decode photos as the run did."""
     from tlx.runtime import Classifier
 
     classifier = Classifier(content)
     try:
+        run.require_preprocessing(path, classifier.preprocessing, preprocessing)
         return list(classifier.output_quantization) if classifier.output_quantization else None
     finally:
         classifier.close()
@@ -185,17 +221,6 @@ def _rounded(scores: np.ndarray) -> list[list[float]]:
 
 def _top1(scores: np.ndarray) -> list[int]:
     return [int(i) for i in np.argmax(scores, axis=1)]
-
-
-def _preprocessing(run: RunDir) -> int:
-    """The run's preprocessing version: the photos are decoded the way the model was trained."""
-    from tlx.imaging import check_version
-
-    try:
-        version = run.read_config().options.preprocessing
-    except TlxError:
-        return 1
-    return check_version(version, str(run.config))
 
 
 def _run_id(run: RunDir) -> Optional[str]:
@@ -214,18 +239,39 @@ def _source(path, data_dir: str) -> str:
 
 
 def _write(out: Path, manifest: dict, labels: list[str], contents: dict[Path, bytes], photos) -> None:
-    """The zip, atomically: a temp file beside `out`, renamed when complete."""
-    with files.atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as archive:
-        def add(name: str, data: bytes, stored: bool = False) -> None:
-            manifest["files"][name] = sha256_bytes(data)
-            archive.writestr(name, data, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    """The zip, atomically: a temp file beside `out`, checked by the device's own reader
+    (tlx.bundle.archive: layout, manifest schema, hashes, models' metadata), then renamed."""
+    try:
+        with files.atomic_path(out) as tmp:
+            with zipfile.ZipFile(tmp, "w") as archive:
+                _add_members(archive, manifest, labels, contents, photos)
+            try:
+                open_bundle(tmp).close()
+            except TlxError as exc:
+                raise TlxError(f"The bundle failed its own check, so {out} was not written: {exc}") from None
+    except OSError as exc:
+        raise TlxError(f"Could not write {out} ({exc.strerror or exc}); nothing was written there. "
+                       "Free some space or choose another place with -o.") from None
 
-        add(LABELS, "".join(f"{label}\n" for label in labels).encode("utf-8"))
-        for path, content in contents.items():
-            # Stored: deflate saves under 10% on model weights, and inflating a member on the
-            # device holds it twice in memory (peak RSS is one of the things measured there).
-            add(f"{MODELS}{path.name}", content, stored=True)
-        for member, path in photos:
-            add(member, path.read_bytes(), stored=path.suffix.lower() in _STORED_SUFFIXES)
-        # Last: a zip cut short before this point has no manifest and is refused as foreign.
-        archive.writestr(MANIFEST, json.dumps(manifest, indent=1), zipfile.ZIP_DEFLATED)
+
+def _add_members(archive: zipfile.ZipFile, manifest: dict, labels: list[str],
+                 contents: dict[Path, bytes], photos) -> None:
+    def add(name: str, data: bytes, stored: bool = False) -> None:
+        manifest["files"][name] = sha256_bytes(data)
+        archive.writestr(name, data, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+
+    add(LABELS, "".join(f"{label}\n" for label in labels).encode("utf-8"))
+    for path, content in contents.items():
+        # Stored: deflate saves under 10% on model weights, and inflating a member on the
+        # device holds it twice in memory (peak RSS is one of the things measured there).
+        add(model_member(model_name_of(path)), content, stored=True)
+    for member, path in photos:
+        add(member, path.read_bytes(), stored=path.suffix.lower() in _STORED_SUFFIXES)
+    # Last: a zip cut short before this point has no manifest and is refused as foreign.
+    archive.writestr(MANIFEST, json.dumps(manifest, indent=1), zipfile.ZIP_DEFLATED)
+
+
+def model_name_of(path: Path) -> str:
+    from tlx.bench.bench import model_name
+
+    return model_name(path)

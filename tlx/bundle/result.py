@@ -276,15 +276,15 @@ class _Fields:
     """One JSON object of the file, read key by key with the type and range each must have;
     `where` (e.g. "models[2].latency") names the place in every error."""
 
-    def __init__(self, value: Any, where: str, source: str):
-        self.source, self.where = source, where
+    def __init__(self, value: Any, where: str, source: str, advice: str = _AGAIN):
+        self.source, self.where, self.advice = source, where, advice
         if not isinstance(value, dict):
             self.fail(f"is {_shown(value)}, not a JSON object")
         self.obj = value
 
     def fail(self, problem: str, key: Optional[str] = None) -> NoReturn:
         place = ".".join(p for p in (self.where, key) if p) or "the document"
-        raise ResultError(f"{self.source} is not a usable device result: {place} {problem}. {_AGAIN}")
+        raise ResultError(f"{self.source} is not a usable device result: {place} {problem}. {self.advice}")
 
     def get(self, key: str, nullable: bool = False, missing: Any = ...) -> Any:
         """The value at `key`; null only when `nullable`; a missing key reads as `missing`
@@ -300,7 +300,7 @@ class _Fields:
 
     def sub(self, key: str, nullable: bool = False) -> Optional["_Fields"]:
         value = self.get(key, nullable)
-        return None if value is None else _Fields(value, _join(self.where, key), self.source)
+        return None if value is None else _Fields(value, _join(self.where, key), self.source, self.advice)
 
     def text(self, key: str, nullable: bool = False, missing: Any = ...) -> Optional[str]:
         value = self.get(key, nullable, missing)
@@ -567,9 +567,10 @@ def _check_rows(top: _Fields, models: tuple[ModelResult, ...], settings: Setting
             top.fail(f"give the model {_shown(m.name)} two different files", "models")
 
 
-def parse_machine(obj: Any, source: str) -> Machine:
-    """A machine record (tlx.machine.Machine.to_json) from a file; ResultError otherwise."""
-    return _machine(_Fields(obj, "", source))
+def parse_machine(obj: Any, source: str, advice: str = _AGAIN) -> Machine:
+    """A machine record (tlx.machine.Machine.to_json) from a file; ResultError otherwise,
+    ending with `advice` (what to do)."""
+    return _machine(_Fields(obj, "", source, advice))
 
 
 def _machine(f: _Fields) -> Machine:

@@ -54,8 +54,10 @@ def bench(
         "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
                            "(default: the folder recorded in split.json).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="BUNDLE only: write the result to OUT.json and OUT.md. "
-                            "Default: <bundle name>-<host name> in the current folder.", show_default=False)] = None,
+        "--out", "-o", help="BUNDLE only: write the result to OUT.json and OUT.md (OUT a folder: "
+                            "<bundle name>-<host name>.json and .md in it). Checked before the benchmark "
+                            "runs. Default: <bundle name>-<host name> in the current folder.",
+        show_default=False)] = None,
     emulated: Annotated[Optional[str], typer.Option(
         help="BUNDLE only: this machine is an emulator (e.g. 'qemu-aarch64 -cpu cortex-a72'): the result "
              "records it and shows no latency (not a device figure).", show_default=False)] = None,

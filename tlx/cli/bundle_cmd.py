@@ -10,6 +10,7 @@ import typer
 from tlx.bundle.make import BundleConfig
 from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
+from tlx.errors import TlxError
 from tlx.text import printable
 
 _DEFAULTS = BundleConfig(run_dir=Path("."))
@@ -48,6 +49,20 @@ def bundle(
                          f"{summary.images} photos; host results on {', '.join(summary.host_backends)})"))
 
 
+def result_prefix(out: Optional[Path], default: Path) -> Path:
+    """Where `tlx bench BUNDLE` writes PREFIX.json and PREFIX.md, checked before the benchmark
+    runs: OUT (or, when OUT is a folder, the default name inside it), in a folder this process
+    can write to, with no folder in the way of either file."""
+    from tlx import files
+
+    prefix = default if out is None else out / default.name if out.is_dir() else out
+    for target in (prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + ".md")):
+        if target.is_dir():
+            raise TlxError(f"--out: {target} is a folder; choose another name.")
+    files.require_writable_dir(prefix.parent, "--out: the folder")
+    return prefix
+
+
 def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend: Optional[str],
                          max_drop: Optional[float], cold_start: bool, out: Optional[Path],
                          emulated: Optional[str], json_output: bool) -> None:
@@ -59,8 +74,14 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
                                if backend else None, cold_start=cold_start,
                                max_drop=max_drop, emulated=emulated)
     with user_errors():
+        prefix = result_prefix(out, default_prefix(path))
         result = bench_bundle(config, log=say)
-        json_path, md_path = write_result(result, out if out is not None else default_prefix(path))
+        try:
+            json_path, md_path = write_result(result, prefix)
+        except OSError as exc:
+            raise TlxError(f"Could not write the result to {prefix}.json / .md ({exc.strerror or exc}); the "
+                           "measurements are lost. Free some space or choose another place with --out "
+                           "(or use --json to print the result).") from None
     if json_output:
         print_json(result.to_json())
     else:

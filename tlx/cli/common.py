@@ -10,11 +10,12 @@ from contextlib import contextmanager
 
 import typer
 
+from tlx import interrupts
 from tlx.errors import TlxError
 from tlx.text import printable
 
-#: Exit code after Ctrl-C, as shells report it.
-EXIT_INTERRUPTED = 130
+#: Exit code after Ctrl-C, as shells report it (SIGTERM: tlx.interrupts.EXIT_TERMINATED).
+EXIT_INTERRUPTED = interrupts.EXIT_INTERRUPTED
 #: Exit code when a quality gate (--max-drop) fails: the work is done and kept, but the
 #: int8 model lost more accuracy than allowed. Distinct from 1 (an error) for scripts.
 EXIT_QUALITY_GATE = 3
@@ -34,9 +35,9 @@ def user_errors():
         message = "\n".join(printable(line) for line in str(exc).split("\n"))
         typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.secho("Interrupted.", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (tlx.interrupts.Terminated): 143
+        typer.secho(interrupts.stop_message(exc), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(interrupts.exit_code(exc)) from None
 
 
 def print_json(obj) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from tlx import interrupts
 from tlx.cli.app import app
 from tlx.cli.common import print_json, user_errors
 from tlx.text import printable
@@ -66,29 +67,44 @@ def predict(
                            "in order).")] = _STREAM.realtime,
     annotate: Annotated[Optional[Path], typer.Option(
         "--annotate", help="Streams: write the classified frames with the top label, score and "
-                           "FPS drawn to this video (.mp4 .avi .mkv .mov).",
+                           "FPS drawn to this video (.mp4 .avi .mkv .mov), for one source "
+                           "(several: run once per source). Checked before any work: its folder "
+                           "must exist, it must not be an input (also through a link), nor an "
+                           "existing file without --overwrite. It takes its name only once "
+                           "complete and verified; a failed write (a full disk) is an error. "
+                           "Default: none.",
         show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="With --annotate: replace an existing output file (once the new "
+                            "video is complete).")] = False,
 ) -> None:
     """Classify images with a TFLite model: a table per image (or --json). Videos, stream
     URLs and --camera: a line per frame, a live FPS line on stderr, a summary at the end.
 
     A file that cannot be read prints its error and the others still print; the exit code
-    is 1 if any file failed.
+    is 1 if any file failed. Ctrl-C (or SIGTERM) ends a stream with the summary, the
+    --annotate video kept, exit 0; during start-up it exits 130 (SIGTERM: 143).
     """
     with user_errors():
-        from tlx.runtime import Classifier
+        # Imports and the model load take a Ctrl-C when they are done, not in the middle: a
+        # KeyboardInterrupt inside an import can come out as another error (a RuntimeError
+        # from numpy's class set-up was seen), with a traceback.
+        with interrupts.deferred():
+            from tlx.runtime import Classifier
 
-        images = images or []
-        streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
-                                 duration=duration, realtime=realtime, annotate=annotate)
-        clf = Classifier.from_file(model, num_threads=threads, backend=backend.value,
-                                   fast_decode=fast_jpeg)
+            images = images or []
+            streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
+                                     duration=duration, realtime=realtime, annotate=annotate,
+                                     overwrite=overwrite)
+            clf = Classifier.from_file(model, num_threads=threads, backend=backend.value,
+                                       fast_decode=fast_jpeg)
         if streams is not None:
             from tlx.cli.predict_stream import classify_streams
 
             config = StreamConfig(every=every, top_k=top_k, max_frames=max_frames,
                                   duration=duration, realtime=realtime)
-            if classify_streams(clf, streams, config, as_json=as_json, annotate=annotate):
+            if classify_streams(clf, streams, config, as_json=as_json, annotate=annotate,
+                                overwrite=overwrite):
                 raise typer.Exit(1)
             return
         failed = total = 0
@@ -112,8 +128,10 @@ def predict(
             raise typer.Exit(1)
 
 
-def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, **options):
-    """The sources to stream (None: these are images), or BadParameter for a mix."""
+def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, overwrite: bool,
+                   **options):
+    """The sources to stream (None: these are images), or BadParameter for a mix. The
+    --annotate output is checked here, before the model loads or any frame is read."""
     from tlx.runtime.sources import CAMERA_AUTO, camera_kind, is_stream_input
 
     if camera:
@@ -134,7 +152,8 @@ def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, **opt
         sources = list(inputs)
     else:
         given = [f"--{name.replace('_', '-')}" for name, value in options.items()
-                 if value != getattr(_STREAM, name)] + (["--annotate"] if annotate else [])
+                 if value != getattr(_STREAM, name)] + (["--annotate"] if annotate else []) \
+            + (["--overwrite"] if overwrite else [])
         if given:
             raise typer.BadParameter(f"{', '.join(given)} apply to videos, stream URLs and "
                                      "--camera, not to images")
@@ -142,7 +161,14 @@ def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, **opt
     if annotate is not None:
         from tlx.runtime.annotate import check_output
 
-        check_output(annotate)
+        if len(sources) > 1:
+            raise typer.BadParameter(
+                f"writes one video, for one source, not {len(sources)} "
+                f"({', '.join(map(str, sources[:3]))}{', ...' if len(sources) > 3 else ''}); "
+                "run tlx predict once per source", param_hint="--annotate")
+        check_output(annotate, inputs=sources, overwrite=overwrite)
+    elif overwrite:
+        raise typer.BadParameter("applies to --annotate's output only", param_hint="--overwrite")
     return sources
 
 

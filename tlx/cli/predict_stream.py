@@ -3,7 +3,8 @@
 stdout gets one line per classified frame (or one JSON object per frame with --json:
 JSON Lines); stderr a live line with the frame rate and where the time goes, and a
 summary at the end. Ctrl-C is how a camera run normally ends: it stops cleanly, prints
-the summary and exits 0. A source that fails keeps what was already printed and written.
+the summary and exits 0; SIGTERM does the same. A source that fails keeps what was already
+printed and written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import typer
 
 from tlx.errors import TlxError
+from tlx import interrupts
+from tlx.interrupts import Terminated
 from tlx.runtime.stream import STAGES, FrameStream, StreamConfig
 from tlx.text import printable
 
@@ -83,62 +86,84 @@ def _describe(source) -> str:
 
 
 def classify_streams(clf, sources: list, config: StreamConfig, *, as_json: bool,
-                     annotate: Path | None) -> int:
-    """Classify each source in turn; returns the number that failed. Ctrl-C stops all."""
+                     annotate: Path | None, overwrite: bool = False) -> int:
+    """Classify each source in turn; returns the number that failed. Ctrl-C (or SIGTERM)
+    stops all. `annotate` takes one source (checked by the command before any work)."""
     failed = 0
     for source in sources:
-        try:
-            interrupted = _one(clf, source, config, as_json=as_json, annotate=annotate)
-        except TlxError as exc:
-            typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
-            failed += 1
-            continue
-        if interrupted:
+        stopped, errors = _one(clf, source, config, as_json=as_json, annotate=annotate,
+                               overwrite=overwrite)
+        for error in errors:
+            typer.secho(f"Error: {error}", fg=typer.colors.RED, err=True)
+        failed += bool(errors)
+        if stopped:
             break
     return failed
 
 
-def _one(clf, source, config: StreamConfig, *, as_json: bool, annotate: Path | None) -> bool:
-    """One source; True if Ctrl-C stopped it. A source error is raised after the summary
-    and after the annotated video is closed with the frames done so far."""
-    stream = FrameStream(clf, source, config)
+def _one(clf, source, config: StreamConfig, *, as_json: bool, annotate: Path | None,
+         overwrite: bool) -> tuple[bool, list[TlxError]]:
+    """One source: (stopped by Ctrl-C or SIGTERM, errors). A source error comes after the
+    summary and after the annotated video is closed with the frames done so far; a video that
+    fails its check (a full disk) is an error of its own."""
+    try:
+        # Opening the source imports OpenCV, as the video does: a Ctrl-C waits for them.
+        with interrupts.deferred():
+            stream = FrameStream(clf, source, config)
+    except TlxError as exc:
+        return False, [exc]
     name = stream.source.name
     typer.echo(_describe(stream.source), err=True)
-    status = _Status()
-    error: TlxError | None = None
-    stopped = None
     fps = stream.source.fps / config.every if stream.source.fps else None
-    writer = _annotated(annotate, fps)
-    with stream, writer as video:
-        try:
-            for result in stream:
-                if as_json:
-                    record = {"source": name, **result.to_dict()}
-                    sys.stdout.write(json.dumps(record) + "\n")
-                else:
-                    status.clear()
-                    sys.stdout.write(_frame_line(result) + "\n")
-                sys.stdout.flush()
-                if video is not None:
-                    video.write(result)
-                status.update(result, stream.stats.frames)
-        except KeyboardInterrupt:
-            stopped = "stopped by Ctrl-C"
-        except TlxError as exc:
-            error = exc
+    try:
+        with interrupts.deferred():
+            video = _annotated(annotate, fps, overwrite)  # checks the output again, just before use
+    except TlxError as exc:
+        stream.close()
+        return False, [exc]
+    status = _Status()
+    errors: list[TlxError] = []
+    stopped = written = None
+    try:
+        with stream, (video or nullcontext()):
+            try:
+                _classify(stream, video, name, status, as_json=as_json)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+                stopped = "stopped by SIGTERM" if isinstance(exc, Terminated) else "stopped by Ctrl-C"
+            except TlxError as exc:
+                errors.append(exc)
+        written = video is not None and video.frames > 0
+    except TlxError as exc:  # the annotated video did not verify: nothing took its name
+        errors.append(exc)
     status.clear()
     _print_summary(name, stream.stats.summary(), stopped)
-    if video is not None and video.frames:
+    if written:
         typer.echo(f"Wrote {video.frames} annotated frame(s) to {video.path}", err=True)
-    if error is not None:
-        raise error
-    return stopped is not None
+    elif video is not None and not errors:
+        typer.echo(f"No frame was classified: {video.path} not written", err=True)
+    return stopped is not None, errors
 
 
-def _annotated(path: Path | None, fps: float | None):
+def _classify(stream: FrameStream, video, name: str, status: _Status, *, as_json: bool) -> None:
+    for result in stream:
+        # A Ctrl-C lands before or after a frame's line and its video frame, never between:
+        # the video holds exactly the frames printed.
+        with interrupts.deferred():
+            if video is not None:
+                video.write(result)
+            if as_json:
+                record = {"source": name, **result.to_dict()}
+                sys.stdout.write(json.dumps(record) + "\n")
+            else:
+                status.clear()
+                sys.stdout.write(_frame_line(result) + "\n")
+            sys.stdout.flush()
+        status.update(result, stream.stats.frames)
+
+
+def _annotated(path: Path | None, fps: float | None, overwrite: bool):
     if path is None:
-        return nullcontext()
+        return None
     from tlx.runtime.annotate import AnnotatedVideo
 
-    return AnnotatedVideo(path, fps)
-
+    return AnnotatedVideo(path, fps, overwrite=overwrite)

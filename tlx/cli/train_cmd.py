@@ -69,6 +69,9 @@ def train(
         help="tf.distribute strategy: default (one device), mirrored (all local GPUs) or multi-worker "
              "(the machines listed in TF_CONFIG; run the same command on each, see the README).")]
         = _DEFAULTS.strategy,
+    peer_timeout: Annotated[float, typer.Option(
+        help="--strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up "
+             "with a message naming the ones that never came.")] = _DEFAULTS.peer_timeout,
     max_pixels: Annotated[int, typer.Option(
         help="Skip images with more pixels than this (decompression bombs).")] = _DEFAULTS.max_pixels,
     cache_dir: Annotated[Optional[Path], typer.Option(
@@ -116,7 +119,8 @@ def train(
                 test_fraction=test_fraction, test_dir=test_dir, augment=augment,
                 phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs, learning_rate=learning_rate,
                 fine_tune_at=fine_tune_at, dropout=dropout, cache_features=cache_features,
-                strategy=strategy, max_pixels=max_pixels, cache_dir=cache_dir, workers=workers,
+                strategy=strategy, peer_timeout=peer_timeout, max_pixels=max_pixels, cache_dir=cache_dir,
+                workers=workers,
                 preprocessing=preprocessing, overwrite=overwrite)
             summary = train_run(config, log=log, progress=_decode_bar)
     if json_output:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlx.errors import TlxError
+from tlx.errors import TlxError, first_line
 from tlx.export.formats import FormatSpec, OutputType, Quantization
 
 
@@ -104,7 +104,7 @@ def explain_converter_error(exc: BaseException, format_name: str,
         if op not in ops:
             ops.append(op)
     if not ops:
-        return f"The TFLite converter failed for the {format_name} format: {first_line(exc)[:500]}"
+        return f"The TFLite converter failed for the {format_name} format: {first_line(exc, 500)}"
     layers: dict[str, str] = {}
     for op, path in _OP_LOCATION.findall(text):
         if op in ops and op not in layers:
@@ -152,12 +152,6 @@ def layer_names(model) -> set[str]:
 def _strip_keras_suffix(name: str) -> str:
     # Keras 3 traces layers under "name_1" scopes.
     return re.sub(r"_\d+$", "", name)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's text (converter errors run to pages of MLIR)."""
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tlx import files
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
@@ -24,9 +25,10 @@ from tlx.export.convert import SAVED_MODEL_PREFIX
 from tlx.export.fallback import FallbackMode, FallbackResult, repair_int8
 from tlx.export.fallback_report import write_reports
 from tlx.export.formats import DEFAULT_FORMATS, FORMATS, FormatSpec, OutputType, Quantization, get_format
-from tlx.imaging import check_image_size, check_version
+from tlx.imaging import check_image_size
 from tlx.progress import Advance, Log, Progress
-from tlx.run_dir import CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present
+from tlx.run_dir import (CONFIG, EXPORT_JSON, MODEL, SPLIT, RunConfig, RunDir, Split, require_present,
+                         require_same_photos)
 
 
 @contextlib.contextmanager
@@ -85,7 +87,7 @@ def export_run(config: ExportConfig, progress: Progress | None = None,
     progress = progress or _no_progress
     log = log or (lambda message: None)
     specs = _check_request(config)
-    inputs = _read_run(config, specs)
+    inputs = _read_run(config, specs, log)
     # The output folder before the slow part, and one export at a time in it: two would
     # each delete the other's formats.
     existed = inputs.out_dir.exists()
@@ -161,7 +163,7 @@ class _RunInputs:
     def preprocessing(self) -> int:
         """The run's preprocessing version (tlx.imaging): calibration and parity read the
         images the way training did, and the models carry it to the device."""
-        return check_version(self.config.options.preprocessing, str(self.run.config))
+        return self.run.preprocessing_version()
 
 
 def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
@@ -169,8 +171,7 @@ def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
     specs = _check_formats(config.formats)
     _check_fallback_options(config, specs)
     if config.max_drop is not None:
-        if config.max_drop < 0:
-            raise TlxError(f"--max-drop must be 0 or more percentage points (got {config.max_drop}).")
+        check_max_drop(config.max_drop)
         if "int8" not in specs:
             raise TlxError("--max-drop checks the int8 file: add --format int8.")
         if not config.parity:
@@ -178,7 +179,7 @@ def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
     return specs
 
 
-def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
+def _read_run(config: ExportConfig, specs: dict[str, FormatSpec], log: Log) -> _RunInputs:
     """Reads and cross-checks the run directory's small files and picks the calibration images."""
     run = RunDir(config.run_dir)
     out_dir = Path(config.out_dir) if config.out_dir is not None else run.export
@@ -211,6 +212,9 @@ def _read_run(config: ExportConfig, specs: dict[str, FormatSpec]) -> _RunInputs:
             raise TlxError("The calibration set is empty: split.json lists no training images, and "
                            "int8 is calibrated on training images only (never on test images). "
                            "Export float formats only (--format float32), or re-run `tlx train`.")
+    read = [*calibration_items, *(split.validation if config.fallback == FallbackMode.AUTO else ()),
+            *(split.test if config.parity else ())]
+    require_same_photos(split, [path for path, _ in read], log)
     return _RunInputs(run=run, out_dir=out_dir, labels=labels, split=split, config=run_config,
                       calibration_items=calibration_items)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlx.drop import check_max_drop
 from tlx.errors import TlxError
 from tlx.export import requantize
 from tlx.export.calibration import cover_full_range
@@ -140,21 +141,8 @@ def repair_int8(
     The per-layer CSV and chart: tlx.export.fallback_report.write_reports(result, folder).
     """
     say = log or (lambda message: None)
-    if metric not in METRICS:
-        raise TlxError(f"Unknown fallback metric {metric!r}. Choose from: {', '.join(METRICS)}.")
-    if max_drop_points < 0:
-        raise TlxError(f"--max-drop must be 0 or more percentage points (got {max_drop_points}).")
-    if max_steps < 1:
-        raise TlxError(f"The fallback needs at least 1 step (got {max_steps}).")
-    calibration = _pixels(calibration, "calibration")
-    val_pixels = _pixels(val_pixels, "validation")
-    val_labels = np.asarray(val_labels, dtype=np.int64)
-    if len(val_labels) != len(val_pixels):
-        raise TlxError(f"{len(val_pixels)} validation images but {len(val_labels)} labels.")
-    if len(val_labels) == 0:
-        raise TlxError("The int8 fallback decides on validation images, and the run has none. "
-                       "Train with a validation split, or export without --fallback auto.")
-    calibration = cover_full_range(calibration)
+    calibration, val_pixels, val_labels = _checked_inputs(
+        calibration, val_pixels, val_labels, metric, max_drop_points, max_steps)
     output_type = OutputType(getattr(output_type, "value", output_type))
 
     if reference_accuracy is None:
@@ -167,67 +155,113 @@ def repair_int8(
     say("Calibrating")
     samples = calibration[:max(1, debug_samples)]
     calibrating = requantize.calibrating_debugger(saved_model_dir, calibration, samples)
-    calibrated = calibrating.calibrated_model
-    graph = Graph(calibrated)
-    layers: list = []
-    steps: list[FallbackStep] = []
-    models: list[bytes] = []
+    search = _Search(calibrating.calibrated_model, val_pixels, val_labels, output_type,
+                     reference_accuracy, max_drop_points, latency_runs, say)
+    layers = search.run(calibrating, samples, metric, max_steps)
+    chosen, passed = search.choice()
+    result = FallbackResult(
+        max_drop_points=float(max_drop_points), metric=metric,
+        reference_accuracy=float(reference_accuracy), layers=layers, steps=search.steps,
+        chosen=chosen, model=search.models[chosen], passed=passed)
+    if test_pixels is not None and test_labels is not None and len(test_labels):
+        result.test = _test_record(float_model or _convert_float(saved_model_dir),
+                                   search.models[0], search.models[chosen],
+                                   _pixels(test_pixels, "test"), np.asarray(test_labels, dtype=np.int64))
+    return result
 
-    def try_step(step: int, sensitive: list[str], nodes: list[str]) -> FallbackStep:
-        model = requantize.quantize(calibrated, nodes, output_type)
-        accuracy, latency = _evaluate(model, val_pixels, val_labels, runs=latency_runs)
-        drop = 100.0 * (reference_accuracy - accuracy)
+
+def _checked_inputs(calibration, val_pixels, val_labels, metric: str, max_drop_points: float,
+                    max_steps: int):
+    """The options and arrays, checked before anything is converted."""
+    if metric not in METRICS:
+        raise TlxError(f"Unknown fallback metric {metric!r}. Choose from: {', '.join(METRICS)}.")
+    check_max_drop(max_drop_points)
+    if max_steps < 1:
+        raise TlxError(f"The fallback needs at least 1 step (got {max_steps}).")
+    calibration = _pixels(calibration, "calibration")
+    val_pixels = _pixels(val_pixels, "validation")
+    val_labels = np.asarray(val_labels, dtype=np.int64)
+    if len(val_labels) != len(val_pixels):
+        raise TlxError(f"{len(val_pixels)} validation images but {len(val_labels)} labels.")
+    if len(val_labels) == 0:
+        raise TlxError("The int8 fallback decides on validation images, and the run has none. "
+                       "Train with a validation split, or export without --fallback auto.")
+    return cover_full_range(calibration), val_pixels, val_labels
+
+
+class _Search:
+    """The steps of the fallback: each keeps one more sensitive layer in float and is
+    measured on the validation images, until one is within the limit or steps run out."""
+
+    def __init__(self, calibrated: bytes, val_pixels, val_labels, output_type: OutputType,
+                 reference_accuracy: float, max_drop_points: float, latency_runs: int, say: Log):
+        self.calibrated = calibrated
+        self.val_pixels, self.val_labels = val_pixels, val_labels
+        self.output_type = output_type
+        self.reference_accuracy = reference_accuracy
+        self.max_drop_points = max_drop_points
+        self.latency_runs = latency_runs
+        self.say = say
+        self.steps: list[FallbackStep] = []
+        self.models: list[bytes] = []
+
+    def run(self, calibrating, samples, metric: str, max_steps: int) -> list:
+        """Try plain int8, then more layers in float; returns the ranked layers (empty when
+        plain int8 was within the limit: the debugger never ran)."""
+        graph = Graph(self.calibrated)
+        layers: list = []
+        current = self._try([], [])
+        if not current.within_limit:
+            # Only now the expensive part: the debugger runs float and int8 layer by layer.
+            self.say("Running the quantization debugger")
+            debugger, channel_errors = requantize.debug(calibrating, samples)
+            layers = rank_layers(debugger, graph, metric, channel_errors)
+        sensitive: list[str] = []
+        nodes: list[str] = []
+        for layer, group in groups(layers, graph):
+            if current.within_limit or len(self.steps) - 1 >= max_steps:
+                break
+            sensitive.append(layer.layer)
+            nodes.extend(n for n in group if n not in nodes)
+            current = self._try(sensitive, nodes)
+        return layers
+
+    def _try(self, sensitive: list[str], nodes: list[str]) -> FallbackStep:
         from tlx.inspect import inspect_bytes
 
+        step = len(self.steps)
+        model = requantize.quantize(self.calibrated, nodes, self.output_type)
+        accuracy, latency = _evaluate(model, self.val_pixels, self.val_labels, runs=self.latency_runs)
+        drop = 100.0 * (self.reference_accuracy - accuracy)
         result = FallbackStep(
             step=step, float_layers=tuple(sensitive), float_nodes=tuple(nodes),
             float_ops=inspect_bytes(model).float_ops, val_accuracy=accuracy,
             val_drop_points=drop, size_bytes=len(model), latency_ms=latency,
-            within_limit=drop <= max_drop_points + 1e-9)
-        say(f"step {step}: {len(sensitive)} layer(s) in float, validation accuracy "
-            f"{accuracy:.1%} (drop {drop:+.1f} points), {len(model)} bytes, {latency:.2f} ms")
-        steps.append(result)
-        models.append(model)
+            within_limit=drop <= self.max_drop_points + 1e-9)
+        self.say(f"step {step}: {len(sensitive)} layer(s) in float, validation accuracy "
+                 f"{accuracy:.1%} (drop {drop:+.1f} points), {len(model)} bytes, {latency:.2f} ms")
+        self.steps.append(result)
+        self.models.append(model)
         return result
 
-    current = try_step(0, [], [])
-    if not current.within_limit:
-        # Only now the expensive part: the debugger runs float and int8 layer by layer.
-        say("Running the quantization debugger")
-        debugger, channel_errors = requantize.debug(calibrating, samples)
-        layers = rank_layers(debugger, graph, metric, channel_errors)
-    sensitive: list[str] = []
-    nodes: list[str] = []
-    for layer, group in groups(layers, graph):
-        if current.within_limit or len(steps) - 1 >= max_steps:
-            break
-        sensitive.append(layer.layer)
-        nodes.extend(n for n in group if n not in nodes)
-        current = try_step(len(steps), sensitive, nodes)
+    def choice(self) -> tuple[int, bool]:
+        """The first step within the limit; when none is, the most accurate (the fewest float
+        ops on ties). And whether the limit was met."""
+        within = [i for i, s in enumerate(self.steps) if s.within_limit]
+        if within:
+            return within[0], True
+        steps = self.steps
+        return max(range(len(steps)), key=lambda i: (steps[i].val_accuracy, -steps[i].float_ops)), False
 
-    within = [i for i, s in enumerate(steps) if s.within_limit]
-    if within:
-        chosen = within[0]
-    else:
-        # Nothing met the limit: keep the most accurate candidate (the fewest float ops on ties).
-        chosen = max(range(len(steps)), key=lambda i: (steps[i].val_accuracy, -steps[i].float_ops))
-    result = FallbackResult(
-        max_drop_points=float(max_drop_points), metric=metric,
-        reference_accuracy=float(reference_accuracy), layers=layers, steps=steps,
-        chosen=chosen, model=models[chosen], passed=bool(within))
 
-    if test_pixels is not None and test_labels is not None and len(test_labels):
-        test_pixels = _pixels(test_pixels, "test")
-        test_labels = np.asarray(test_labels, dtype=np.int64)
-        if float_model is None:
-            float_model = _convert_float(saved_model_dir)
-        test = {"images": int(len(test_labels))}
-        for key, model in (("float32", float_model), ("int8", models[0]), ("chosen", models[chosen])):
-            test[f"{key}_accuracy"] = _evaluate(model, test_pixels, test_labels, runs=0)[0]
-        for key in ("int8", "chosen"):
-            test[f"{key}_drop_points"] = 100.0 * (test["float32_accuracy"] - test[f"{key}_accuracy"])
-        result.test = test
-    return result
+def _test_record(float_model: bytes, int8_model: bytes, chosen_model: bytes, pixels, labels) -> dict:
+    """Test-split accuracies, only reported: the decision never sees the test split."""
+    test = {"images": int(len(labels))}
+    for key, model in (("float32", float_model), ("int8", int8_model), ("chosen", chosen_model)):
+        test[f"{key}_accuracy"] = _evaluate(model, pixels, labels, runs=0)[0]
+    for key in ("int8", "chosen"):
+        test[f"{key}_drop_points"] = 100.0 * (test["float32_accuracy"] - test[f"{key}_accuracy"])
+    return test
 
 
 def _pixels(pixels, what: str) -> np.ndarray:

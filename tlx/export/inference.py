@@ -12,7 +12,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from tlx.errors import TlxError
+from tlx.errors import TlxError, first_line
 from tlx.trainer.model import BACKBONE, LOGITS, NORMALIZATION, POOL
 
 #: Names in the inference graph (they show up in the .tflite tensor names).
@@ -47,8 +47,7 @@ def load_trained_model(path: str | Path):
                 "Keras safe mode and refuses to execute it. Models from `tlx train` have no "
                 "Lambda layers; rebuild the model with standard layers."
             ) from None
-        first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-        raise TlxError(f"{path} cannot be loaded as a Keras model ({first_line[:300]}). "
+        raise TlxError(f"{path} cannot be loaded as a Keras model ({first_line(exc)}). "
                        "Is it damaged? Re-run `tlx train`.") from None
 
 

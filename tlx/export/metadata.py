@@ -25,9 +25,8 @@ from tlx.metadata_schema import (
     encode,
     read_model_metadata,
 )
+from tlx.runtime.model_metadata import LABELS_FILE, TLX_FILE
 
-LABELS_FILE = "labels.txt"
-TLX_FILE = "tlx.json"
 #: The oldest metadata parser that understands every field we write. Everything used here
 #: is in schema 1.0.0 (the later additions are tokenizers, tensor groups, audio, file versions).
 MIN_PARSER_VERSION = "1.0.0"

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tlx.errors import TlxError
+from tlx.errors import TlxError, first_line
 from tlx.export.calibration import representative
-from tlx.export.convert import first_line, no_interpreter_warning, quiet, tensorflow_type
+from tlx.export.convert import no_interpreter_warning, quiet, tensorflow_type
 from tlx.export.formats import OutputType
 from tlx.export.sensitivity import ChannelSums
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from tlx import files
-from tlx.errors import TlxError
+from tlx.errors import TlxError, first_line
 from tlx.progress import Log
 from tlx.run_dir import RunDir
 
@@ -176,7 +176,7 @@ class Store:
                 try:
                     model = keras.models.load_model(path)
                 except Exception as exc:  # any failure to load means: do not trust it
-                    problem = f"Keras cannot load it: {_first_line(exc)}"
+                    problem = f"Keras cannot load it: {first_line(exc, 200)}"
             if problem is None:
                 if damaged:
                     self.log(f"Warning: {'; '.join(damaged)}. Resuming from the previous checkpoint, "
@@ -236,8 +236,3 @@ class Store:
         for path in self.folder.glob("*.keras"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]

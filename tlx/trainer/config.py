@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from tlx.errors import TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, check_version
+from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, UNRECORDED_VERSION, check_version
 
 
 class Strategy(str, Enum):
@@ -24,6 +24,10 @@ class Strategy(str, Enum):
     #: tf.distribute.MultiWorkerMirroredStrategy over the machines listed in TF_CONFIG
     #: (tlx.trainer.distribute): the same command on each, worker 0 writes the run dir.
     MULTI_WORKER = "multi-worker"
+
+
+#: Longest --peer-timeout, in seconds (a day).
+MAX_PEER_TIMEOUT = 86400.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class TrainConfig:
     preprocessing: int = PREPROCESSING_VERSION
     #: Replace the files of an earlier run in `out` instead of refusing to.
     overwrite: bool = False
+    #: --strategy multi-worker: seconds to wait for every worker of TF_CONFIG to come before
+    #: giving up with a message naming the missing ones (tlx.trainer.peer_wait).
+    peer_timeout: float = 300.0
 
     def __post_init__(self):
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -122,6 +129,9 @@ class TrainConfig:
         if self.fine_tune_at is not None and self.fine_tune_at < 0:
             raise TlxError("--fine-tune-at must be 0 or more.")
         check_version(self.preprocessing, "--preprocessing", "Choose one of those.")
+        if not 0 < self.peer_timeout <= MAX_PEER_TIMEOUT:
+            raise TlxError(f"--peer-timeout {self.peer_timeout:g}: give a number of seconds above 0 and at most "
+                           f"{MAX_PEER_TIMEOUT:g} (a day).")
 
     def to_json(self) -> dict:
         obj = dataclasses.asdict(self)
@@ -140,7 +150,7 @@ class TrainConfig:
         values = {f.name: _typed(f.name, obj[f.name], hints[f.name])
                   for f in dataclasses.fields(cls) if f.name in obj}
         # Runs from before preprocessing versions were recorded used version 1.
-        values.setdefault("preprocessing", 1)
+        values.setdefault("preprocessing", UNRECORDED_VERSION)
         missing = [f.name for f in dataclasses.fields(cls)
                    if f.name not in values and f.default is dataclasses.MISSING]
         if missing:

@@ -12,7 +12,9 @@ also how unreadable files are found, so they are reported and left out before an
 is made. Training reads batches of rows from the memory-mapped cache (tlx.trainer.pipeline):
 no copy of all pixels is ever held in memory. Splits are made from the
 file lists with a seeded generator and written to the run dir as split.json, so
-export and bench use exactly the same held-out files.
+export and bench use exactly the same held-out files; split.json also records the SHA-256
+of each file as it was decoded, so a --data-dir holding other photos under the same names
+is refused (tlx.run_dir.require_same_photos).
 
 Unlike the tutorial, the test set is not made with `take()` on a dataset that is
 reshuffled every iteration (which can hand some validation images to the test set
@@ -356,7 +358,9 @@ def load_data(data_dir: Path, *, image_size: int, seed: int, validation_fraction
         validation_files=val_files, test_files=test_files)
     split = Split(classes=tuple(classes), train=tuple(train), validation=tuple(validation),
                   test=tuple(test), seed=seed, image_size=size, data_dir=str(data_dir.resolve()),
-                  skipped=tuple(skipped))
+                  skipped=tuple(skipped),
+                  content={path: cache.content[path] for items in (train, validation, test)
+                           for path, _ in items})
     check_split(split)
     return Images(split=split, cache=cache)
 
@@ -375,5 +379,10 @@ def load_split_images(split: Split, folders: Sequence[Path], max_pixels: int = D
     if cache.skipped:
         raise TlxError("Files of this run changed since it started and no longer decode:\n"
                        + "\n".join(f"  {p}: {r}" for p, r in cache.skipped[:MAX_LISTED])
+                       + "\nRestore them or start a new run.")
+    changed = split.differing(cache.content)
+    if changed:
+        raise TlxError(f"{len(changed)} file(s) of this run hold other pictures than when it started:\n"
+                       + "\n".join(f"  {p}" for p in changed[:MAX_LISTED])
                        + "\nRestore them or start a new run.")
     return Images(split=split, cache=cache)

@@ -16,82 +16,87 @@ Keras 3.15's fit() under MultiWorkerMirroredStrategy fails in two places
 (keras-team/keras#20585): it reduces the first batch, a tuple, with strategy.reduce
 (which only takes one tensor for this strategy), and it reduces each scalar metric with
 axis=0. `patch_keras_for_multi_worker` works around both; nothing changes for the other
-strategies.
+strategies. The workaround replaces private Keras functions: `check_keras_patch` refuses a
+Keras it was not tested on, or one where a target moved or changed.
+
+Before any of this, TF_CONFIG is parsed by tlx.trainer.tf_config and the addresses checked;
+the workers meet in tlx.trainer.peer_wait (bounded, interruptible) before TensorFlow
+connects them.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
+import inspect
 import os
-from dataclasses import dataclass
+import signal
 from typing import Optional
 
 from tlx.errors import TlxError
+from tlx.progress import Log
+from tlx.trainer import peer_wait
 from tlx.trainer.config import Strategy
-
-TF_CONFIG = "TF_CONFIG"
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """This process's place in a multi-worker cluster, from TF_CONFIG."""
-
-    #: Number of workers.
-    workers: int
-    #: This worker's index (0 is the chief).
-    index: int
-
-    @property
-    def is_chief(self) -> bool:
-        return self.index == 0
+from tlx.trainer.tf_config import Cluster, cluster  # noqa: F401  (cluster: the one TF_CONFIG parser)
 
 
-def cluster(strategy: Strategy, environ=os.environ) -> Optional[Cluster]:
-    """The cluster for --strategy multi-worker (TlxError when TF_CONFIG is missing or
-    malformed), None for the other strategies."""
-    if Strategy(strategy) is not Strategy.MULTI_WORKER:
-        return None
-    example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}')
-    raw = environ.get(TF_CONFIG)
-    if not raw:
-        raise TlxError("--strategy multi-worker needs the TF_CONFIG environment variable on every "
-                       f"machine, for example {example} (index 1 on the second machine). "
-                       "See the README section \"More than one machine\".")
-    try:
-        config = json.loads(raw)
-        workers = config["cluster"]["worker"]
-        task = config["task"]
-        index = int(task["index"])
-        if not isinstance(workers, list) or not workers or not all(isinstance(w, str) for w in workers):
-            raise ValueError("cluster.worker must be a list of host:port strings")
-        if task.get("type") != "worker" or not 0 <= index < len(workers):
-            raise ValueError(f"task must be {{\"type\": \"worker\", \"index\": 0..{len(workers) - 1}}}")
-        if set(config["cluster"]) != {"worker"}:
-            raise ValueError("only \"worker\" tasks are used (worker 0 is the chief)")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TlxError(f"TF_CONFIG is not a usable cluster description ({exc}). Expected e.g. "
-                       f"{example}.") from None
-    return Cluster(workers=len(workers), index=index)
+def prepare_cluster(strategy: Strategy) -> Optional[Cluster]:
+    """For --strategy multi-worker, before any work (and before TensorFlow is imported):
+    TF_CONFIG parsed and every address checked (resolves, no duplicate, this worker's port
+    free). None for the other strategies. Callers check the Keras workaround next
+    (`check_keras_patch`), once Keras is known to be installed."""
+    place = cluster(strategy)
+    if place is not None:
+        peer_wait.check_addresses(place)
+    return place
 
 
-def input_pipelines(config) -> int:
-    """How many workers each read a share of every batch (1 unless --strategy multi-worker)."""
-    place = cluster(config.strategy)
-    return place.workers if place is not None else 1
-
-
-def make_strategy(strategy: Strategy):
+def make_strategy(strategy: Strategy, place: Optional[Cluster] = None, peer_timeout: float = 0.0,
+                  log: Log = lambda _line: None):
     """The tf.distribute strategy. MultiWorkerMirroredStrategy must exist before any
-    other TensorFlow op runs: callers create it first."""
+    other TensorFlow op runs: callers create it first. Multi-worker (`place` given): the
+    workers meet first (tlx.trainer.peer_wait), bounded by `peer_timeout` seconds
+    (TrainConfig.peer_timeout)."""
     import tensorflow as tf
 
     strategy = Strategy(strategy)
     if strategy is Strategy.MIRRORED:
         return tf.distribute.MirroredStrategy()
     if strategy is Strategy.MULTI_WORKER:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        peer_wait.wait_for_peers(place, peer_timeout, log)
+        return _connect_workers(peer_timeout, log)
     return tf.distribute.get_strategy()
+
+
+def _connect_workers(peer_timeout: float, log: Log):
+    """MultiWorkerMirroredStrategy(), once every worker is known to be up.
+
+    It blocks in C++ holding the GIL until every worker has registered (seconds, now that
+    all of them were just seen): no Python handler can run meanwhile. So Ctrl-C gets the
+    default action (the process ends at once), and a C watchdog (faulthandler, which needs
+    no GIL) ends the process if a worker vanished in between. TensorFlow also takes SIGTERM
+    for its preemption notice, which does not stop anything: afterwards SIGTERM is a Ctrl-C
+    again (the run stops after saving, see tlx.trainer.train)."""
+    import faulthandler
+
+    import tensorflow as tf
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    log(f"TensorFlow connects the workers now (at most {peer_timeout:g} s, then tlx exits with "
+        "status 1; Ctrl-C ends it at once).")
+    with open(os.devnull, "w") as devnull:
+        # exit=True: _exit(1) after writing the (unwanted) thread dump to devnull.
+        faulthandler.dump_traceback_later(peer_timeout, exit=True, file=devnull)
+        try:
+            made = tf.distribute.MultiWorkerMirroredStrategy()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+            signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGTERM, _interrupt)
+    return made
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
 
 
 def is_multi_worker(strategy) -> bool:
@@ -124,6 +129,50 @@ def first_line(exc: BaseException) -> str:
     return (useful or lines or [type(exc).__name__])[0][:300]
 
 
+#: Keras versions (major.minor) the keras-team/keras#20585 workaround was tested on.
+#: When Keras fixes #20585, the workaround goes (and this check with it); until then a new
+#: Keras is refused rather than trained with a patch that may no longer fit.
+TESTED_KERAS = ("3.15",)
+#: What the workaround replaces or calls: module -> attribute -> its parameters.
+KERAS_PATCH_TARGETS = {
+    "keras.src.backend.tensorflow.trainer": {
+        "reduce_per_replica": ("values", "strategy", "reduction"),
+        "TensorFlowTrainer._maybe_symbolic_build": ("self", "iterator", "data_batch"),
+        "TensorFlowTrainer._symbolic_build": ("self", "iterator", "data_batch"),
+    },
+}
+
+
+def check_keras_patch(version: Optional[str] = None) -> None:
+    """TlxError unless Keras is a version the workaround was tested on and every patched
+    target exists with the parameters it had there (a renamed method would otherwise
+    bring the original failure back without a word)."""
+    import keras
+
+    version = keras.__version__ if version is None else version
+    advice = ("tlx works around keras-team/keras#20585 (MultiWorkerMirroredStrategy with fit) and "
+              f"that workaround was tested on Keras {', '.join(TESTED_KERAS)}. Install a tested Keras "
+              f"(pip install 'keras=={TESTED_KERAS[-1]}.*') or use another --strategy; if #20585 is "
+              "fixed in your Keras, please report it so tlx can drop the workaround.")
+    if ".".join(version.split(".")[:2]) not in TESTED_KERAS:
+        raise TlxError(f"--strategy multi-worker: Keras {version} is not supported. {advice}")
+    for module_name, targets in KERAS_PATCH_TARGETS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise TlxError(f"--strategy multi-worker: Keras {version} has no module {module_name}. "
+                           f"{advice}") from None
+        for path, parameters in targets.items():
+            target = module
+            for part in path.split("."):
+                target = getattr(target, part, None)
+            found = tuple(inspect.signature(target).parameters) if callable(target) else None
+            if found != parameters:
+                what = "is missing" if found is None else f"takes ({', '.join(found)})"
+                raise TlxError(f"--strategy multi-worker: {module_name}.{path} {what} in Keras {version}. "
+                               f"{advice}")
+
+
 _PATCHED = False
 
 
@@ -132,6 +181,7 @@ def patch_keras_for_multi_worker(model, strategy) -> None:
     global _PATCHED
     if not is_multi_worker(strategy):
         return
+    check_keras_patch()
     import tensorflow as tf
     from keras.src.backend.tensorflow import trainer as keras_trainer
 

@@ -16,6 +16,7 @@ a second, so small jobs are decoded in this process instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tlx import files
 from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, load_image
 from tlx.progress import Progress
@@ -39,6 +41,8 @@ PROCESS_MIN_IMAGES = 256
 CHUNK = 64
 
 Job = tuple[int, str]
+#: (SHA-256 of a file's bytes, SHA-256 of its decoded row), in hex.
+Digests = tuple[str, str]
 
 
 def default_workers() -> int:
@@ -52,39 +56,66 @@ def default_workers() -> int:
 def decode_into(out: np.memmap, jobs: Sequence[Job], size: tuple[int, int],
                 max_pixels: int = DEFAULT_MAX_PIXELS, workers: Optional[int] = None,
                 progress: Optional[Progress] = None,
-                preprocessing: int = PREPROCESSING_VERSION) -> dict[int, str]:
+                preprocessing: int = PREPROCESSING_VERSION) -> tuple[dict[int, str], dict[int, Digests]]:
     """Decode each (row, path) with load_image into out[row] (`out` a memory map of a .npy
     file), on `workers` processes (default: every core). Returns {row: reason} for the
-    files that could not be read."""
+    files that could not be read and {row: (SHA-256 of the file's bytes, of the row's
+    pixels)} for the others."""
     failures: dict[int, str] = {}
+    digests: dict[int, Digests] = {}
     if not jobs:
-        return failures
+        return failures, digests
     workers = max(1, workers or default_workers())
     chunks = [[(int(row), str(path)) for row, path in jobs[i:i + CHUNK]] for i in range(0, len(jobs), CHUNK)]
     bar = progress("Decoding images", len(jobs)) if progress else nullcontext(lambda _n: None)
     with bar as advance:
         if workers == 1 or len(jobs) < PROCESS_MIN_IMAGES:
             for chunk in chunks:
-                failures.update(decode_chunk(out, chunk, size, max_pixels, preprocessing))
+                chunk_failures, chunk_digests = decode_chunk(out, chunk, size, max_pixels, preprocessing)
+                failures.update(chunk_failures)
+                digests.update(chunk_digests)
                 advance(len(chunk))
         else:
             settings = [str(out.filename), *size, max_pixels, preprocessing]
             with _Workers(min(workers, len(chunks)), settings) as pool:
-                for done, chunk_failures in pool.run(chunks):
+                for done, (chunk_failures, chunk_digests) in pool.run(chunks):
                     failures.update(chunk_failures)
+                    digests.update(chunk_digests)
                     advance(done)
-    return failures
+    return failures, digests
+
+
+def row_digest(row: np.ndarray, content: str) -> str:
+    """SHA-256 (hex) of a row's pixels after the hex hash of its file's bytes: recorded when
+    the row is written, checked when it is read back (an edited content hash fails it too)."""
+    digest = hashlib.sha256(content.encode("ascii"))
+    digest.update(np.ascontiguousarray(row))
+    return digest.hexdigest()
 
 
 def decode_chunk(out: np.ndarray, chunk: Sequence[Job], size: Sequence[int], max_pixels: int,
-                 preprocessing: int) -> dict[int, str]:
-    failures = {}
+                 preprocessing: int) -> tuple[dict[int, str], dict[int, Digests]]:
+    """Decode each job into its row: ({row: reason}, {row: (content SHA-256, pixels SHA-256)})."""
+    failures, digests = {}, {}
     for row, path in chunk:
         try:
-            out[row] = load_image(path, tuple(size), max_pixels=max_pixels, version=preprocessing)
+            # Hashed as it is read for decoding (from the page cache the second time): what
+            # identifies the file's content in split.json, so another folder's photo under the
+            # same name is found out (tlx.run_dir.require_same_photos).
+            content = files.sha256_file(path)
+        except OSError:
+            content = None  # load_image says why the file cannot be read
+        try:
+            pixels = load_image(path, tuple(size), max_pixels=max_pixels, version=preprocessing)
         except ImageError as exc:
             failures[row] = exc.reason
-    return failures
+            continue
+        if content is None:  # readable by Pillow, not by us: say so rather than guess
+            failures[row] = "cannot read the file's bytes"
+            continue
+        out[row] = pixels
+        digests[row] = (content, row_digest(pixels, content))
+    return failures, digests
 
 
 class _Workers:
@@ -141,7 +172,9 @@ class _Workers:
                 line = process.stdout.readline()
                 if not line:
                     raise EOFError
-                results.put((len(chunk), {int(row): reason for row, reason in json.loads(line).items()}))
+                failures, digests = json.loads(line)
+                results.put((len(chunk), ({int(row): str(reason) for row, reason in failures.items()},
+                                          {int(row): (str(c), str(p)) for row, (c, p) in digests.items()})))
         except (OSError, EOFError, ValueError):
             process.wait()
             results.put(self._why(process))
@@ -178,8 +211,8 @@ def _worker(settings: str) -> None:
     path, height, width, max_pixels, preprocessing = json.loads(settings)
     out = np.load(path, mmap_mode="r+")
     for line in sys.stdin:
-        failures = decode_chunk(out, json.loads(line), (height, width), max_pixels, preprocessing)
-        sys.stdout.write(json.dumps(failures) + "\n")
+        failures, digests = decode_chunk(out, json.loads(line), (height, width), max_pixels, preprocessing)
+        sys.stdout.write(json.dumps([failures, digests]) + "\n")
         sys.stdout.flush()
 
 

@@ -164,8 +164,10 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
     weights = parse_weights(config.weights)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise TlxError(f"--weights {weights}: no such file. Use imagenet, none or a weights file path.")
+    place = distribute.prepare_cluster(config.strategy)
     require_training_dependencies()
-    place = distribute.cluster(config.strategy)
+    if place is not None:
+        distribute.check_keras_patch()
     if place is not None and not place.is_chief:
         # Only the chief writes --out (it may be a shared folder); this worker's files
         # go to a folder of its own, removed at the end.
@@ -193,7 +195,7 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
         f"{len(split.validation)} validation, {len(split.test)} test images"
         + (f"; {len(split.skipped)} skipped" if split.skipped else ""))
     return _worker_cleanup(place, run, lambda: _run(config, images, run, Store(run, log), log, callbacks,
-                                                    on_model_ready=write_run_files))
+                                                    place, on_model_ready=write_run_files))
 
 
 def _worker_cleanup(place: Optional[distribute.Cluster], run: RunDir, body: Callable[[], dict]) -> dict:
@@ -211,7 +213,10 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
     require_training_dependencies()
     run = RunDir(run_dir)
     config = _replace(run.read_config().options, out=run.root)
-    place = distribute.cluster(config.strategy)
+    place = distribute.prepare_cluster(config.strategy)
+    if place is not None:
+        config.validate()                # config.json may have been edited: --peer-timeout's bounds
+        distribute.check_keras_patch()
     if place is not None and not place.is_chief:
         # Every worker restores the same checkpoint (the run dir must be shared, or copied to
         # each machine); only the chief writes to it, this worker to a copy of its own.
@@ -228,8 +233,8 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
         preprocessing=config.preprocessing)
     if place is not None and not place.is_chief:
         return _worker_cleanup(place, RunDir(run.root.parent),
-                               lambda: _run(config, images, run, store, log, callbacks, resuming=True))
-    return _run(config, images, run, store, log, callbacks, resuming=True)
+                               lambda: _run(config, images, run, store, log, callbacks, place, resuming=True))
+    return _run(config, images, run, store, log, callbacks, place, resuming=True)
 
 
 def _replace(config: TrainConfig, **changes) -> TrainConfig:
@@ -239,13 +244,13 @@ def _replace(config: TrainConfig, **changes) -> TrainConfig:
 
 
 def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store,
-         log: Log, callbacks: Sequence, on_model_ready: Callable[[], None] = lambda: None,
-         resuming: bool = False) -> dict:
+         log: Log, callbacks: Sequence, place: Optional[distribute.Cluster] = None,
+         on_model_ready: Callable[[], None] = lambda: None, resuming: bool = False) -> dict:
     import keras
 
     started = time.perf_counter()
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
-    strategy = distribute.make_strategy(config.strategy)
+    strategy = distribute.make_strategy(config.strategy, place, config.peer_timeout, log)
     keras.utils.set_random_seed(config.seed)
     split = images.split
     num_classes = len(split.classes)
@@ -260,7 +265,7 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
 
     # The training set repeats: one iterator for all epochs of a fit (make_dataset).
     train_ds = dataset("train", shuffle=True, repeat=True)
-    train_steps = pipeline.epoch_batches(len(split.train), config.batch_size, distribute.input_pipelines(config))
+    train_steps = pipeline.epoch_batches(len(split.train), config.batch_size, place.workers if place else 1)
     val_ds, test_ds = dataset("validation"), dataset("test")
 
     store.clean()
