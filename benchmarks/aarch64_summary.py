@@ -14,28 +14,30 @@ Python 3.13 (Trixie).
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-from tlx import files
 from tlx.bundle.archive import open_bundle
+from tlx.bundle.result import read_result
+from tlx.text import markdown_text as md
 
 MANUAL_MARKER = "<!-- manual notes below: kept by aarch64_check.sh -->"
 #: Raspberry Pi OS release and Python per board name (aarch64_check.sh's boards).
 OS_OF = {"trixie": "Trixie (Debian 13)", "bookworm": "Bookworm (Debian 12)"}
 
 
-def _pct(p: dict) -> str:
-    return f"{100 * p['value']:.1f} [{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]"
+def _pct(p) -> str:
+    return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
 
 
-def _steps(host: dict | None) -> str:
+def _steps(host) -> str:
     if host is None:
         return "-"
-    if host["steps"] is None:
-        return "-" if host["max_abs_diff"] is None else f"max abs diff {host['max_abs_diff']:.2g}"
-    return ", ".join(f"{k}: {v}" for k, v in sorted(host["steps"].items(), key=lambda kv: int(kv[0])))
+    if host.steps is None:
+        return "-" if host.max_abs_diff is None else f"max abs diff {host.max_abs_diff:.2g}"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(host.steps.items()))
 
 
 def _predict(result_path: str) -> str:
@@ -53,26 +55,27 @@ def main(bundle_path: str, result_paths: list[str], notes_from: str | None = Non
         manifest = bundle.manifest
     host = manifest.host_machine
     qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout
-    results = [files.read_json(p) for p in result_paths]
-    first = results[0] if results else {}
+    # Each file through the result schema: a damaged one stops here with the reason.
+    results = [read_result(p) for p in result_paths]
     out = [
         "# Emulated Raspberry Pi: tlx bench BUNDLE through the ARM kernels",
         "",
         "Reproduce: `tlx demo`, then `tlx bundle RUN_DIR -o demo.zip` on the x86 host, then "
         "`bash benchmarks/aarch64_check.sh demo.zip`.",
         "",
-        f"- bundle: {Path(bundle_path).name}, run `{manifest.run['name']}` (model sha256 "
-        f"{(manifest.model_sha256 or '?')[:12]}), {len(manifest.images)} test photos, models "
-        f"{', '.join(m.name for m in manifest.models)}; made {manifest.created} by tlx {manifest.tlx}",
-        f"- host (reference outputs): {host['cpu']} ({host['architecture']}; "
-        f"{', '.join(host.get('cpu_features', [])) or 'no int8 features'}); "
-        + ", ".join(f"{k} {v}" for k, v in host["versions"].items()),
+        f"- bundle: {md(Path(bundle_path).name)}, run {md(manifest.run_name)} (model sha256 "
+        f"{md((manifest.model_sha256 or '?')[:12])}), {len(manifest.images)} test photos, models "
+        f"{md(', '.join(m.name for m in manifest.models))}; made {md(manifest.created)} by tlx "
+        f"{md(manifest.tlx)}",
+        f"- host (reference outputs): {md(host['cpu'])} ({md(host.get('architecture', '?'))}; "
+        f"{md(', '.join(host.get('cpu_features', [])) or 'no int8 features')}); "
+        + ", ".join(f"{md(k)} {md(v)}" for k, v in (host.get("versions") or {}).items()),
         f"- emulator: {qemu.splitlines()[0] if qemu else 'qemu-aarch64-static'}, user mode; Debian arm64 "
         "sysroots: trixie (Python 3.13, Debian's numpy and Pillow installed) for Raspberry Pi OS Trixie, "
         "bookworm (Python 3.11) for Bookworm; each board's /proc/cpuinfo inside its sysroot; "
         "`-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5)",
-        "- dates: " + ", ".join(sorted({r.get("date", "?") for r in results}))
-        + "; host load average at each run's end: " + "; ".join(str(r.get("load_average")) for r in results),
+        "- dates: " + ", ".join(sorted({md(r.date) for r in results}))
+        + "; host load average at each run's end: " + "; ".join(str(r.load_average) for r in results),
         "- The tlx wheel of this checkout with its [tflite] extra (tflite-runtime 2.14.0: XNNPACK for float, "
         "builtin kernels for int8) or its [runtime] extra (ai-edge-litert, XNNPACK), run by its `tlx` "
         "console script (`tlx bench BUNDLE --threads 1 --runs 2 --warmup 1 --no-cold-start --emulated ...`; "
@@ -96,23 +99,23 @@ def main(bundle_path: str, result_paths: list[str], notes_from: str | None = Non
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path, result in zip(result_paths, results):
-        board = result["machine"]["cpu"].split(" (emulated")[0]
+        board = md(result.machine.cpu.split(" (emulated")[0])
         board_name, _, install = Path(path).stem.partition("--")
         abi, _, extra = install.partition("-")
-        os_name = OS_OF.get(board_name.rpartition("-")[2], board_name)
-        install = f"[{extra.replace('-debian', '')}]" + (" on Debian numpy, Pillow" if extra.endswith("-debian") else "")
-        for m in result["models"]:
-            drop = m["drop"]
-            interval = (f" [{drop['ci95'][0]:+.1f}, {drop['ci95'][1]:+.1f}]" if drop.get("ci95")
-                        else " (no photo changed correctness)")
-            h = m["host"]
-            same = "-" if h is None else (f"{h['identical']}/{h['n']}"
-                                          + ("" if h["same_backend"] else f" (vs host {h['backend']})"))
-            versions = result["machine"].get("versions", {})
-            out.append(f"| {board} | {os_name}, Python {result['machine']['python']}, numpy "
-                       f"{versions.get('numpy', '?')}, Pillow {versions.get('pillow', '?')} | {install} | {m['name']} | "
-                       f"{m['backend']} | {_pct(m['accuracy'])} | "
-                       f"{drop['points']:+.1f}{interval} | {100 * m['agreement_reference']['value']:.1f} | "
+        os_name = md(OS_OF.get(board_name.rpartition("-")[2], board_name))
+        install = md(f"[{extra.replace('-debian', '')}]" + (" on Debian numpy, Pillow" if extra.endswith("-debian") else ""))
+        versions = result.machine.versions or {}
+        for m in result.models:
+            drop = m.drop
+            interval = (" (no photo changed correctness)" if math.isnan(drop.low)
+                        else f" [{drop.low:+.1f}, {drop.high:+.1f}]")
+            h = m.host
+            same = "-" if h is None else (f"{h.identical}/{h.n}"
+                                          + ("" if h.same_backend else f" (vs host {md(h.backend)})"))
+            out.append(f"| {board} | {os_name}, Python {md(result.machine.python)}, numpy "
+                       f"{md(versions.get('numpy', '?'))}, Pillow {md(versions.get('pillow', '?'))} | {install} | "
+                       f"{md(m.name)} | {md(m.backend)} | {_pct(m.accuracy)} | "
+                       f"{drop.points:+.1f}{interval} | {100 * m.agreement_reference.value:.1f} | "
                        f"{same} | {_steps(h)} | {_predict(path)} |")
     notes = ""
     if notes_from and Path(notes_from).is_file():

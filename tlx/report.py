@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import tlx
 from tlx import files
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir, confusion_name
+from tlx.text import html_text
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -33,13 +33,13 @@ figcaption { color: #5b6475; font-size: .85rem; }
 
 def _image(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html_text(caption)}">'
+            f"<figcaption>{html_text(caption)}</figcaption></figure>")
 
 
 def _table(header, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{html_text(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -53,7 +53,7 @@ def _dataset_section(run: RunDir) -> str:
     skipped = f"<p>{len(split.skipped)} unreadable files were skipped.</p>" if split.skipped else ""
     # Folder names, not absolute paths: the report is meant to be passed around.
     folder = Path(split.data_dir).name or split.data_dir
-    return (f"<h2>Dataset</h2><p>Folder <code>{html.escape(folder)}</code>, {len(split.classes)} classes; "
+    return (f"<h2>Dataset</h2><p>Folder <code>{html_text(folder)}</code>, {len(split.classes)} classes; "
             f"images resized to "
             f"{split.image_size[0]}x{split.image_size[1]}; split seed {split.seed}.</p>"
             + _table(["class", "train", "validation", "test"], rows) + skipped)
@@ -92,8 +92,8 @@ def _headline(bench: dict) -> str:
         faster = f", {p50(float32) / p50(int8):.1f}x faster than float32 ({p50(int8):.1f} ms per image)"
     smaller = f", {float32['size_bytes'] / int8['size_bytes']:.1f}x smaller" if float32 else ""
     return (f'<p class="headline">int8: top-1 {100 * int8["accuracy"]["value"]:.1f}% against '
-            f'{100 * reference["accuracy"]["value"]:.1f}% for {html.escape(reference["name"])} '
-            f'({int8["drop_points"]:+.1f} points drop on {html.escape(str(bench["n_test"]))} test images){smaller}{faster}.</p>')
+            f'{100 * reference["accuracy"]["value"]:.1f}% for {html_text(reference["name"])} '
+            f'({int8["drop_points"]:+.1f} points drop on {html_text(str(bench["n_test"]))} test images){smaller}{faster}.</p>')
 
 
 def _bench_section(run: RunDir, bench: dict) -> str:
@@ -111,11 +111,11 @@ def _bench_section(run: RunDir, bench: dict) -> str:
     env = bench["environment"]
     parts = [
         "<h2>Float vs int8</h2>",
-        f"<p>{html.escape(str(bench['n_test']))} held-out test images, through tlx.runtime; drop against "
-        f"<code>{html.escape(str(bench['reference']))}</code>. {html.escape(env['date'])}, "
-        f"{html.escape(env['cpu'])}, Python {html.escape(env['python'])}."
-        + (f" int8-relevant CPU features: {html.escape(', '.join(env['cpu_features']) or 'none')}; "
-           f"{html.escape(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
+        f"<p>{html_text(str(bench['n_test']))} held-out test images, through tlx.runtime; drop against "
+        f"<code>{html_text(str(bench['reference']))}</code>. {html_text(env['date'])}, "
+        f"{html_text(env['cpu'])}, Python {html_text(env['python'])}."
+        + (f" int8-relevant CPU features: {html_text(', '.join(env['cpu_features']) or 'none')}; "
+           f"{html_text(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
         _table(["model", "size MB", "top-1 % [95% CI]", "drop pts", "p50 ms (1 image)", "cold start s"], rows),
         _image(run.bench_chart, "Accuracy against latency"),
     ]
@@ -165,12 +165,12 @@ def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Pa
         sections.append(_devices_section(bench, device_results))
     banner = ""
     if missing:
-        banner = ('<p class="incomplete"><b>Incomplete run.</b> Missing: ' + html.escape(", ".join(missing))
+        banner = ('<p class="incomplete"><b>Incomplete run.</b> Missing: ' + html_text(", ".join(missing))
                   + ". Finish it (or run <code>tlx demo</code> again) and regenerate with "
                   "<code>tlx report</code>.</p>")
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="sub">Run folder <code>{html.escape(run.root.resolve().name)}</code>; written '
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html_text(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html_text(title)}</h1>"
+            f'<p class="sub">Run folder <code>{html_text(run.root.resolve().name)}</code>; written '
             f'{_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by tlx {tlx.__version__}.</p>{banner}'
             f'{"".join(sections)}</body></html>')
     files.write_text(run.report, page)

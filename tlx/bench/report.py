@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from tlx import files
 from tlx.bench import plots
 from tlx.run_dir import BENCH_CHART, BENCH_JSON, BENCH_MD, confusion_name
-from tlx.text import printable
+from tlx.text import markdown_text, printable
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
@@ -49,7 +48,8 @@ def text_table(result) -> str:
 
 def cpu_lines(env: dict) -> list[str]:
     """The int8-relevant CPU features and what they mean for int8 speed (records written
-    before tlx.machine have neither: nothing is printed for them)."""
+    before tlx.machine have neither: nothing is printed for them). Raw text: escape it for
+    where it goes (tlx.text)."""
     if "cpu_features" not in env:
         return []
     lines = [f"- int8-relevant CPU features: {', '.join(env['cpu_features']) or 'none'}; "
@@ -60,10 +60,7 @@ def cpu_lines(env: dict) -> list[str]:
     return lines
 
 
-def _md(text) -> str:
-    """A value in bench.md: Markdown renders as HTML in many viewers, so it is HTML-escaped,
-    and a table cell must not end at a "|"."""
-    return html.escape(printable(text)).replace("|", "&#124;")
+_md = markdown_text
 
 
 def markdown(result, charts: bool = True) -> str:
@@ -73,14 +70,15 @@ def markdown(result, charts: bool = True) -> str:
     out = [
         f"# tlx bench: {_md(Path(result.config.run_dir).name)}",
         "",
-        f"- date: {env['date']}",
-        f"- machine: {env['machine']}; {env['cpu']}; {env['cores']} cores; Python {env['python']}",
-        *cpu_lines(env),
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-        + (f"; tlx commit {env['tlx_commit']}" if env.get("tlx_commit") else ""),
+        f"- date: {_md(env['date'])}",
+        f"- machine: {_md(env['machine'])}; {_md(env['cpu'])}; {_md(env['cores'])} cores; "
+        f"Python {_md(env['python'])}",
+        *("- " + _md(line[2:]) for line in cpu_lines(env)),
+        "- versions: " + ", ".join(f"{_md(k)} {_md(v)}" for k, v in env["versions"].items())
+        + (f"; tlx commit {_md(env['tlx_commit'])}" if env.get("tlx_commit") else ""),
         f"- test split: {result.n_test} images ({len(result.unreadable)} unreadable, left out); "
         f"labels: {', '.join(_md(label) for label in result.labels)}",
-        f"- drop and agreement are against `{result.reference}`; latency is one "
+        f"- drop and agreement are against {_md(result.reference)}; latency is one "
         f"`Classifier.run` (set input, invoke, dequantize) on one image after "
         f"{result.config.warmup} warm-up runs, {result.config.runs} timed runs",
         "- cold start: a new `tlx predict` process (for Keras: a Python process loading the .keras), "
@@ -98,7 +96,7 @@ def markdown(result, charts: bool = True) -> str:
         out += ["", f"int8 drop limit {result.config.max_drop:g} points: {verdict}."]
     if charts:
         out += ["", f"![accuracy against latency]({BENCH_CHART})", ""]
-        out += [f"![confusion {m.name}]({confusion_name(m.name)})" for m in result.models]
+        out += [f"![confusion {_md(m.name)}]({_md(confusion_name(m.name))})" for m in result.models]
     return "\n".join(out) + "\n"
 
 

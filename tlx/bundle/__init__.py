@@ -4,5 +4,7 @@ there, through the device's own kernels, without TensorFlow or the run folder.
 
 tlx.bundle.manifest is the one typed schema of its manifest.json, tlx.bundle.archive reads
 and checks a bundle's zip and members (both TensorFlow-free, they run on the device),
-tlx.bundle.make writes one on the host, tlx.bundle.device benches one on the device.
+tlx.bundle.make writes one on the host, tlx.bundle.device benches one on the device,
+tlx.bundle.result is the schema of the result file the device writes and `tlx report --device`
+reads, tlx.bundle.compare puts host and devices side by side.
 """

@@ -15,6 +15,7 @@ bundle instead of a run folder.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 import tempfile
 import time
@@ -28,16 +29,18 @@ import tlx
 from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.stats import paired_difference, wilson
-from tlx.bundle.archive import Bundle, BundleError, open_bundle
+from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
+from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
+from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
+                               MAX_FAILURES, ResultError, RunRecord, Settings, parse_machine, parse_result)
 from tlx.drop import check_max_drop
-from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
+from tlx.text import markdown_text, printable
 
-#: What a device result file says it is, so that `tlx report --device` refuses anything else.
-KIND = "tlx-device-result"
-RESULT_VERSION = 1
+#: Longest error message kept per failed photo: the result file stays small.
+MAX_ERROR_CHARS = 1000
 
 #: When the host did not run a backend, the host backend with the same kernels to compare
 #: against: tflite-runtime runs int8 on the builtin kernels, as ai-edge-litert does without
@@ -76,8 +79,8 @@ def default_prefix(bundle: Path) -> Path:
     return Path(f"{stem}-{platform.node() or 'device'}")
 
 
-def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
-    """Run the device benchmark; returns the result document (see write_result)."""
+def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
+    """Run the device benchmark; returns the result (tlx.bundle.result, see write_result)."""
     from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
     check_max_drop(config.max_drop)
@@ -92,6 +95,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
                        "  pip install 'tlx-edge[tflite]'    # tflite-runtime 2.14 (Raspberry Pi OS Bookworm)")
     with open_bundle(config.bundle) as bundle:
         manifest = bundle.manifest
+        record = _bundle_record(bundle)
         log(f"Checked {bundle.path.name}: {len(manifest.models)} models, {len(manifest.images)} photos")
         pixels, truth, names = _photos(bundle)
         reference = manifest.reference_top1
@@ -103,27 +107,34 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> dict:
                 models.append(_bench_model(bundle, entry, content, backend, pixels, truth, names,
                                            reference, config, log))
             del content  # before the next model is read: one model in memory at a time
-    result = {
-        "kind": KIND, "format_version": RESULT_VERSION, "tlx": tlx.__version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine.current().to_json(), "load_average": machine.load_average(),
-        "emulated": config.emulated,
-        "bundle": {"file": Path(config.bundle).name, "sha256": files.sha256_file(config.bundle),
-                   "run": dict(manifest.run), "created": manifest.created, "tlx": manifest.tlx,
-                   "host_machine": manifest.host_machine},
-        "settings": {"threads": list(config.threads), "runs": config.runs, "warmup": config.warmup,
-                     "backends": backends, "max_drop": config.max_drop},
-        "labels": list(manifest.labels),
-        "n_images": len(truth),
-        "reference": {"name": manifest.reference_name,
-                      "accuracy": wilson(int(np.sum(reference == truth)), len(truth)).to_json()},
-        "models": models,
-        "peak_rss_mb": _peak_rss_mb(),
-        "wall_s": time.perf_counter() - started,
-    }
-    result["max_drop_exceeded"] = config.max_drop is not None and any(
-        m["drop"]["points"] > config.max_drop for m in models if m["name"].startswith("int8"))
-    return result
+    return DeviceResult(
+        tlx=tlx.__version__, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine.current(), load_average=machine.load_average(), emulated=config.emulated,
+        bundle=record,
+        settings=Settings(threads=tuple(config.threads), runs=config.runs, warmup=config.warmup,
+                          backends=tuple(backends), max_drop=config.max_drop),
+        labels=tuple(manifest.labels), n_images=len(truth), reference_name=manifest.reference_name,
+        reference_accuracy=wilson(int(np.sum(reference == truth)), len(truth)), models=tuple(models),
+        peak_rss_mb=_peak_rss_mb(), wall_s=time.perf_counter() - started)
+
+
+def _bundle_record(bundle: Bundle) -> BundleRecord:
+    """What the result says about the bundle, built before any work: the manifest's schema
+    lets through a few things a result may not hold (no model hash, a host machine record the
+    result's schema refuses), and those are refused here rather than after the benchmark."""
+    manifest = bundle.manifest
+    if manifest.model_sha256 is None:
+        raise BundleError(f"{bundle.path}: the manifest names no model hash (run.model_sha256), so no "
+                          f"result could say which model it measured. {remake(bundle.path)}")
+    try:
+        host_machine = parse_machine(manifest.host_machine, f"{bundle.path}: the manifest's host.machine",
+                                     advice=remake(bundle.path))
+    except ResultError as exc:
+        raise BundleError(str(exc)) from None
+    return BundleRecord(file=bundle.path.name, sha256=files.sha256_file(bundle.path),
+                        run=RunRecord(name=manifest.run_name, run_id=manifest.run_id,
+                                      model_sha256=manifest.model_sha256),
+                        created=manifest.created, tlx=manifest.tlx, host_machine=host_machine)
 
 
 def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -140,7 +151,8 @@ def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return pixels, truth, [image.source or image.file for image in images]
 
 
-def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config, log: Log) -> dict:
+def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config,
+                 log: Log) -> ModelResult:
     from tlx.runtime import Classifier
 
     source = f"{bundle.path.name}:{entry.file}"
@@ -156,24 +168,14 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
                      "Make the bundle again with `tlx bundle RUN_DIR`.", error=BundleError)
     scores, failures = evaluate.tflite_scores(classifier, pixels, names)
     predicted = evaluate.top1(scores)
-    out = {
-        "name": entry.name, "backend": classifier.backend, "file": entry.file,
-        "size_bytes": entry.size_bytes,
-        "accuracy": wilson(int(np.sum(predicted == truth)), len(truth)).to_json(),
-        "drop": paired_difference(truth, reference, predicted).to_json(),
-        "agreement_reference": wilson(int(np.sum(predicted == reference)), len(truth)).to_json(),
-        "host": _against_host(bundle.manifest, entry, classifier, scores, predicted),
-        "latency": {},
-        "cold_start": None,
-        "failures": [{"image": n, "error": e} for n, e in failures],
-    }
+    latency = {}
     for threads in config.threads:
         log(f"Timing {entry.name} on {classifier.backend}, {threads} thread(s)")
         timed = classifier if threads == config.threads[0] else Classifier(
             content, num_threads=threads, backend=backend, source=source)
-        out["latency"][str(threads)] = measure.interpreter_latency(timed, pixels[0], config.runs,
-                                                                   config.warmup).to_json()
+        latency[threads] = measure.interpreter_latency(timed, pixels[0], config.runs, config.warmup)
         timed.close()  # one interpreter (and its packed weights) alive at a time: peak RSS
+    cold_start = None
     if config.cold_start:
         log(f"Cold start of `tlx predict` with {entry.name} on {classifier.backend}")
         with tempfile.TemporaryDirectory(prefix="tlx-bundle-") as scratch:
@@ -185,12 +187,23 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
             suffix = Path(image).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", Path(image).suffix) else ""
             image_path = Path(scratch) / f"photo{suffix}"
             image_path.write_bytes(bundle.read(image))
-            out["cold_start"] = measure.predict_cold_start(model_path, image_path, classifier.backend).to_json()
-    return out
+            cost = measure.predict_cold_start(model_path, image_path, classifier.backend)
+        # A `tlx predict` that printed nothing has no start-up time (NaN): not measured.
+        if np.isfinite(cost.first_output_s) and np.isfinite(cost.peak_rss_mb):
+            cold_start = ColdStart(cost.first_output_s, cost.peak_rss_mb)
+    return ModelResult(
+        name=entry.name, backend=classifier.backend, file=entry.file, size_bytes=entry.size_bytes,
+        sha256=sha256_bytes(content),
+        accuracy=wilson(int(np.sum(predicted == truth)), len(truth)),
+        drop=paired_difference(truth, reference, predicted),
+        agreement_reference=wilson(int(np.sum(predicted == reference)), len(truth)),
+        host=_against_host(bundle.manifest, entry, classifier, scores, predicted),
+        latency=latency, cold_start=cold_start,
+        failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures[:MAX_FAILURES]))
 
 
 def _against_host(manifest: Manifest, entry: ModelEntry, classifier, scores: np.ndarray,
-                  predicted) -> Optional[dict]:
+                  predicted) -> Optional[HostComparison]:
     """This machine's outputs against the host's for the same file and backend (or the host
     backend with the same kernels): identical photos, largest difference in quantization
     steps (quantized outputs) or in probability (float outputs)."""
@@ -207,19 +220,19 @@ def _against_host(manifest: Manifest, entry: ModelEntry, classifier, scores: np.
     # differing, and stays out of the largest difference and the steps.
     ok = np.isfinite(per_image)
     quantization = entry.output_quantization
-    out = {"backend": host.backend, "same_backend": host.backend == classifier.backend,
-           "n": int(len(per_image)), "identical": int(np.sum(per_image[ok] == 0)),
-           "differ": int(len(per_image) - np.sum(per_image[ok] == 0)),
-           "max_abs_diff": float(per_image[ok].max()) if ok.any() else None,
-           "top1_agreement": wilson(int(np.sum(predicted == host.top1)),
-                                    len(per_image)).to_json(),
-           "max_steps": None, "steps": None}
+    identical = int(np.sum(per_image[ok] == 0))
+    max_steps = steps = None
     if quantization:
-        steps = np.rint(per_image[ok] / np.float32(quantization[0])).astype(np.int64)
-        out["max_steps"] = int(steps.max()) if len(steps) else 0
+        photo_steps = np.rint(per_image[ok] / np.float32(quantization[0])).astype(np.int64)
+        max_steps = int(photo_steps.max()) if len(photo_steps) else 0
         # {steps: photos}: how far the differing photos are from the host's output.
-        out["steps"] = {str(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True))}
-    return out
+        steps = {int(k): int(v) for k, v in zip(*np.unique(photo_steps, return_counts=True))}
+    return HostComparison(
+        backend=host.backend, same_backend=host.backend == classifier.backend, n=int(len(per_image)),
+        identical=identical, differ=int(len(per_image)) - identical,
+        max_abs_diff=float(per_image[ok].max()) if ok.any() else None,
+        top1_agreement=wilson(int(np.sum(predicted == host.top1)), len(per_image)),
+        max_steps=max_steps, steps=steps)
 
 
 def _peak_rss_mb() -> Optional[float]:
@@ -232,111 +245,107 @@ def _peak_rss_mb() -> Optional[float]:
 
 # --- the result files ----------------------------------------------------------------------
 
-def _pct(p: dict) -> str:
-    return f"{100 * p['value']:.1f} [{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]"
+def _pct(p) -> str:
+    return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
 
 
-def _drop(d: dict) -> str:
-    interval = (f" [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]" if d.get("ci95")
-                else " (no photo changed correctness)")
-    return f"{d['points']:+.1f}{interval}"
+def _drop(d) -> str:
+    interval = (" (no photo changed correctness)" if np.isnan(d.low) else f" [{d.low:+.1f}, {d.high:+.1f}]")
+    return f"{d.points:+.1f}{interval}"
 
 
-def _vs_host(h: Optional[dict]) -> str:
+def _vs_host(h: Optional[HostComparison]) -> str:
     if h is None:
         return "- (host did not run it)"
-    same = "" if h["same_backend"] else f" (host {h['backend']})"
-    if h["max_steps"] is not None:
-        return f"{h['identical']}/{h['n']} identical, max {h['max_steps']} step(s){same}"
-    largest = "-" if h["max_abs_diff"] is None else f"{h['max_abs_diff']:.2g}"
-    return f"{h['identical']}/{h['n']} identical, max diff {largest}{same}"
+    same = "" if h.same_backend else f" (host {h.backend})"
+    if h.max_steps is not None:
+        return f"{h.identical}/{h.n} identical, max {h.max_steps} step(s){same}"
+    largest = "-" if h.max_abs_diff is None else f"{h.max_abs_diff:.2g}"
+    return f"{h.identical}/{h.n} identical, max diff {largest}{same}"
 
 
-def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    threads = result["settings"]["threads"]
-    emulated = bool(result.get("emulated"))
+def table_rows(result: DeviceResult) -> tuple[list[str], list[list[str]]]:
+    """The per-model table, raw text: escape it for where it goes (tlx.text)."""
+    threads = result.settings.threads
+    emulated = bool(result.emulated)
     header = ["model", "backend", "top-1 % [95% CI]", "drop pts [95% CI]", "agree Keras %", "vs host"]
     header += [f"p50/p90/p99 ms @{t}t" for t in threads] + ["cold start s", "predict peak RSS MB"]
     rows = []
-    for m in result["models"]:
-        row = [m["name"], m["backend"], _pct(m["accuracy"]), _drop(m["drop"]),
-               f"{100 * m['agreement_reference']['value']:.1f}", _vs_host(m["host"])]
+    for m in result.models:
+        row = [m.name, m.backend, _pct(m.accuracy), _drop(m.drop), f"{100 * m.agreement_reference.value:.1f}",
+               _vs_host(m.host)]
         for t in threads:
-            lat = m["latency"].get(str(t))
-            row.append("emulated" if emulated else
-                       f"{lat['p50_ms']:.2f}/{lat['p90_ms']:.2f}/{lat['p99_ms']:.2f}" if lat else "-")
-        cold = m["cold_start"]
-        row += ["emulated" if emulated and cold else f"{cold['first_output_s']:.2f}" if cold else "-",
-                f"{cold['peak_rss_mb']:.0f}" if cold else "-"]
+            lat = m.latency.get(t)
+            row.append("emulated" if emulated else f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")
+        cold = m.cold_start
+        row += ["emulated" if emulated and cold else f"{cold.first_output_s:.2f}" if cold else "-",
+                f"{cold.peak_rss_mb:.0f}" if cold else "-"]
         rows.append(row)
     return header, rows
 
 
-def text_table(result: dict) -> str:
+def text_table(result: DeviceResult) -> str:
+    """The table for the terminal: names from the bundle with control characters escaped."""
     header, rows = table_rows(result)
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    rows = [[printable(cell) for cell in row] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def markdown(result: dict) -> str:
+def markdown(result: DeviceResult) -> str:
+    """The device's .md: every value from the bundle or this machine through markdown_text."""
+    md = markdown_text
     header, rows = table_rows(result)
-    mach, bundle = result["machine"], result["bundle"]
-    versions = ", ".join(f"{k} {v}" for k, v in mach["versions"].items())
+    mach, bundle = result.machine, result.bundle
+    versions = ", ".join(f"{md(k)} {md(v)}" for k, v in mach.versions.items())
+    load = "-" if result.load_average is None else ", ".join(f"{x:.2f}" for x in result.load_average)
     out = [
-        f"# tlx bench on a device: {bundle['run']['name']}",
+        f"# tlx bench on a device: {md(bundle.run.name)}",
         "",
-        f"- date: {result['date']}; tlx {result['tlx']}; load average {result.get('load_average')}",
-        f"- machine: {mach['cpu']} ({mach['architecture']}, {mach['cores']} cores; int8-relevant features: "
-        f"{', '.join(mach['cpu_features']) or 'none'}); {mach['os']}; Python {mach['python']}; {versions}",
+        f"- date: {md(result.date)}; tlx {md(result.tlx)}; load average (1, 5, 15 min) {load}",
+        f"- machine: {md(mach.summary())}; {versions}",
     ]
-    if result.get("emulated"):
-        out.append(f"- EMULATED ({result['emulated']}): a check of function and accuracy through the "
+    if result.emulated:
+        out.append(f"- EMULATED ({md(result.emulated)}): a check of function and accuracy through the "
                    "ARM kernels; its latency is not a device figure and is not shown")
     out += [
-        f"- bundle: {bundle['file']} (sha256 {bundle['sha256'][:12]}), made {bundle['created']} by tlx "
-        f"{bundle['tlx']} on {bundle['host_machine']['cpu']}",
-        f"- {result['n_images']} photos; reference: {result['reference']['name']} "
-        f"(top-1 {_pct(result['reference']['accuracy'])}), computed on the host",
+        f"- bundle: {md(bundle.file)} (sha256 {bundle.sha256[:12]}), made {md(bundle.created)} by tlx "
+        f"{md(bundle.tlx)} on {md(bundle.host_machine.cpu)}",
+        f"- {result.n_images} photos; reference: {md(result.reference_name)} "
+        f"(top-1 {_pct(result.reference_accuracy)}), computed on the host",
         "- drop: reference minus model, in points, paired 95% interval; vs host: photos whose output "
         "equals the host's exactly for the same file and backend, and the largest difference in output "
         "quantization steps",
-        f"- this process's peak RSS {result['peak_rss_mb']:.0f} MB; {result['wall_s']:.1f} s in all"
-        if result.get("peak_rss_mb") is not None else f"- {result['wall_s']:.1f} s in all",
+        f"- this process's peak RSS {result.peak_rss_mb:.0f} MB; {result.wall_s:.1f} s in all"
+        if result.peak_rss_mb is not None else f"- {result.wall_s:.1f} s in all",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    failures = [(m["name"], m["backend"], f) for m in result["models"] for f in m["failures"]]
+    out += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
+    failures = [(m.name, m.backend, image, error) for m in result.models for image, error in m.failures]
     if failures:
-        out += ["", "Failed inferences:"] + [f"- {n} on {b}: {f['image']}: {f['error']}" for n, b, f in failures]
-    if result["settings"]["max_drop"] is not None:
-        verdict = "EXCEEDED" if result["max_drop_exceeded"] else "within"
-        out += ["", f"int8 drop limit {result['settings']['max_drop']:g} points: {verdict}."]
+        out += ["", f"Failed inferences (the first {MAX_FAILURES} per model and backend):"]
+        out += [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}" for n, b, image, error in failures]
+    if result.settings.max_drop is not None:
+        verdict = "EXCEEDED" if result.max_drop_exceeded else "within"
+        out += ["", f"int8 drop limit {result.settings.max_drop:g} points: {verdict}."]
     return "\n".join(out) + "\n"
 
 
-def write_result(result: dict, prefix: Path) -> tuple[Path, Path]:
-    """PREFIX.json and PREFIX.md, each written atomically."""
+def write_result(result: DeviceResult, prefix: Path) -> tuple[Path, Path]:
+    """PREFIX.json and PREFIX.md, each written atomically. The JSON is first read back
+    through the reader's schema (tlx.bundle.result): the device never writes a file that
+    `tlx report --device` would refuse."""
     prefix = Path(prefix)
     json_path, md_path = prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + ".md")
-    files.write_json(json_path, result)
+    text = result.dumps()
+    try:
+        parse_result(json.loads(text), f"the result of {result.bundle.file}")
+    except ResultError as exc:
+        raise BundleError(f"{exc} The bundle's manifest holds values no result may: make the bundle again "
+                          "with `tlx bundle RUN_DIR`.") from None
+    files.write_text(json_path, text)
     files.write_text(md_path, markdown(result))
     return json_path, md_path
-
-
-def read_result(path: Path) -> dict:
-    """A device result file, checked to be one (for `tlx report --device`)."""
-    try:
-        result = files.read_json(path)
-    except FileNotFoundError:
-        raise TlxError(f"{path}: no such file. Pass the .json that `tlx bench BUNDLE` wrote.") from None
-    except (OSError, ValueError) as exc:
-        raise TlxError(f"{path} is not a device result ({exc}). Pass the .json that `tlx bench BUNDLE` "
-                       "wrote.") from None
-    if not isinstance(result, dict) or result.get("kind") != KIND:
-        raise TlxError(f"{path} is not a device result. Pass the .json that `tlx bench BUNDLE` wrote.")
-    if not isinstance(result.get("format_version"), int) or result["format_version"] > RESULT_VERSION:
-        raise TlxError(f"{path} was written by a newer tlx ({result.get('tlx')}); upgrade tlx here.")
-    return result

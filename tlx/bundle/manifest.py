@@ -126,6 +126,14 @@ class Manifest:
     host_results: tuple[HostResult, ...]
 
     @property
+    def run_name(self) -> str:
+        return self.run["name"]
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.run.get("run_id")
+
+    @property
     def model_sha256(self) -> Optional[str]:
         return self.run.get("model_sha256")
 

@@ -110,9 +110,9 @@ def bench(
         typer.echo(text_table(result))
         # What int8 latency to expect on this CPU: it differs more between CPUs than models.
         for line in cpu_lines(result.environment)[:1]:
-            typer.echo("\n" + line[2:])
-        typer.echo(f"\nReport: {written['markdown']}")
+            typer.echo("\n" + printable(line[2:]))
+        typer.echo(f"\nReport: {printable(written['markdown'])}")
     if result.failed_drop:
-        typer.secho(f"int8 lost more than {max_drop:g} points against {result.reference}.",
+        typer.secho(f"int8 lost more than {max_drop:g} points against {printable(result.reference)}.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)

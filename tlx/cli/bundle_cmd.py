@@ -11,6 +11,7 @@ from tlx.bundle.make import BundleConfig
 from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 from tlx.errors import TlxError
+from tlx.text import printable
 
 _DEFAULTS = BundleConfig(run_dir=Path("."))
 
@@ -43,9 +44,9 @@ def bundle(
     with user_errors():
         summary = make_bundle(config, log=say)
     for path, reason in summary.skipped:
-        typer.secho(f"Warning: left out {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
-               f"{summary.images} photos; host results on {', '.join(summary.host_backends)})")
+        typer.secho(printable(f"Warning: left out {path}: {reason}"), fg=typer.colors.YELLOW, err=True)
+    typer.echo(printable(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
+                         f"{summary.images} photos; host results on {', '.join(summary.host_backends)})"))
 
 
 def result_prefix(out: Optional[Path], default: Path) -> Path:
@@ -82,11 +83,11 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
                            "measurements are lost. Free some space or choose another place with --out "
                            "(or use --json to print the result).") from None
     if json_output:
-        print_json(result)
+        print_json(result.to_json())
     else:
         typer.echo(text_table(result))
-        typer.echo(f"\nResult: {json_path} and {md_path}")
-    if result["max_drop_exceeded"]:
+        typer.echo(f"\nResult: {printable(json_path)} and {printable(md_path)}")
+    if result.max_drop_exceeded:
         typer.secho(f"int8 lost more than {max_drop:g} points against the bundled Keras reference.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)

@@ -12,21 +12,28 @@ import typer
 
 from tlx import interrupts
 from tlx.errors import TlxError
+from tlx.text import printable
 
 #: Exit code after Ctrl-C, as shells report it (SIGTERM: tlx.interrupts.EXIT_TERMINATED).
 EXIT_INTERRUPTED = interrupts.EXIT_INTERRUPTED
 #: Exit code when a quality gate (--max-drop) fails: the work is done and kept, but the
 #: int8 model lost more accuracy than allowed. Distinct from 1 (an error) for scripts.
 EXIT_QUALITY_GATE = 3
+#: Exit code of `tlx report` when the report is written but the run is incomplete (no bench,
+#: no plots...): like the quality gate, the output is kept and a script should look; 1
+#: always means an error and no new file.
+EXIT_INCOMPLETE = 3
 
 
 @contextmanager
 def user_errors():
-    """A TlxError becomes 'Error: ...' on stderr and a non-zero exit; Ctrl-C exits 130."""
+    """A TlxError becomes 'Error: ...' on stderr and a non-zero exit; Ctrl-C exits 130.
+    Messages quote file names and values from files: each line is shown printable."""
     try:
         yield
     except TlxError as exc:
-        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        message = "\n".join(printable(line) for line in str(exc).split("\n"))
+        typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (tlx.interrupts.Terminated): 143
         typer.secho(interrupts.stop_message(exc), fg=typer.colors.YELLOW, err=True)
@@ -39,8 +46,8 @@ def print_json(obj) -> None:
 
 def say(message: str) -> None:
     """The CLI's Log (tlx.progress): one "... step" line on stderr, which leaves stdout to the
-    results (and --json's document)."""
-    typer.echo(f"... {message}", err=True)
+    results (and --json's document). Steps name models and files: shown printable."""
+    typer.echo(f"... {printable(message)}", err=True)
 
 
 @contextmanager

@@ -8,7 +8,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from tlx.cli.app import app
-from tlx.cli.common import user_errors
+from tlx.cli.common import EXIT_INCOMPLETE, user_errors
+from tlx.text import printable
 from tlx.datasets import DATASETS
 from tlx.demo import DemoConfig
 
@@ -16,7 +17,7 @@ _DEFAULTS = DemoConfig()
 
 
 def _say(message: str) -> None:
-    typer.echo(message, err=True)
+    typer.echo(printable(message), err=True)
 
 
 @app.command(short_help="Train, export, bench and report on real photos, offline.")
@@ -45,7 +46,7 @@ def demo(
                         image_size=image_size, limit=limit)
     with user_errors():
         path = run_demo(config, log=_say)
-    typer.echo(str(path))
+    typer.echo(printable(path))
 
 
 @app.command()
@@ -60,15 +61,19 @@ def report(
 
     Dataset, learning curves, predictions, the float vs int8 table, the accuracy/latency chart
     and the confusion matrices, images inlined; with --device, the host and each device side
-    by side."""
+    by side. A device result is checked before use: a damaged file, or one measured on
+    another model or export of the run, is refused with the reason.
+
+    Exit codes: 0 the report is written; 3 the report is written but the run is incomplete
+    (the report names what is missing); 1 an error, no report written."""
     from tlx.report import missing_parts, write_report
     from tlx.run_dir import RunDir
 
     with user_errors():
         path = write_report(run_dir, devices=device or ())
         missing = missing_parts(RunDir(run_dir))
-    typer.echo(str(path))
+    typer.echo(printable(path))
     if missing:
         typer.secho(f"The run is incomplete (missing: {', '.join(missing)}); the report says so.",
                     fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_INCOMPLETE)
