@@ -340,7 +340,8 @@ class _Fields:
         value = float(value)
         if not math.isfinite(value) or not low <= value <= high:
             self.fail(f"is {_shown(value)}, outside {low:g}..{high:g}", key)
-        return value
+        # -0.0 equals 0.0 and passes every check, but would be shown as a drop of "-0.0".
+        return value + 0.0
 
     def boolean(self, key: str) -> bool:
         value = self.get(key)
