@@ -153,11 +153,14 @@ def test_shards_then_collect_equal_one_sweep(full_sweep, data, tmp_path):
     first = runner.invoke(app, _sweep_args(data, out, "--shard", "1/2"))
     assert first.exit_code == 0, first.output
     assert "Shard 1/2: 2 of 4 candidates" in first.output and not (out / "sweep.json").exists()
+    shard_json = json.loads((out / "candidates" / f"{BROKEN}-32.json").read_text())
+    assert shard_json["status"] == "failed"
     # Collecting before every shard finished lists the rest as pending.
     partial = _json(runner.invoke(app, ["sweep", str(out), "--collect", "--json"]))
     assert [c["status"] for c in partial["candidates"]] == ["failed", "pending", "done", "pending"]
-    second = runner.invoke(app, _sweep_args(data, out, "--shard", "2/2"))
-    assert second.exit_code == 0, second.output
+    second = _json(runner.invoke(app, _sweep_args(data, out, "--shard", "2/2", "--json")))
+    assert second["shard"] == "2/2"
+    assert [c["run"] for c in second["candidates"]] == [f"{BROKEN}-40", f"{TINY}-40"]
     collected = _json(runner.invoke(app, ["sweep", str(out), "--collect", "--json"]))
 
     def shape(s):

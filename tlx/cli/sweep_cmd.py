@@ -90,10 +90,12 @@ def sweep(
 
             record = collect_sweep(path, budgets, log)
         else:
-            record = _run(path, out, backbones, image_sizes, shard, budgets, bench_runs, bench_warmup,
-                          training, log)
-    if record is None:
-        return
+            ran, record = _run(path, out, backbones, image_sizes, shard, budgets, bench_runs, bench_warmup,
+                               training, log)
+            if record is None:  # a shard: its own candidates only
+                if json_output:
+                    print_json({"shard": shard, "candidates": [r.to_json() for r in ran]})
+                return
     if json_output:
         print_json(record.to_json())
     else:

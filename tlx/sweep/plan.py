@@ -14,7 +14,7 @@ from typing import Optional
 from tlx import files
 from tlx.errors import TlxError
 from tlx.progress import Log, Progress
-from tlx.run_dir import RunDir, Split
+from tlx.run_dir import RunDir, Split, require_present
 from tlx.sweep import records
 from tlx.sweep.pareto import Budgets
 from tlx.trainer.config import Strategy, TrainConfig
@@ -220,6 +220,8 @@ def ensure_split(config: SweepConfig, log: Log, progress: Optional[Progress] = N
     # Read back: a shard that lost the race uses the winner's file, and every shard re-roots
     # the files under its own DATA_DIR (the folder may be mounted elsewhere on each machine).
     split = RunDir(config.out).read_split(config.data_dir)
+    # Photos gone or moved fail here, once, instead of once per candidate.
+    require_present(split, "train", "validation", "test")
     log(f"Split ({path}): {len(split.classes)} classes; {len(split.train)} train, "
         f"{len(split.validation)} validation, {len(split.test)} test images, shared by every candidate")
     return split

@@ -30,9 +30,10 @@ FORMATS = ("float32", "int8")
 
 
 def run_sweep(config: SweepConfig, log: Log, progress: Optional[Progress] = None,
-              callbacks: Sequence = ()) -> Optional[SweepRecord]:
+              callbacks: Sequence = ()) -> tuple[list[CandidateRecord], Optional[SweepRecord]]:
     """Train, export and bench this process's candidates; then, without --shard, collect
-    sweep.json and return it (a shard returns None: `--collect` gathers the shards).
+    sweep.json. Returns the records of the candidates this process ran, and sweep.json's
+    content (None for a shard: `--collect` gathers the shards).
     `callbacks`: extra Keras callbacks for every training (tests interrupt with them)."""
     config.validate()
     existed = config.out.exists()
@@ -50,15 +51,17 @@ def run_sweep(config: SweepConfig, log: Log, progress: Optional[Progress] = None
     mine = [(k, c) for k, c in enumerate(candidates) if config.shard is None or config.shard.owns(k)]
     if config.shard is not None:
         log(f"Shard {config.shard.index}/{config.shard.count}: {len(mine)} of {len(candidates)} candidates")
-    for number, (position, candidate) in enumerate(mine, 1):
+    done = []
+    for number, (_, candidate) in enumerate(mine, 1):
         record = _attempt(config, candidate, split, log, progress, callbacks)
         if record is not None:
+            done.append(record)
             log(progress_line(f"[{number}/{len(mine)}]", record))
     if config.shard is not None:
         log(f"Shard {config.shard.index}/{config.shard.count} finished. When every shard has, gather "
             f"them with `tlx sweep {config.out} --collect`.")
-        return None
-    return collect(config.out, config.budgets, log)
+        return done, None
+    return done, collect(config.out, config.budgets, log)
 
 
 def _attempt(config: SweepConfig, candidate: Candidate, split: Split, log: Log,
