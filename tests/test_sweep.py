@@ -383,3 +383,17 @@ def test_oversized_and_non_json_files_are_refused(tmp_path):
     bad.write_bytes(b"\xff{")
     with pytest.raises(TlxError, match="not valid JSON"):
         records.read_candidate(bad)
+
+
+def test_a_candidate_another_process_holds_is_skipped_not_redone(data, tmp_path):
+    from tlx import files
+
+    out = tmp_path / "sweep"
+    held = out / f"{TINY}-32"
+    held.mkdir(parents=True)
+    with files.exclusive(held, "test"):
+        result = runner.invoke(app, _sweep_args(data, out, "--json", backbones_=TINY, sizes="32"))
+    summary = _json(result)
+    assert "another process is working on it; skipped here" in result.output
+    assert summary["candidates"][0]["status"] == "pending" and not (out / "candidates").exists()
+    assert list(held.iterdir()) == []
