@@ -92,6 +92,7 @@ def test_every_candidate_is_listed_and_a_failure_does_not_stop_the_sweep(full_sw
     assert output.count("FAILED: ValueError: this backbone cannot be built (test)") == 2
     assert f"[4/4] {TINY} 40 px: done" in output
     assert json.loads((out / "sweep.json").read_text()) == summary
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_candidate_trains_and_is_tested_on_the_one_split(full_sweep):

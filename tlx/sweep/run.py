@@ -159,8 +159,8 @@ def progress_line(prefix: str, record: CandidateRecord) -> str:
 
 def collect(sweep_dir: Path, budgets: Budgets, log: Log) -> SweepRecord:
     """sweep.json from plan.json and the candidate records: every candidate (done, failed or
-    still pending), the Pareto front and the pick under `budgets`. A done record whose run
-    folder no longer holds the measured model counts as pending."""
+    still pending), the Pareto front and the pick under `budgets`; and pareto.png. A done
+    record whose run folder no longer holds the measured model counts as pending."""
     from tlx.bench.bench import environment
 
     sweep_dir = Path(sweep_dir)
@@ -177,7 +177,12 @@ def collect(sweep_dir: Path, budgets: Budgets, log: Log) -> SweepRecord:
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         environment=environment())
     records.write_sweep(sweep_dir / records.SWEEP_JSON, record)
-    return records.read_sweep(sweep_dir / records.SWEEP_JSON)
+    written = records.read_sweep(sweep_dir / records.SWEEP_JSON)
+    from tlx.sweep.chart import CHART, pareto_chart
+
+    if pareto_chart(written, sweep_dir / CHART):
+        log(f"Chart: {sweep_dir / CHART}")
+    return written
 
 
 def _collected(sweep_dir: Path, candidate: Candidate, log: Log) -> CandidateRecord:
