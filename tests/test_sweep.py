@@ -136,9 +136,18 @@ def test_running_again_keeps_finished_candidates(full_sweep, data):
     before = bench.stat().st_mtime_ns
     result = runner.invoke(app, _sweep_args(data, out, "--json"))
     again = _json(result)
-    assert result.output.count("trained already") == 2 and result.output.count("benched already") == 2
+    assert result.output.count("already done (trained, exported and benched; hashes match)") == 2
     assert bench.stat().st_mtime_ns == before
-    assert [c["models"] for c in again["candidates"]] == [c["models"] for c in summary["candidates"]]
+    # The done records are kept as they were; the failed ones were tried again (and failed).
+    assert again["candidates"][2:] == summary["candidates"][2:]
+    assert [c["status"] for c in again["candidates"][:2]] == ["failed", "failed"]
+    # A run whose export is gone is completed again, without training again.
+    model = out / f"{TINY}-40" / "model.keras"
+    trained = model.stat().st_mtime_ns
+    shutil.rmtree(out / f"{TINY}-40" / "export")
+    result = runner.invoke(app, _sweep_args(data, out, "--json"))
+    assert _json(result)["candidates"][3]["status"] == "done"
+    assert "trained already" in result.output and model.stat().st_mtime_ns == trained
 
 
 def test_other_options_in_the_same_sweep_folder_are_refused(full_sweep, data):

@@ -72,6 +72,10 @@ def _attempt(config: SweepConfig, candidate: Candidate, split: Split, log: Log,
     started = time.perf_counter()
     try:
         with files.exclusive(run.root, "`tlx sweep`"):
+            finished = _finished_record(config.out, candidate)
+            if finished is not None:
+                log(f"{candidate.run}: already done (trained, exported and benched; hashes match)")
+                return finished
             try:
                 models = _candidate(config, candidate, run, split, log, progress, callbacks)
                 record = CandidateRecord(candidate.backbone, candidate.image_size, candidate.run, DONE,
@@ -185,23 +189,45 @@ def collect(sweep_dir: Path, budgets: Budgets, log: Log) -> SweepRecord:
     return written
 
 
-def _collected(sweep_dir: Path, candidate: Candidate, log: Log) -> CandidateRecord:
-    pending = CandidateRecord(candidate.backbone, candidate.image_size, candidate.run, PENDING)
+def _read_record(sweep_dir: Path, candidate: Candidate) -> Optional[CandidateRecord]:
     path = sweep_dir / records.CANDIDATES / f"{candidate.run}.json"
     if not path.is_file():
-        return pending
+        return None
     record = records.read_candidate(path)
     if (record.backbone, record.image_size) != (candidate.backbone, candidate.image_size):
         raise TlxError(f"{path} describes {record.run}, not {candidate.run}: the file was moved or "
                        "edited. Delete it and run the sweep again.")
-    if record.status == DONE:
-        run = RunDir(sweep_dir / candidate.run)
-        try:
-            current = run.has_current_bench() and records.models_from_bench(run.bench_json) == record.models
-        except TlxError:
-            current = False
-        if not current:
-            log(f"{candidate.run}: its run folder no longer holds the measured model; counted as "
-                "pending (run the sweep again to redo it).")
-            return pending
+    return record
+
+
+def _is_current(sweep_dir: Path, record: CandidateRecord) -> bool:
+    """A done record still describes its run folder: the bench of the current model.keras
+    holds the recorded numbers, and the training finished."""
+    run = RunDir(sweep_dir / record.run)
+    try:
+        return (training_state(run) == "finished" and run.has_current_bench()
+                and records.models_from_bench(run.bench_json) == record.models)
+    except TlxError:
+        return False
+
+
+def _finished_record(sweep_dir: Path, candidate: Candidate) -> Optional[CandidateRecord]:
+    """The candidate's done record when everything it names is still there and current."""
+    try:
+        record = _read_record(sweep_dir, candidate)
+    except TlxError:
+        return None  # a damaged record: the candidate is redone and the record replaced
+    if record is None or record.status != DONE or not _is_current(sweep_dir, record):
+        return None
+    return record if RunDir(sweep_dir / record.run).has_current_export() else None
+
+
+def _collected(sweep_dir: Path, candidate: Candidate, log: Log) -> CandidateRecord:
+    record = _read_record(sweep_dir, candidate)
+    if record is None:
+        return CandidateRecord(candidate.backbone, candidate.image_size, candidate.run, PENDING)
+    if record.status == DONE and not _is_current(sweep_dir, record):
+        log(f"{candidate.run}: its run folder no longer holds the measured model; counted as "
+            "pending (run the sweep again to redo it).")
+        return CandidateRecord(candidate.backbone, candidate.image_size, candidate.run, PENDING)
     return record
