@@ -38,7 +38,7 @@ def pareto_chart(record: SweepRecord, path: Path) -> Optional[Path]:
     ax.set_title("tlx sweep: accuracy against latency (marker area: file size)")
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     save_png(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -10,7 +10,10 @@ error (candidates/<run>.json) and the sweep goes on with the next.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -53,7 +56,12 @@ def run_sweep(config: SweepConfig, log: Log, progress: Optional[Progress] = None
         log(f"Shard {config.shard.index}/{config.shard.count}: {len(mine)} of {len(candidates)} candidates")
     done = []
     for number, (_, candidate) in enumerate(mine, 1):
-        record = _attempt(config, candidate, split, log, progress, callbacks)
+        # Keras prints downloads and the like on stdout, which belongs to --json's document.
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                record = _attempt(config, candidate, split, log, progress, callbacks)
+            finally:
+                _release_models()
         if record is not None:
             done.append(record)
             log(progress_line(f"[{number}/{len(mine)}]", record))
@@ -93,6 +101,13 @@ def _attempt(config: SweepConfig, candidate: Candidate, split: Split, log: Log,
     except BusyError:
         log(f"{candidate.run}: another process is working on it; skipped here.")
         return None
+
+
+def _release_models() -> None:
+    """Forget the finished candidate's Keras models and graphs: one process trains many."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
 
 
 def _error_text(exc: BaseException) -> str:
