@@ -225,6 +225,8 @@ def test_an_interrupted_candidate_resumes_from_its_last_epoch(data, tmp_path):
     (["--image-sizes", "32,32"], "more than once"),
     (["--image-sizes", "96,big"], "whole pixel sizes"),
     (["--strategy", "multi-worker"], "--shard I/N instead"),
+    (["--weights", "missing.weights.h5"], "no such file"),
+    (["--cache-features"], "--no-augment"),
 ])
 def test_bad_options_are_refused_before_any_work(data, tmp_path, extra, message):
     out = tmp_path / "sweep"

@@ -93,7 +93,7 @@ class SweepConfig:
                                    overwrite=True)
 
     def validate(self) -> None:
-        from tlx.trainer.backbones import get_backbone
+        from tlx.trainer.backbones import get_backbone, parse_weights
 
         if not self.backbones:
             raise TlxError("--backbones is empty: name at least one (`tlx backbones` lists them).")
@@ -113,6 +113,9 @@ class SweepConfig:
             raise TlxError("--strategy multi-worker trains one run on several machines; a sweep spreads "
                            "its candidates over machines with --shard I/N instead.")
         self.candidate_training(self.candidates()[0]).validate()
+        weights = parse_weights(self.training.weights)
+        if weights not in (None, "imagenet") and not Path(weights).is_file():
+            raise TlxError(f"--weights {weights}: no such file. Use imagenet, none or a weights file path.")
         if self.bench_runs < 1 or self.bench_warmup < 0:
             raise TlxError("--bench-runs must be 1 or more and --bench-warmup 0 or more.")
 
