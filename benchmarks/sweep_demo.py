@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--backbones", default="efficientnet_lite0,mobilenet_v2")
     parser.add_argument("--image-sizes", default="96,128,160")
     parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--result", type=Path, default=RESULT, help="the results file to write")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if not args.summarize_only:
@@ -92,8 +93,9 @@ def main() -> None:
         run(args.workdir, args.backbones, args.image_sizes)
         print(f"sweep finished in {time.time() - started:.0f} s")
     text = summarize(args.workdir)
-    notes = RESULT.read_text().split("\n## Notes", 1)[1] if RESULT.is_file() and "\n## Notes" in RESULT.read_text() else ""
-    RESULT.write_text(text + ("\n## Notes" + notes if notes else ""))
+    old = args.result.read_text() if args.result.is_file() else ""
+    notes = old.split("\n## Notes", 1)[1] if "\n## Notes" in old else ""
+    args.result.write_text(text + ("\n## Notes" + notes if notes else ""))
     print(text)
 
 

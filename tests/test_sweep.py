@@ -339,10 +339,13 @@ def test_the_front_is_exactly_the_undominated_models(points):
 
 # -- the schema of the sweep's files (hostile input) --------------------------------------
 
+def _containers(children):
+    return st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6),
-    max_leaves=30)
+    _containers, max_leaves=30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -409,3 +412,18 @@ def test_a_candidate_another_process_holds_is_skipped_not_redone(data, tmp_path)
     assert "another process is working on it; skipped here" in result.output
     assert summary["candidates"][0]["status"] == "pending" and not (out / "candidates").exists()
     assert list(held.iterdir()) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.sampled_from(["format", "candidates", "pareto", "recommended", "budgets", "data_dir", "date"]),
+       value=_json_values)
+def test_a_changed_sweep_json_is_parsed_or_refused(full_sweep, key, value):
+    obj = json.loads((full_sweep[0] / "sweep.json").read_text())
+    obj[key] = value
+    try:
+        record = records.parse_sweep(obj)
+    except records._Bad:
+        return
+    assert record.recommended is None or record.recommended in record.pareto
+    models = {f"{c.run}/{m.format}" for c in record.candidates for m in c.models}
+    assert set(record.pareto) <= models
