@@ -35,8 +35,8 @@ def run(workdir: Path, backbones: str, sizes: str) -> None:
     command = [sys.executable, "-m", "tlx", "sweep", str(data.data_dir), "--out", str(workdir / "sweep"),
                "--backbones", backbones, "--image-sizes", sizes, "--cache-dir", str(workdir / "cache"),
                *RECIPE]
-    (workdir / "command.txt").write_text(" ".join(command[2:]) + "\n")
-    (workdir / "load_before.txt").write_text(" ".join(map(str, os.getloadavg())) + "\n")
+    (workdir / "command.txt").write_text(" ".join(command[3:]) + "\n")
+    (workdir / "load_before.txt").write_text(", ".join(f"{x:.2f}" for x in os.getloadavg()) + "\n")
     with open(workdir / "sweep.err", "w") as err, open(workdir / "sweep.out", "w") as out:
         subprocess.run(["/usr/bin/time", "-v", *command], stdout=out, stderr=err, check=False,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
