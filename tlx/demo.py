@@ -50,28 +50,6 @@ def _fresh(path: Path, *inputs: Path) -> bool:
     return all(not p.exists() or p.stat().st_mtime <= path.stat().st_mtime for p in inputs)
 
 
-def _exported(run: RunDir) -> bool:
-    """export/ holds a finished export (export.json) whose every file comes from this model.keras."""
-    from tlx.errors import TlxError
-
-    try:
-        run.require_from_this_model(sorted(run.export.glob("*.tflite")))
-    except TlxError:
-        return False
-    return _fresh(run.export_json, run.model)
-
-
-def _benched(run: RunDir) -> bool:
-    from tlx import files
-    from tlx.errors import TlxError
-
-    try:
-        run.require_bench_of_this_model(files.read_json(run.bench_json))
-    except (TlxError, ValueError):
-        return False
-    return True
-
-
 def run_demo(config: DemoConfig, log: Log) -> Path:
     """Run (or finish) the demo and return the report's path."""
     from tlx.bench import report as bench_report
@@ -109,13 +87,13 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
 
     log("[3/5] Export: float32 and int8 TFLite")
     export_json = run.export_json
-    if _exported(run):
+    if run.has_current_export():
         log("      already exported: reusing it")
     else:
         export_run(ExportConfig(run_dir=run.root), log=log)
 
     log("[4/5] Benchmark: Keras vs float32 vs int8 on the held-out test images")
-    if _fresh(run.bench_json, export_json) and _benched(run):
+    if _fresh(run.bench_json, export_json) and run.has_current_bench():
         log("      already measured: reusing it")
     else:
         result = run_bench(BenchConfig(run_dir=run.root, threads=(1, 2)), log=lambda m: log(f"      {m}"))

@@ -7,6 +7,10 @@ class TlxError(Exception):
     exit_code = 1
 
 
+class BusyError(TlxError):
+    """Another process holds the lock of a folder this one would write (tlx.files.exclusive)."""
+
+
 class MissingDependencyError(TlxError):
     """An optional dependency (an install extra) is not installed."""
 

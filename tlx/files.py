@@ -90,7 +90,7 @@ def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (flock on the folder itself: no lock file to leave
     behind, and the kernel drops it when the process dies). A second holder is refused with a
     TlxError instead of waiting: two writers would delete each other's files."""
-    from tlx.errors import TlxError
+    from tlx.errors import BusyError
 
     try:
         import fcntl
@@ -102,7 +102,7 @@ def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TlxError(f"Another {what} is writing to {folder} right now. Wait for it to finish, "
+            raise BusyError(f"Another {what} is writing to {folder} right now. Wait for it to finish, "
                            "or choose another folder.") from None
         yield
     finally:

@@ -351,6 +351,26 @@ class RunDir:
                            f"current one (model hash {str(bench.get('model_sha256'))[:12]}, the run's is "
                            f"{model_sha[:12]}). Measure again with `tlx bench {self.root}`.")
 
+    def has_current_export(self) -> bool:
+        """export/ holds a finished export (export.json, newer than model.keras) whose every
+        .tflite was made from this model.keras with these labels."""
+        models = sorted(self.export.glob("*.tflite")) if self.export.is_dir() else []
+        if not models or not self.export_json.is_file() or not self.model.is_file():
+            return False
+        try:
+            self.require_from_this_model(models)
+        except TlxError:
+            return False
+        return self.export_json.stat().st_mtime >= self.model.stat().st_mtime
+
+    def has_current_bench(self) -> bool:
+        """bench/bench.json exists, parses, and was measured on this model.keras."""
+        try:
+            self.require_bench_of_this_model(files.read_json(self.bench_json))
+        except (OSError, TlxError, ValueError, AttributeError):
+            return False
+        return True
+
     def remove(self, names) -> list[str]:
         """Delete these files and folders of the run (e.g. DERIVED); returns the names removed."""
         import shutil

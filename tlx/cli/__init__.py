@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from tlx.cli import train_cmd  # noqa: F401  (the import order is the listing order)
+from tlx.cli import sweep_cmd  # noqa: F401
 from tlx.cli import export_cmd  # noqa: F401
 from tlx.cli import predict_cmd  # noqa: F401
 from tlx.cli import bench_cmd  # noqa: F401

@@ -27,7 +27,7 @@ import tlx
 from tlx import files
 from tlx.errors import MissingDependencyError, TlxError
 from tlx.progress import Log, Progress
-from tlx.run_dir import BENCH, DERIVED, EXPORT, LABELS, PLOTS, REPORT, RUN_FILES, RunDir
+from tlx.run_dir import BENCH, DERIVED, EXPORT, LABELS, PLOTS, REPORT, RUN_FILES, RunDir, Split
 from tlx.versions import installed as installed_versions
 from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
@@ -150,12 +150,14 @@ def prepare_out(out: Path, overwrite: bool) -> RunDir:
 
 
 def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
-          progress: Optional[Progress] = None) -> dict:
+          progress: Optional[Progress] = None, split: Optional[Split] = None) -> dict:
     """Run both phases and write the run dir. Returns the summary (see `summarize`).
 
     Every check of the input happens before training starts. `callbacks` are extra
     Keras callbacks added to both phases (tests use them to look inside). `progress`
-    shows decoding (a bar in the CLI; lines in `log` when None).
+    shows decoding (a bar in the CLI; lines in `log` when None). `split`: train on these
+    file lists instead of splitting the data folder (a sweep gives every candidate the same
+    split; its image size is replaced by the config's).
     """
     config.validate()
     if config.fine_tune_at is None:
@@ -176,12 +178,19 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
             f"its checkpoints to {run.root} (removed at the end).")
     else:
         run = prepare_out(config.out, config.overwrite)
-    images = data_mod.load_data(config.data_dir, image_size=config.image_size, seed=config.seed,
-                                validation_fraction=config.validation_fraction,
-                                test_fraction=config.test_fraction, test_dir=config.test_dir,
-                                max_pixels=config.max_pixels, cache_dir=config.cache_dir,
-                                workers=config.workers, log=log, progress=progress,
-                                preprocessing=config.preprocessing)
+    if split is None:
+        images = data_mod.load_data(config.data_dir, image_size=config.image_size, seed=config.seed,
+                                    validation_fraction=config.validation_fraction,
+                                    test_fraction=config.test_fraction, test_dir=config.test_dir,
+                                    max_pixels=config.max_pixels, cache_dir=config.cache_dir,
+                                    workers=config.workers, log=log, progress=progress,
+                                    preprocessing=config.preprocessing)
+    else:
+        size = (config.image_size, config.image_size)
+        images = data_mod.load_split_images(
+            _replace(split, image_size=size), data_mod.source_folders(config.data_dir, config.test_dir),
+            config.max_pixels, cache_dir=config.cache_dir, workers=config.workers, log=log,
+            progress=progress, preprocessing=config.preprocessing)
     split = images.split
 
     def write_run_files():
