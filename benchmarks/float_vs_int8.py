@@ -120,7 +120,7 @@ def run_dataset(setting: Setting, work: Path, fresh: bool, log) -> dict:
     from tlx.bench.bench import BenchConfig, run_bench
     from tlx.export.export import ExportConfig, export_run
     from tlx.run_dir import RunDir
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
     from tlx.trainer.train import train
 
     work.mkdir(parents=True, exist_ok=True)

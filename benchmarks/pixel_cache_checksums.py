@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tlx import machine  # noqa: E402
-from tlx.trainer import pixel_cache  # noqa: E402
+from tlx.pixels import cache as pixel_cache  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "pixel_cache_checksums.md"
 FOLDERS = {"320x240 JPEG": ((240, 320), "jpg"), "28x28 PNG": ((28, 28), "png")}

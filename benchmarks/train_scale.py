@@ -172,7 +172,7 @@ def decode_rates(data: Path, work: Path) -> dict:
     """Images/s with 1 and 2 decoding threads (interleaved, best of two), and the CPU
     seconds the process used per wall second: how many cores the threads really kept busy
     (on a loaded machine the rate ratio also depends on what the others run)."""
-    from tlx.trainer.pixel_cache import prepare
+    from tlx.pixels.cache import prepare
 
     paths = sorted(data.rglob("*.jpg"))
     rates, busy = {}, {}

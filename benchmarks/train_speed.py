@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tlx.trainer.backbones import BACKBONES
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
     from tlx.trainer.train import train
 
     backbone = args.backbone or ("efficientnet_lite0" if "efficientnet_lite0" in BACKBONES else "mobilenet_v2")

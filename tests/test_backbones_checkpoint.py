@@ -326,9 +326,11 @@ def test_damaged_cache_entry_is_rebuilt(monkeypatch, tmp_path, real_checkpoint):
 
 def test_cache_respects_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert efficientnet_lite.cache_dir() == tmp_path / "tlx"
+    from tlx.files import user_cache_dir
+
+    assert user_cache_dir() == tmp_path / "tlx"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert efficientnet_lite.cache_dir() == Path.home() / ".cache" / "tlx"
+    assert user_cache_dir() == Path.home() / ".cache" / "tlx"
 
 
 def test_fine_tune_at_is_computed_without_tensorflow():

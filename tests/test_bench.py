@@ -24,7 +24,7 @@ def exported_run(tmp_path_factory):
     """Three synthetic classes, the tiny test backbone, both phases, float32 + int8."""
     from tlx.export.export import ExportConfig, export_run
     from tlx.trainer import backbones
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
     from tlx.trainer.train import train
 
     root = tmp_path_factory.mktemp("bench")
@@ -212,7 +212,7 @@ def test_exports_of_another_model_are_refused(exported_run, tmp_path):
     """`tlx train --overwrite` replaced the model, then old files came back (an export killed
     between two renames leaves such a mix): bench names them instead of measuring them."""
     from tlx.trainer import backbones
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
     from tlx.trainer.train import train
 
     run = tmp_path / "run"

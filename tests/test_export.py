@@ -24,7 +24,7 @@ except ImportError:  # tests/ not a package
 from tlx import files
 from tlx.errors import TlxError
 from tlx.run_dir import RunConfig, RunDir, Split
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 
 SIZE = (32, 32)
 RUNNER = CliRunner()

@@ -22,7 +22,7 @@ from tests.test_fallback import SIZE
 from tests.test_fallback import _model as hostile_layers
 from tlx import files
 from tlx.run_dir import RunConfig, RunDir, Split
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 
 CLASSES = ("red", "green", "blue")
 RUNNER = CliRunner()

@@ -188,7 +188,7 @@ def test_an_interrupted_candidate_resumes_from_its_last_epoch(data, tmp_path):
     from tlx.sweep.plan import SweepConfig
     from tlx.sweep.run import run_sweep, training_state
     from tlx.run_dir import RunDir
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
 
     class StopAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -260,7 +260,7 @@ def test_repeated_pipeline_passes_are_fresh_shuffles_of_epoch_batches_each():
 
 def test_images_are_decoded_with_the_runs_preprocessing_version(tmp_path):
     from tlx.imaging import load_image
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
 
     data = tmp_path / "d"
     for name in ("a", "b"):

@@ -18,7 +18,7 @@ except ImportError:
     from trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 from tlx.errors import TlxError
-from tlx.trainer.config import Strategy
+from tlx.run_config import Strategy
 from tlx.trainer.distribute import cluster
 
 runner = CliRunner()

@@ -15,8 +15,8 @@ try:  # tests/ imported as a package, or as a folder on sys.path
 except ImportError:
     from conftest import make_image_folder
 from tlx.imaging import load_image
-from tlx.trainer import parallel_decode, pixel_cache
-from tlx.trainer.pixel_cache import INDEX, prepare
+from tlx.pixels import parallel_decode, pixel_cache
+from tlx.pixels.cache import INDEX, prepare
 
 
 @pytest.fixture
@@ -69,8 +69,8 @@ def test_worker_processes_give_the_pixels_and_failures_of_one_process(folder, tm
 INTERRUPTED = """
 import os, signal, sys
 from pathlib import Path
-from tlx.trainer import parallel_decode
-from tlx.trainer.pixel_cache import prepare
+from tlx.pixels import parallel_decode
+from tlx.pixels.cache import prepare
 ACTION = sys.argv[3]
 parallel_decode.PROCESS_MIN_IMAGES = 10**6 if ACTION == "ctrl-c-one-process" else 1
 parallel_decode.CHUNK = 2
@@ -220,8 +220,8 @@ FULL_DISK = """
 import sys
 from pathlib import Path
 from tlx.errors import TlxError
-from tlx.trainer import parallel_decode
-from tlx.trainer.pixel_cache import prepare
+from tlx.pixels import parallel_decode
+from tlx.pixels.cache import prepare
 parallel_decode.PROCESS_MIN_IMAGES = int(sys.argv[3])
 if sys.argv[4] == "no-fallocate":  # as on macOS: the blocks are reserved by writing zeros
     import os

@@ -16,7 +16,7 @@ except ImportError:
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 from tlx.trainer import backbones
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 from tlx.trainer.model import feature_model
 from tlx.trainer.train import resume, train
 

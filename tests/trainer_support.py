@@ -61,7 +61,7 @@ def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def tiny_config(data: Path, out: Path, **changes):
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
 
     options = dict(data_dir=data, out=out, backbone=TINY, weights="none", image_size=32,
                    phase1_epochs=1, phase2_epochs=1, batch_size=8)

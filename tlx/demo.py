@@ -56,7 +56,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     from tlx.bench.bench import BenchConfig, run_bench
     from tlx.export.export import ExportConfig, export_run
     from tlx.report import write_report
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
     from tlx.trainer.summary import format_summary
     from tlx.trainer.train import resume, train
 

@@ -107,3 +107,10 @@ def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def user_cache_dir() -> Path:
+    """tlx's user cache folder: $XDG_CACHE_HOME/tlx, default ~/.cache/tlx (converted
+    pretrained weights, the pixel cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tlx"

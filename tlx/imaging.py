@@ -41,7 +41,7 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 #: What each preprocessing version does to an image larger than the model's input. Add a
 #: version (never change one) whenever `load_image` would return different pixels for the same
-#: file: runs, models and the decoded-pixel caches (tlx.trainer.pixel_cache) are keyed by it.
+#: file: runs, models and the decoded-pixel caches (tlx.pixels.cache) are keyed by it.
 PREPROCESSING_VERSIONS = {
     1: "exact: full decode, one bilinear (antialiased) resize from the full size",
     2: "reduced: JPEG files decoded at 1/2, 1/4 or 1/8 scale (never below the input size), "

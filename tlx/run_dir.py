@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 from tlx import files
 from tlx.errors import TlxError
 from tlx.progress import Log
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 
 MODEL = "model.keras"
 LABELS = "labels.txt"
@@ -172,7 +172,7 @@ def _content_hashes(obj, located) -> dict[str, str]:
 class RunConfig:
     """config.json: how a run was trained."""
 
-    #: Every option of the run (tlx.trainer.config.TrainConfig), with defaults resolved.
+    #: Every option of the run (tlx.run_config.TrainConfig), with defaults resolved.
     options: TrainConfig
     #: An id written once when the run starts; exported files carry it (tlx.json).
     run_id: str

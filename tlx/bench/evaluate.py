@@ -13,7 +13,7 @@ import numpy as np
 
 from tlx.errors import TlxError
 from tlx.imaging import PREPROCESSING_VERSION
-from tlx.trainer.pixel_cache import LabelledImages, load_labelled
+from tlx.pixels.cache import LabelledImages, load_labelled
 
 
 def load_test_images(items, image_size: tuple[int, int],

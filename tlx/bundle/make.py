@@ -95,7 +95,7 @@ def stratified_subset(items, count: Optional[int], seed: int = 0) -> list[tuple[
 def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda message: None) -> BundleSummary:
     from tlx.bench.bench import exported_models, model_name
     from tlx.bench.evaluate import tensorflow_available
-    from tlx.trainer.pixel_cache import load_labelled
+    from tlx.pixels.cache import load_labelled
     from tlx.runtime.backends import installed_backends
 
     out = Path(config.out) if config.out is not None else default_out(config.run_dir)

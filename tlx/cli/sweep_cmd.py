@@ -107,7 +107,7 @@ def sweep(
 def _run(data_dir, out, backbones, image_sizes, shard, budgets, bench_runs, bench_warmup, training, log):
     from tlx.sweep.plan import Shard, SweepConfig
     from tlx.sweep.run import run_sweep
-    from tlx.trainer.config import TrainConfig
+    from tlx.run_config import TrainConfig
 
     if out is None:
         raise typer.BadParameter("Missing --out SWEEP_DIR: the folder that receives the candidates' "

@@ -11,7 +11,7 @@ import typer
 from tlx.cli.app import app
 from tlx.cli.common import print_json, progress_bar, user_errors
 from tlx.cli.train_options import MODEL_OPTIONS, TRAINING_OPTIONS, with_options
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 
 #: Decoding shows images per second.
 _decode_bar = functools.partial(progress_bar, unit="images")

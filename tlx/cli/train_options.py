@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from tlx.trainer.config import Strategy, TrainConfig
+from tlx.run_config import Strategy, TrainConfig
 
 _DEFAULTS = TrainConfig(data_dir=Path("."), out=Path("."))
 

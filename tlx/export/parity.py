@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tlx.imaging import PREPROCESSING_VERSION
-from tlx.trainer.pixel_cache import LabelledImages, load_labelled
+from tlx.pixels.cache import LabelledImages, load_labelled
 from tlx.progress import Advance
 
 

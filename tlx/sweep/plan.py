@@ -17,7 +17,7 @@ from tlx.progress import Log, Progress
 from tlx.run_dir import RunDir, Split, require_present
 from tlx.sweep import records
 from tlx.sweep.pareto import Budgets
-from tlx.trainer.config import Strategy, TrainConfig
+from tlx.run_config import Strategy, TrainConfig
 
 #: Largest --image-sizes value (a sweep trains many models; beyond this it is not an edge model).
 MAX_IMAGE_SIZE = 1024

@@ -7,7 +7,7 @@ Two folder layouts are read:
 
 Every image is decoded once with `tlx.imaging.load_image`, the preprocessing shared
 with the exporter and the runtime, in parallel, into the on-disk pixel cache
-(tlx.trainer.pixel_cache); a second run over the same folder reads it back. Decoding is
+(tlx.pixels.cache); a second run over the same folder reads it back. Decoding is
 also how unreadable files are found, so they are reported and left out before any split
 is made. Training reads batches of rows from the memory-mapped cache (tlx.trainer.pipeline):
 no copy of all pixels is ever held in memory. Splits are made from the
@@ -36,8 +36,8 @@ from tlx.errors import ImageError, TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, PREPROCESSING_VERSION, is_image_file
 from tlx.progress import Log, Progress
 from tlx.run_dir import Split, class_name_problem
-from tlx.trainer import pixel_cache
-from tlx.trainer.pixel_cache import PixelCache
+from tlx.pixels import cache as pixel_cache
+from tlx.pixels.cache import PixelCache
 
 
 #: Sub-folder names of the pre-split layout.

@@ -35,7 +35,7 @@ from typing import Optional
 from tlx.errors import TlxError
 from tlx.progress import Log
 from tlx.trainer import peer_wait
-from tlx.trainer.config import Strategy
+from tlx.run_config import Strategy
 from tlx.trainer.tf_config import Cluster, cluster  # noqa: F401  (cluster: the one TF_CONFIG parser)
 
 

@@ -32,7 +32,7 @@ from typing import Optional, Union
 import numpy as np
 
 from tlx.errors import TlxError
-from tlx.files import atomic_path, sha256_file
+from tlx.files import atomic_path, sha256_file, user_cache_dir
 from tlx.trainer.weights import (STATUS_CACHED, STATUS_MISSING, STATUS_OFFLINE, assign_weights,
                                  load_weights_file)
 
@@ -369,15 +369,9 @@ def checkpoint_path(variant: str = LITE0) -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/tlx, default ~/.cache/tlx."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tlx"
-
-
 def cache_path_for(checkpoint: Path, sha256: Optional[str] = None, variant: str = LITE0) -> Path:
     sha256 = sha256 or sha256_file(checkpoint)
-    return cache_dir() / f"{get_variant(variant).name}-{sha256[:16]}-{CACHE_FORMAT}.npz"
+    return user_cache_dir() / f"{get_variant(variant).name}-{sha256[:16]}-{CACHE_FORMAT}.npz"
 
 
 def convert_checkpoint(path: Path, sha256: Optional[str] = None,

@@ -1,7 +1,7 @@
 """Pixel rows -> tf.data: the batches training, evaluation and feature passes read.
 
 Only row numbers go through tf.data; each batch gathers its rows from the memory-mapped
-pixel cache (tlx.trainer.pixel_cache), so no copy of all pixels is ever held in memory.
+pixel cache (tlx.pixels.cache), so no copy of all pixels is ever held in memory.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tlx.run_dir import RunDir
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 
 
 def summarize(config: TrainConfig, split, history: dict, metrics: dict, seconds: float,

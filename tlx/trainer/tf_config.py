@@ -20,7 +20,7 @@ from typing import Mapping, Optional
 
 from tlx.errors import TlxError
 from tlx.text import printable
-from tlx.trainer.config import Strategy
+from tlx.run_config import Strategy
 
 TF_CONFIG = "TF_CONFIG"
 

@@ -34,7 +34,7 @@ from tlx.trainer import data as data_mod
 from tlx.trainer import distribute, pipeline
 from tlx.trainer.backbones import get_backbone, parse_weights
 from tlx.trainer.checkpoints import Checkpoint, Store, save_model
-from tlx.trainer.config import TrainConfig
+from tlx.run_config import TrainConfig
 from tlx.trainer.model import (BACKBONE, LOGITS, build_classifier, build_head, compile_phase1,
                               compile_phase2, copy_head, feature_model, unfreeze)
 from tlx.trainer.summary import summarize

@@ -7,7 +7,7 @@ on 2 cores (benchmarks/results/train_scale_64k.md). Worker processes open the sa
 file (a shared mapping of the page cache) and write their rows straight into it: no pixels
 travel between processes, only row numbers, paths and the reasons files could not be read.
 
-The workers are plain `python -m tlx.trainer.parallel_decode` processes fed chunks of work
+The workers are plain `python -m tlx.pixels.parallel_decode` processes fed chunks of work
 as JSON lines, not a multiprocessing pool: a pool's workers ("spawn"; "fork" is unsafe
 once TensorFlow's threads run) re-import the caller's main script, which fails in any
 script without an `if __name__ == "__main__":` guard. Starting them costs a few tenths of

@@ -3,7 +3,7 @@
 Every image goes through `tlx.imaging.load_image` (the preprocessing shared with export
 and the device) exactly once per (file, image size, preprocessing version): the pixels
 land in one memory-mapped .npy file, one row per file, beside a small index.json
-(tlx.trainer.cache_index) that records, for every file, its row, its stamp when it was
+(tlx.pixels.cache_index) that records, for every file, its row, its stamp when it was
 decoded (size, mtime, ctime, inode), the SHA-256 of its bytes and of its row (and, for
 files that could not be read, why). The next run over the same files stats them and reads
 the rows back instead of decoding; only new or changed files are decoded again.
@@ -12,7 +12,7 @@ Nothing here holds all pixels in memory: decoding writes each image straight int
 row of the memory-mapped file, and readers gather the rows they need (the kernel pages
 the file in and out, so a folder bigger than RAM still trains).
 
-Decoding runs on every core (tlx.trainer.parallel_decode): worker processes write their
+Decoding runs on every core (tlx.pixels.parallel_decode): worker processes write their
 rows straight into the file.
 
 Safety: the .npy's blocks are reserved before any row is written through the map (a full
@@ -43,9 +43,9 @@ from tlx import files
 from tlx.errors import TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple
 from tlx.progress import Advance, Log, Progress
-from tlx.trainer.cache_index import (CACHE_FORMAT, MAX_INDEX_BYTES, CacheError, CacheIndex, CachedFile,
+from tlx.pixels.cache_index import (CACHE_FORMAT, MAX_INDEX_BYTES, CacheError, CacheIndex, CachedFile,
                                     FileStamp, SkippedFile)
-from tlx.trainer.parallel_decode import decode_into, default_workers, row_digest
+from tlx.pixels.parallel_decode import decode_into, default_workers, row_digest
 
 INDEX = "index.json"
 #: Environment variable that moves the default cache folder (tests point it at a temp dir).
@@ -57,9 +57,7 @@ COPY_ROWS = 256
 def default_cache_dir() -> Path:
     """$TLX_PIXEL_CACHE_DIR, else pixels/ in tlx's user cache folder ($XDG_CACHE_HOME/tlx,
     default ~/.cache/tlx: the same folder as the converted Lite0 weights)."""
-    from tlx.trainer.efficientnet_lite import cache_dir
-
-    return Path(os.environ.get(CACHE_DIR_ENV) or cache_dir() / "pixels")
+    return Path(os.environ.get(CACHE_DIR_ENV) or files.user_cache_dir() / "pixels")
 
 
 @dataclass(frozen=True)

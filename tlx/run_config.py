@@ -76,7 +76,7 @@ class TrainConfig:
     #: Images with more pixels than this are skipped (decompression bombs).
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: Folder of the decoded-pixel cache; None: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels
-    #: (under $XDG_CACHE_HOME when set). See tlx.trainer.pixel_cache.
+    #: (under $XDG_CACHE_HOME when set). See tlx.pixels.cache.
     cache_dir: Optional[Path] = None
     #: Threads that decode images; None: one per core.
     workers: Optional[int] = None
