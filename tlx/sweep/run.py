@@ -150,11 +150,11 @@ def _candidate(config: SweepConfig, candidate: Candidate, run: RunDir, split: Sp
 def training_state(run: RunDir) -> str:
     """"finished" (model.keras, metrics, state.json says so), "interrupted" (a checkpoint to
     resume from) or "none" (train from the start)."""
-    from tlx.trainer.checkpoints import Store
+    from tlx.trainer.checkpoints import CheckpointStore
 
     if not run.state.is_file():
         return "none"
-    store = Store(run, log=lambda _: None)
+    store = CheckpointStore(run, log=lambda _: None)
     try:
         store.read()
     except TlxError:

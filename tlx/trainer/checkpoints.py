@@ -114,7 +114,7 @@ def hold_interrupts() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-class Store:
+class CheckpointStore:
     """The checkpoints of one run: save after an epoch, pick a usable one to resume from."""
 
     def __init__(self, run: RunDir, log: Log):

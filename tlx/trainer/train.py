@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -33,7 +34,7 @@ from tlx.versions import tensorflow as tensorflow_version
 from tlx.trainer import data as data_mod
 from tlx.trainer import distribute, pipeline
 from tlx.trainer.backbones import get_backbone, parse_weights
-from tlx.trainer.checkpoints import Checkpoint, Store, save_model
+from tlx.trainer.checkpoints import Checkpoint, CheckpointStore, save_model
 from tlx.run_config import TrainConfig
 from tlx.trainer.model import (BACKBONE, LOGITS, build_classifier, build_head, compile_phase1,
                               compile_phase2, copy_head, feature_model, unfreeze)
@@ -69,10 +70,11 @@ def _callbacks_base():
     return keras.callbacks.Callback
 
 
-class _Run:
-    """Mutable state of one run: history, checkpoints, logging."""
+class TrainingJob:
+    """The mutable state of one training (of the run folder `run`): history, epochs done,
+    phase, the checkpoint store it saves to, logging."""
 
-    def __init__(self, config: TrainConfig, run: RunDir, log: Log, store: Store,
+    def __init__(self, config: TrainConfig, run: RunDir, log: Log, store: CheckpointStore,
                  resumed: Optional[Checkpoint] = None):
         self.config = config
         self.run = run
@@ -84,6 +86,8 @@ class _Run:
         self.epochs_done: int = resumed.epochs_done if resumed else 0
         self.phase: int = resumed.phase if resumed else 1
         self.checkpoint_model: Optional[str] = resumed.kind if resumed else None
+        #: Resumed from a checkpoint of the whole classifier (not phase 1's head alone).
+        self.resumed_full = resumed is not None and resumed.kind == "full"
 
     def save_checkpoint(self, model, kind: str) -> None:
         self.store.save(model, kind, self.phase, self.epochs_done, self.history)
@@ -203,8 +207,8 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
     log(f"{len(split.classes)} classes ({', '.join(split.classes)}); {len(split.train)} train, "
         f"{len(split.validation)} validation, {len(split.test)} test images"
         + (f"; {len(split.skipped)} skipped" if split.skipped else ""))
-    return _worker_cleanup(place, run, lambda: _run(config, images, run, Store(run, log), log, callbacks,
-                                                    place, on_model_ready=write_run_files))
+    return _worker_cleanup(place, run, lambda: _run_job(
+        config, images, run, CheckpointStore(run, log), log, callbacks, place, on_model_ready=write_run_files))
 
 
 def _worker_cleanup(place: Optional[distribute.Cluster], run: RunDir, body: Callable[[], dict]) -> dict:
@@ -232,7 +236,7 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
         copy = Path(tempfile.mkdtemp(prefix=f"tlx-worker{place.index}-")) / "run"
         shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns(EXPORT, BENCH, REPORT, PLOTS))
         run = RunDir(copy)
-    store = Store(run, log)
+    store = CheckpointStore(run, log)
     store.read()
     if store.finished:
         raise TlxError(f"The run in {run.root} has finished; there is nothing to resume.")
@@ -242,8 +246,8 @@ def resume(run_dir: Path, log: Log = _stderr, callbacks: Sequence = (),
         preprocessing=config.preprocessing)
     if place is not None and not place.is_chief:
         return _worker_cleanup(place, RunDir(run.root.parent),
-                               lambda: _run(config, images, run, store, log, callbacks, place, resuming=True))
-    return _run(config, images, run, store, log, callbacks, place, resuming=True)
+                               lambda: _run_job(config, images, run, store, log, callbacks, place, resuming=True))
+    return _run_job(config, images, run, store, log, callbacks, place, resuming=True)
 
 
 def _replace(config: TrainConfig, **changes) -> TrainConfig:
@@ -252,19 +256,20 @@ def _replace(config: TrainConfig, **changes) -> TrainConfig:
     return dataclasses.replace(config, **changes)
 
 
-def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store,
-         log: Log, callbacks: Sequence, place: Optional[distribute.Cluster] = None,
-         on_model_ready: Callable[[], None] = lambda: None, resuming: bool = False) -> dict:
-    import keras
+@dataclass(frozen=True)
+class _Datasets:
+    """The three splits as distributed tf.data pipelines; the training set repeats (one
+    iterator for all epochs of a fit, make_dataset), so a fit needs its steps per epoch."""
 
-    started = time.perf_counter()
-    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
-    strategy = distribute.make_strategy(config.strategy, place, config.peer_timeout, log)
-    keras.utils.set_random_seed(config.seed)
-    split = images.split
-    num_classes = len(split.classes)
-    spec = get_backbone(config.backbone)
-    size = (config.image_size, config.image_size)
+    train: object
+    validation: object
+    test: object
+    train_steps: int
+
+
+def _datasets(config: TrainConfig, images: data_mod.Images, strategy,
+              place: Optional[distribute.Cluster]) -> _Datasets:
+    num_classes = len(images.split.classes)
 
     def dataset(name: str, shuffle: bool = False, repeat: bool = False):
         rows, labels = images.rows(name)
@@ -272,114 +277,173 @@ def _run(config: TrainConfig, images: data_mod.Images, run: RunDir, store: Store
             images.pixels, rows, labels, num_classes, config.batch_size, shuffle=shuffle, seed=config.seed,
             shard=shard, repeat=repeat))
 
-    # The training set repeats: one iterator for all epochs of a fit (make_dataset).
-    train_ds = dataset("train", shuffle=True, repeat=True)
-    train_steps = pipeline.epoch_batches(len(split.train), config.batch_size, place.workers if place else 1)
-    val_ds, test_ds = dataset("validation"), dataset("test")
+    return _Datasets(train=dataset("train", shuffle=True, repeat=True), validation=dataset("validation"),
+                     test=dataset("test"),
+                     train_steps=pipeline.epoch_batches(len(images.split.train), config.batch_size,
+                                                        place.workers if place else 1))
 
+
+def _run_job(config: TrainConfig, images: data_mod.Images, run: RunDir, store: CheckpointStore,
+             log: Log, callbacks: Sequence, place: Optional[distribute.Cluster] = None,
+             on_model_ready: Callable[[], None] = lambda: None, resuming: bool = False) -> dict:
+    """Both phases and the test, checkpointed each epoch, then the run's result files."""
+    import keras
+
+    started = time.perf_counter()
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = distribute.make_strategy(config.strategy, place, config.peer_timeout, log)
+    keras.utils.set_random_seed(config.seed)
+    data = _datasets(config, images, strategy, place)
     store.clean()
-    p1, total = config.phase1_epochs, config.total_epochs
-    job = None
     try:
         with strategy.scope():
             resumed, restored = store.restore() if resuming else (None, None)
-            job = _Run(config, run, log, store, resumed)
+            job = TrainingJob(config, run, log, store, resumed)
             if resumed:
                 log(f"Resuming {run.root} after epoch {resumed.epochs_done} (phase {resumed.phase}).")
-            resumed_full = resumed is not None and resumed.kind == "full"
-            if resumed_full:
-                model = restored
-            else:
-                model = build_classifier(spec, num_classes, size, parse_weights(config.weights),
-                                         augment=config.augment, dropout=config.dropout)
+            model = restored if job.resumed_full else build_classifier(
+                get_backbone(config.backbone), len(images.split.classes), (config.image_size,) * 2,
+                parse_weights(config.weights), augment=config.augment, dropout=config.dropout)
             distribute.patch_keras_for_multi_worker(model, strategy)
-            n_layers = len(model.get_layer(BACKBONE).layers)
-            if config.fine_tune_at > n_layers:
-                raise TlxError(f"--fine-tune-at {config.fine_tune_at} is past the last layer of "
-                               f"{config.backbone} ({n_layers} layers).")
+            n_layers = _backbone_layers(model, config)
             on_model_ready()
-
-            # Phase 1 ---------------------------------------------------------
-            if job.phase == 1 and not (resumed_full and job.epochs_done >= p1):
-                _banner(log, f"Phase 1: frozen {config.backbone}, Adam {config.learning_rate:g}, "
-                             f"{p1} epochs" + (", cached features" if config.cache_features else ""))
-                if config.cache_features:
-                    _phase1_cached(model, job, images, num_classes, strategy, callbacks,
-                                   restored if resumed is not None and resumed.kind == "head" else None)
-                else:
-                    if not resumed_full:
-                        compile_phase1(model, num_classes, config.learning_rate)
-                        _initial(job, model.evaluate(val_ds, verbose=0, return_dict=True))
-                    if job.epochs_done < p1:
-                        model.fit(train_ds, validation_data=val_ds, steps_per_epoch=train_steps,
-                                  initial_epoch=job.epochs_done, epochs=p1, verbose=0, shuffle=False,
-                                  callbacks=[job.callback(1, "full"), *callbacks])
-
-            # Phase 2 ---------------------------------------------------------
-            if config.phase2_epochs > 0 and job.epochs_done < total:
-                _banner(log, f"Phase 2: fine-tuning from layer {config.fine_tune_at} of {n_layers}, "
-                             f"RMSprop {config.learning_rate / 10:g}, epochs {p1 + 1}-{total}")
-                if job.phase < 2:
-                    unfreeze(model, config.fine_tune_at)
-                    compile_phase2(model, num_classes, config.learning_rate)
-                    job.epochs_done = max(job.epochs_done, p1)
-                    log(f"trainable weights: {len(model.trainable_weights)} tensors, "
-                        f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} values")
-                model.fit(train_ds, validation_data=val_ds, steps_per_epoch=train_steps,
-                          initial_epoch=job.epochs_done, epochs=total, verbose=0, shuffle=False,
-                          callbacks=[job.callback(2, "full"), *callbacks])
-            elif model.optimizer is None or not model.compiled:
-                compile_phase1(model, num_classes, config.learning_rate)
-
-            # Test -----------------------------------------------------------
-            _banner(log, "Test")
-            test = model.evaluate(test_ds, verbose=0, return_dict=True)
-            # Nine test images spread over the classes (the split lists them class by class).
-            test_rows, y_test = images.rows("test")
-            shown = np.sort(np.random.default_rng(config.seed).permutation(len(test_rows))[:9])
-            x_shown = np.asarray(images.pixels[test_rows[shown]])
-            # A plain call: predict() would gather outputs across workers under multi-worker.
-            logits = np.asarray(model(x_shown.astype(np.float32), training=False))
+            _phase1(job, model, data, images, strategy, callbacks,
+                    restored if resumed is not None and resumed.kind == "head" else None)
+            _phase2(job, model, data, len(images.split.classes), n_layers, callbacks)
+            tested = _test(model, data, images, config, log)
     except KeyboardInterrupt:
-        saved = store.latest
-        if saved is not None:
-            # What state.json says, not the epoch in progress: a save is never half done
-            # (checkpoints.hold_interrupts).
-            log(f"\nInterrupted. The last complete epoch ({saved.epochs_done}, phase {saved.phase}) is saved in "
-                f"{run.checkpoints}.\nContinue with:  tlx train --resume {run.root}")
-        else:
-            log("\nInterrupted before the first epoch finished; nothing to resume.")
+        _say_how_to_resume(store, run, log)
         raise
     except Exception as exc:
-        if not (distribute.is_multi_worker(strategy) and distribute.worker_lost(exc)):
-            raise
-        saved = store.latest
-        where = (f"The last complete epoch ({saved.epochs_done}, phase {saved.phase}) is saved in "
-                 f"{run.checkpoints}" if saved is not None else "No epoch had finished")
-        raise TlxError(f"Another worker of the cluster stopped ({distribute.first_line(exc)}). {where}. "
-                       f"Start `tlx train --resume {config.out}` on every machine to continue.") from None
+        if distribute.is_multi_worker(strategy) and distribute.worker_lost(exc):
+            _stop_for_a_lost_worker(exc, store, run, config)
+        raise
+    return _write_results(job, model, tested, images, run, store, started)
 
-    metrics = {"test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"]),
+
+def _backbone_layers(model, config: TrainConfig) -> int:
+    """The backbone's layer count, once --fine-tune-at is known to be inside it."""
+    n_layers = len(model.get_layer(BACKBONE).layers)
+    if config.fine_tune_at > n_layers:
+        raise TlxError(f"--fine-tune-at {config.fine_tune_at} is past the last layer of "
+                       f"{config.backbone} ({n_layers} layers).")
+    return n_layers
+
+
+def _phase1(job: "TrainingJob", model, data: _Datasets, images: data_mod.Images, strategy,
+            callbacks: Sequence, restored_head) -> None:
+    """The new head on the frozen backbone (skipped when a resumed run is past it)."""
+    config, log = job.config, job.log
+    p1 = config.phase1_epochs
+    if job.phase != 1 or (job.resumed_full and job.epochs_done >= p1):
+        return
+    _banner(log, f"Phase 1: frozen {config.backbone}, Adam {config.learning_rate:g}, "
+                 f"{p1} epochs" + (", cached features" if config.cache_features else ""))
+    num_classes = len(images.split.classes)
+    if config.cache_features:
+        _phase1_cached(model, job, images, num_classes, strategy, callbacks, restored_head)
+        return
+    if not job.resumed_full:
+        compile_phase1(model, num_classes, config.learning_rate)
+        _initial(job, model.evaluate(data.validation, verbose=0, return_dict=True))
+    if job.epochs_done < p1:
+        model.fit(data.train, validation_data=data.validation, steps_per_epoch=data.train_steps,
+                  initial_epoch=job.epochs_done, epochs=p1, verbose=0, shuffle=False,
+                  callbacks=[job.callback(1, "full"), *callbacks])
+
+
+def _phase2(job: "TrainingJob", model, data: _Datasets, num_classes: int, n_layers: int,
+            callbacks: Sequence) -> None:
+    """Fine-tuning from --fine-tune-at at a tenth of the rate (BatchNorm stays in inference
+    mode: the backbone was called with training=False when the classifier was built)."""
+    config, log = job.config, job.log
+    p1, total = config.phase1_epochs, config.total_epochs
+    if not (config.phase2_epochs > 0 and job.epochs_done < total):
+        if model.optimizer is None or not model.compiled:
+            compile_phase1(model, num_classes, config.learning_rate)
+        return
+    _banner(log, f"Phase 2: fine-tuning from layer {config.fine_tune_at} of {n_layers}, "
+                 f"RMSprop {config.learning_rate / 10:g}, epochs {p1 + 1}-{total}")
+    if job.phase < 2:
+        unfreeze(model, config.fine_tune_at)
+        compile_phase2(model, num_classes, config.learning_rate)
+        job.epochs_done = max(job.epochs_done, p1)
+        log(f"trainable weights: {len(model.trainable_weights)} tensors, "
+            f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} values")
+    model.fit(data.train, validation_data=data.validation, steps_per_epoch=data.train_steps,
+              initial_epoch=job.epochs_done, epochs=total, verbose=0, shuffle=False,
+              callbacks=[job.callback(2, "full"), *callbacks])
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """The test split's loss and accuracy, and nine test images with their logits for the plot."""
+
+    result: dict
+    shown: np.ndarray
+    pixels: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray
+
+
+def _test(model, data: _Datasets, images: data_mod.Images, config: TrainConfig, log: Log) -> _Tested:
+    _banner(log, "Test")
+    result = model.evaluate(data.test, verbose=0, return_dict=True)
+    # Nine test images spread over the classes (the split lists them class by class).
+    test_rows, y_test = images.rows("test")
+    shown = np.sort(np.random.default_rng(config.seed).permutation(len(test_rows))[:9])
+    pixels = np.asarray(images.pixels[test_rows[shown]])
+    # A plain call: predict() would gather outputs across workers under multi-worker.
+    logits = np.asarray(model(pixels.astype(np.float32), training=False))
+    return _Tested(result, shown, pixels, y_test[shown], logits)
+
+
+def _say_how_to_resume(store: CheckpointStore, run: RunDir, log: Log) -> None:
+    saved = store.latest
+    if saved is not None:
+        # What state.json says, not the epoch in progress: a save is never half done
+        # (checkpoints.hold_interrupts).
+        log(f"\nInterrupted. The last complete epoch ({saved.epochs_done}, phase {saved.phase}) is saved in "
+            f"{run.checkpoints}.\nContinue with:  tlx train --resume {run.root}")
+    else:
+        log("\nInterrupted before the first epoch finished; nothing to resume.")
+
+
+def _stop_for_a_lost_worker(exc: BaseException, store: CheckpointStore, run: RunDir,
+                            config: TrainConfig) -> None:
+    saved = store.latest
+    where = (f"The last complete epoch ({saved.epochs_done}, phase {saved.phase}) is saved in "
+             f"{run.checkpoints}" if saved is not None else "No epoch had finished")
+    raise TlxError(f"Another worker of the cluster stopped ({distribute.first_line(exc)}). {where}. "
+                   f"Start `tlx train --resume {config.out}` on every machine to continue.") from None
+
+
+def _write_results(job: "TrainingJob", model, tested: _Tested, images: data_mod.Images, run: RunDir,
+                   store: CheckpointStore, started: float) -> dict:
+    """model.keras, metrics, history and plots; then the run is marked finished."""
+    from tlx.trainer import plots
+
+    split = images.split
+    metrics = {"test_loss": float(tested.result["loss"]), "test_accuracy": float(tested.result["accuracy"]),
                "num_test": len(split.test)}
     save_model(model, run.model)
     files.write_json(run.metrics, metrics)
     files.write_json(run.history, job.history)
-    from tlx.trainer import plots
-
     plots.learning_curves(job.history, run.learning_curves)
-    predicted = (logits[:, 0] > 0).astype(int) if num_classes == 2 else np.argmax(logits, axis=1)
-    plots.predictions(x_shown, y_test[shown], predicted, split.classes, run.predictions)
-    summary = summarize(config, split, job.history, metrics, time.perf_counter() - started, run)
+    logits = tested.logits
+    predicted = (logits[:, 0] > 0).astype(int) if len(split.classes) == 2 else np.argmax(logits, axis=1)
+    plots.predictions(tested.pixels, tested.labels, predicted, split.classes, run.predictions)
+    summary = summarize(job.config, split, job.history, metrics, time.perf_counter() - started, run)
     store.mark_finished()
     return summary
 
 
-def _initial(job: _Run, result: dict) -> None:
+def _initial(job: "TrainingJob", result: dict) -> None:
     job.history["initial"] = {"loss": float(result["loss"]), "accuracy": float(result["accuracy"])}
     job.log(f"before training: loss0 {result['loss']:.4f}  accuracy0 {result['accuracy']:.4f}")
 
 
-def _phase1_cached(model, job: _Run, images: data_mod.Images, num_classes: int, strategy,
+def _phase1_cached(model, job: "TrainingJob", images: data_mod.Images, num_classes: int, strategy,
                    callbacks: Sequence, restored_head=None) -> None:
     """Phase 1 on pooled backbone features computed once; then the head's weights go
     into the full model. Exact because the frozen base runs in inference mode and no
