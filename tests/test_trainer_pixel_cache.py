@@ -15,7 +15,8 @@ try:  # tests/ imported as a package, or as a folder on sys.path
 except ImportError:
     from conftest import make_image_folder
 from tlx.imaging import load_image
-from tlx.pixels import parallel_decode, pixel_cache
+from tlx.pixels import cache as pixel_cache
+from tlx.pixels import parallel_decode
 from tlx.pixels.cache import INDEX, prepare
 
 
