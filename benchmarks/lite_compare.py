@@ -98,13 +98,13 @@ def _row(record: dict, latency: dict) -> str:
     name = record["setting"].backbone
     keras, f32, i8 = (result.model(name) for name in ("keras", "float32", "int8"))
     drop, low, high = paired_drop(record["truth"], keras.predicted, i8.predicted)
+    drop += 0.0  # no "-0.00"
     interval = "" if low != low else f" [{low:+.2f}, {high:+.2f}]"  # NaN: no image changed
     acc = keras.accuracy
-    t = record["timings"]
     return (f"| {record['setting'].backbone} | {100 * acc.value:.2f} [{100 * acc.low:.2f}, {100 * acc.high:.2f}] "
             f"| {100 * i8.accuracy.value:.2f} | {drop:+.2f}{interval} | {latency[(name, 'float32')]:.2f} "
             f"| {latency[(name, 'int8')]:.2f} | {latency[(name, 'int8')] / latency[(name, 'float32')]:.2f} "
-            f"| {_mb(f32.size_bytes)} | {_mb(i8.size_bytes)} | {t.get('train_s', 0):.0f} s |")
+            f"| {_mb(f32.size_bytes)} | {_mb(i8.size_bytes)} |")
 
 
 def _verdict(records: dict[str, dict]) -> str:
@@ -122,7 +122,7 @@ def _verdict(records: dict[str, dict]) -> str:
             continue
         # paired_drop(reference, other) = reference minus other: Lite0 minus the bigger model.
         d, low, high = paired_drop(base["truth"], base["result"].model("keras").predicted, other.predicted)
-        gain, g_low, g_high = -d, -high, -low
+        gain, g_low, g_high = -d + 0.0, -high + 0.0, -low + 0.0  # + 0.0: no "-0.00"
         if g_low > 0:
             word = "beats Lite0"
         elif g_high < 0:
@@ -164,11 +164,11 @@ def section(dataset: str, records: dict[str, dict], command: str) -> str:
         f"- Latency: one `Classifier.run` on one test image, ai-edge-litert, 1 thread; all {2 * len(records)} "
         f"models interleaved: {ROUNDS} rounds of {RUNS_PER_ROUND} runs each, the order rotating, the median "
         "of the round medians. On a machine shared with other work: compare the rows, not with other "
-        "records; train times are as loaded as the latencies",
+        "records. Training times are not given: the runs met load averages from 1 to 15",
         "",
         "| backbone | Keras top-1 % [Wilson 95%] | int8 top-1 % | int8 drop, pts [paired 95%] "
-        "| float32 ms | int8 ms | int8/float32 | float32 size | int8 size | train time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| float32 ms | int8 ms | int8/float32 | float32 size | int8 size |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(records[name], latency) for name in BACKBONES if name in records),
         "",
         _verdict(records),

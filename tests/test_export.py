@@ -47,7 +47,7 @@ def tiny_backbone(unsupported_op: bool = False):
         x = keras.layers.BatchNormalization()(x)
         return keras.Model(inputs, keras.layers.Conv2D(16, 3, activation="relu")(x))
 
-    return BackboneSpec("tiny", build, MINUS_ONE_TO_ONE, SIZE[0], 0, "none", lambda: "offline")
+    return BackboneSpec(build, MINUS_ONE_TO_ONE, SIZE[0], 0, "none", lambda: "offline")
 
 
 def make_run_dir(root: Path, classes: tuple[str, ...], per_class: int = 15, seed: int = 0,

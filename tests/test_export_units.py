@@ -185,7 +185,7 @@ def test_inference_model_drops_augmentation_and_dropout_and_is_deterministic():
         inputs = keras.Input(shape)
         return keras.Model(inputs, keras.layers.Conv2D(8, 3)(inputs))
 
-    spec = BackboneSpec("tiny", tiny_base, Normalization(1 / 127.5, -1.0), 16, 0, "", lambda: "offline")
+    spec = BackboneSpec(tiny_base, Normalization(1 / 127.5, -1.0), 16, 0, "", lambda: "offline")
     trained = build_classifier(spec, 2, (16, 16), weights=None, dropout=0.5)
     model = build_inference_model(trained, 2)
     names = [layer.name for layer in model.layers]

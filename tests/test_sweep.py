@@ -31,7 +31,7 @@ def _build_broken(input_shape, weights):
 
 
 BROKEN_SPEC = backbones.BackboneSpec(
-    name=BROKEN, build=_build_broken, normalization=TINY_SPEC.normalization, default_image_size=32,
+    build=_build_broken, normalization=TINY_SPEC.normalization, default_image_size=32,
     default_fine_tune_at=1, weights_source="none (test only)", weights_status=lambda: "offline")
 
 #: The training options of every test sweep: tiny, 1 + 1 epochs.

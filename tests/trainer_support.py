@@ -40,7 +40,7 @@ def _build_tiny(input_shape, weights):
 
 
 TINY_SPEC = BackboneSpec(
-    name=TINY, build=_build_tiny, normalization=MINUS_ONE_TO_ONE, default_image_size=32,
+    build=_build_tiny, normalization=MINUS_ONE_TO_ONE, default_image_size=32,
     # input + conv0/bn0/relu0 frozen in phase 2; conv1 on trains.
     default_fine_tune_at=4, weights_source="none (test only)", weights_status=lambda: "offline",
     description="3 conv/BN/ReLU blocks for fast tests",

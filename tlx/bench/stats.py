@@ -37,7 +37,9 @@ def wilson(successes: int, n: int, z: float = Z95) -> Proportion:
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return Proportion(successes, n, max(0.0, centre - half), min(1.0, centre + half))
+    # The interval contains p exactly: at p = 0 or 1 rounding would otherwise leave an end a
+    # hair on the wrong side (0.9999999999999999 for 42/42), and error bars below zero.
+    return Proportion(successes, n, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ def backbone_rows() -> list[dict]:
     from tlx.trainer.backbones import BACKBONES
 
     rows = []
-    for spec in BACKBONES.values():
+    for name, spec in BACKBONES.items():
         norm = spec.normalization
         rows.append({
-            "name": spec.name,
+            "name": name,
             "default_image_size": spec.default_image_size,
             "default_fine_tune_at": spec.default_fine_tune_at,
             "normalization": {"scale": norm.scale, "offset": norm.offset,

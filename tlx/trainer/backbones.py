@@ -45,10 +45,8 @@ LITE_NORMALIZATION = Normalization(scale=1 / 128, offset=-127 / 128)
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One entry of the registry."""
+    """One entry of the registry (its key, the value of `--backbone`, is its name)."""
 
-    #: Registry key, the value of `--backbone`.
-    name: str
     #: Builds the feature extractor: (input_shape HxWx3, weights) -> keras.Model.
     #: `weights` is "imagenet", None (random init) or a file path.
     build: Callable[[tuple[int, int, int], Optional[str]], object]
@@ -122,7 +120,6 @@ def _lite_spec(variant: str, description: str) -> BackboneSpec:
     block that starts the last round(blocks / 3) blocks, the rule of the entries above."""
     v = efficientnet_lite.VARIANTS[variant]
     return BackboneSpec(
-        name=variant,
         build=_lite_builder(variant),
         normalization=LITE_NORMALIZATION,
         default_image_size=v.image_size,
@@ -136,7 +133,6 @@ def _lite_spec(variant: str, description: str) -> BackboneSpec:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
-        name="mobilenet_v2",
         build=_keras_application("MobileNetV2"),
         normalization=MINUS_ONE_TO_ONE,
         default_image_size=160,
@@ -152,7 +148,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         description="MobileNetV2 1.0 (keras.applications), the tutorial's backbone",
     ),
     "mobilenet_v3_small": BackboneSpec(
-        name="mobilenet_v3_small",
         # include_preprocessing=False: the classifier's Rescaling layer maps to [-1, 1].
         build=_keras_application("MobileNetV3Small", include_preprocessing=False, minimalistic=False),
         normalization=MINUS_ONE_TO_ONE,
@@ -166,7 +161,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         description="MobileNetV3-Small 1.0 (keras.applications): hard-swish, squeeze-excite",
     ),
     "mobilenet_v3_large": BackboneSpec(
-        name="mobilenet_v3_large",
         build=_keras_application("MobileNetV3Large", include_preprocessing=False, minimalistic=False),
         normalization=MINUS_ONE_TO_ONE,
         default_image_size=224,

@@ -61,7 +61,7 @@ def build_classifier(backbone: BackboneSpec, num_classes: int, image_size: tuple
     x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
     x = keras.layers.Dropout(dropout, name=DROPOUT)(x)
     outputs = keras.layers.Dense(num_outputs(num_classes), name=LOGITS)(x)
-    return keras.Model(inputs, outputs, name=f"tlx_{backbone.name}")
+    return keras.Model(inputs, outputs, name="tlx_classifier")
 
 
 # -- the model in its two training phases ------------------------------------------
