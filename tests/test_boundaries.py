@@ -20,7 +20,7 @@ HEAVY = ("tensorflow", "keras", "torch", "matplotlib")
 #: What runs on a Raspberry Pi without TensorFlow, or at `tlx` start-up.
 LIGHT_MODULES = (
     "tlx", "tlx.cli", "tlx.errors", "tlx.files", "tlx.text", "tlx.progress", "tlx.imaging",
-    "tlx.machine", "tlx.run_dir", "tlx.run_config", "tlx.pixels.cache", "tlx.inspect", "tlx.metadata_schema", "tlx.drop",
+    "tlx.machine", "tlx.run_dir", "tlx.run_config", "tlx.pixels.cache", "tlx.inspect", "tlx.metadata_codec", "tlx.drop",
     "tlx.export.formats", "tlx.bench.stats", "tlx.bundle.archive", "tlx.bundle.device",
     "tlx.bundle.compare",
     *(f"tlx.runtime.{m.name}" for m in pkgutil.iter_modules(tlx.runtime.__path__)),

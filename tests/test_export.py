@@ -305,7 +305,7 @@ def test_export_json_contents(run2, export2):
 
 def test_metadata_readable_from_the_file_alone(run2, export2):
     from tlx.runtime import Classifier
-    from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
+    from tlx.runtime.associated_files import read_labels, read_tlx_metadata
 
     for name in ("float32", "int8"):
         content = (run2 / "export" / f"model_{name}.tflite").read_bytes()
@@ -493,7 +493,7 @@ def test_interrupted_write_leaves_no_file(tiny_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert_mod, "saved_model", fake_saved_model)
     monkeypatch.setattr(convert_mod, "convert", lambda *a, **k: b"TFL3" * 1000)
-    monkeypatch.setattr("tlx.export.metadata.with_metadata", lambda content, **kw: content)
+    monkeypatch.setattr("tlx.export.metadata_writer.with_metadata", lambda content, **kw: content)
     monkeypatch.setattr(Path, "write_bytes", half_write)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):

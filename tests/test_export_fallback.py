@@ -162,7 +162,7 @@ def test_fallback_auto_restores_the_hostile_model(hostile_run, tmp_path):
 
     # The file written is the repaired one: the conv and its reader in float, uint8 I/O.
     from tlx.inspect import inspect_bytes
-    from tlx.runtime.model_metadata import read_tlx_metadata
+    from tlx.runtime.associated_files import read_tlx_metadata
 
     int8 = (out / "model_int8.tflite").read_bytes()
     assert inspect_bytes(int8).float_ops == chosen["float_ops"] == 2

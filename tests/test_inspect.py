@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tests.tflite_support import convert_float_and_int8
 from tlx.cli import app
-from tlx.export.metadata import with_metadata
+from tlx.export.metadata_writer import with_metadata
 from tlx.inspect import inspect_bytes, inspect_model
 from tlx.runtime.flatbuffer import TENSOR_ITEM_SIZES, builtin_operator_name
 from tlx.runtime.validate import ModelError

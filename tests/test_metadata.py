@@ -23,10 +23,10 @@ import pytest
 
 from tests.conftest import synthetic_image
 from tests.tflite_support import convert_float_and_int8
-from tlx.export.metadata import with_metadata
-from tlx.metadata_schema import METADATA_FIELD_NAME, decode, encode, metadata_buffer, \
+from tlx.export.metadata_writer import with_metadata
+from tlx.metadata_codec import METADATA_FIELD_NAME, decode, encode, metadata_buffer, \
     read_model_metadata
-from tlx.runtime.model_metadata import associated_files, read_labels, read_tlx_metadata
+from tlx.runtime.associated_files import associated_files, read_labels, read_tlx_metadata
 
 LABELS = ["red", "green", "blue"]
 SIZE = 32

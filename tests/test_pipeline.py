@@ -11,7 +11,7 @@ from tests.conftest import make_image_folder
 from tests.trainer_support import tiny_args, tiny_backbone  # noqa: F401  (fixture)
 from tlx.cli import app
 from tlx.run_dir import RunDir
-from tlx.runtime.model_metadata import read_tlx_metadata
+from tlx.runtime.associated_files import read_tlx_metadata
 
 runner = CliRunner()
 

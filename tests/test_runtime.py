@@ -110,8 +110,8 @@ def test_classify_files_reports_errors_per_file(models, photos, tmp_path):
     assert by_name["red.jpg"].predictions[0].label == "red"
     for bad in ("broken.jpg", "empty.png", "missing.jpg"):
         assert not by_name[bad].ok and isinstance(by_name[bad].error, ImageError)
-        assert by_name[bad].to_dict()["error"]
-    json.dumps([r.to_dict() for r in results])
+        assert by_name[bad].to_json()["error"]
+    json.dumps([r.to_json() for r in results])
 
 
 # --- preprocessing parity ---------------------------------------------------------------

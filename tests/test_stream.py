@@ -299,7 +299,7 @@ def test_cli_json_lines_one_object_per_frame(models, video, clf):
         assert record["source"] == str(video) and record["frame"] == i
         assert record["time"] == pytest.approx(i / FPS)
         assert set(record["ms"]) == set(STAGES) and all(v >= 0 for v in record["ms"].values())
-        assert record["predictions"] == [p.to_dict() for p in clf.classify(frame, top_k=2)]
+        assert record["predictions"] == [p.to_json() for p in clf.classify(frame, top_k=2)]
     assert f"{len(frames)} frame(s) classified" in result.stderr
     for stage in STAGES:
         assert stage in result.stderr
@@ -366,7 +366,7 @@ def test_cli_camera_with_an_injected_source(models, photos, clf, monkeypatch):
     records = json_lines(result.stdout)
     assert [record["frame"] for record in records] == list(range(len(photos)))
     for record in records:
-        assert record["predictions"] == [p.to_dict() for p in
+        assert record["predictions"] == [p.to_json() for p in
                                          clf.classify(photos[record["frame"]], top_k=3)]
     assert "Reading camera 1 (live" in result.stderr
 
@@ -572,7 +572,7 @@ def test_cli_url_stream_and_its_end(models, photos, clf):
         records = json_lines(result.stdout)
         assert records and records[-1]["frame"] == len(photos) - 1
         for record in records:
-            assert record["predictions"] == [p.to_dict() for p in
+            assert record["predictions"] == [p.to_json() for p in
                                              clf.classify(camera.frame(record["frame"]), top_k=3)]
         assert "Traceback" not in result.output
     finally:

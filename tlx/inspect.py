@@ -8,7 +8,7 @@ tlx's own tlx.json, and sizes.
 The FlatBuffer is read with tlx.runtime.flatbuffer, the bounds-checked reader that also
 guards the interpreter, after tlx.runtime.validate has checked the whole file, so a corrupt
 file is a clear ModelError, never a crash. Operator names come from the generated schema
-module (tlx.runtime.schema_tflite); the standard metadata is decoded by tlx.metadata_schema.
+module (tlx.runtime.tflite_tables); the standard metadata is decoded by tlx.metadata_codec.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from tlx.runtime import flatbuffer
-from tlx.runtime.model_metadata import associated_files, read_labels, read_tlx_metadata
+from tlx.runtime.associated_files import associated_files, read_labels, read_tlx_metadata
 from tlx.runtime.validate import ModelError, TensorInfo, validate_model
 from tlx.text import printable
 
@@ -47,7 +47,7 @@ class OpCount:
 
 @dataclass(frozen=True)
 class ModelReport:
-    """Everything `tlx inspect` shows; `to_dict` is its --json form."""
+    """Everything `tlx inspect` shows; `to_json` is its --json form."""
 
     path: str
     #: File size in bytes (FlatBuffer plus any appended associated-files zip).
@@ -71,7 +71,7 @@ class ModelReport:
     labels: list[str] | None
     #: Input normalization from the standard metadata: {"mean": [...], "std": [...]}.
     normalization: dict | None
-    #: The decoded TFLITE_METADATA (dict form of tlx.metadata_schema), or None.
+    #: The decoded TFLITE_METADATA (dict form of tlx.metadata_codec), or None.
     metadata: dict | None
     #: tlx's own tlx.json, or None.
     tlx: dict | None
@@ -89,7 +89,7 @@ class ModelReport:
         return sum(n for op in self.ops if op.op not in ("QUANTIZE", "DEQUANTIZE")
                    for d, n in op.dtypes.items() if d == "float32")
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         out = asdict(self)
         out["quantized"] = self.quantized
         out["float_ops"] = self.float_ops
@@ -120,7 +120,7 @@ def inspect_bytes(data: bytes, source: str = "<model>") -> ModelReport:
 
     metadata = None
     try:
-        from tlx.metadata_schema import read_model_metadata
+        from tlx.metadata_codec import read_model_metadata
 
         metadata = read_model_metadata(data)
     except Exception as exc:  # a damaged metadata buffer must not hide the rest

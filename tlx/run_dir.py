@@ -318,7 +318,7 @@ class RunDir:
 
         A run folder describes one model: an export from a replaced model, or one left half
         replaced by a killed export, must not be measured or reported against the new one."""
-        from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
+        from tlx.runtime.associated_files import read_labels, read_tlx_metadata
 
         model_sha = model_sha if model_sha is not None else self.model_sha256()
         labels = labels if labels is not None else self.read_labels()

@@ -245,7 +245,7 @@ def check_model(bundle: Bundle, entry: ModelEntry, content: bytes) -> None:
     interpreter), its tlx.json (format, labels, model hash, preprocessing), its input size and
     output quantization. A model swapped for another with the hashes recomputed fails here."""
     from tlx.imaging import version_of
-    from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
+    from tlx.runtime.associated_files import read_labels, read_tlx_metadata
     from tlx.runtime.validate import check_image_classifier, validate_model
 
     manifest, source = bundle.manifest, f"{bundle.path}:{entry.file}"

@@ -25,6 +25,6 @@ def inspect(
 
         report = inspect_model(model)
         if as_json:
-            print_json(report.to_dict())
+            print_json(report.to_json())
         else:
             typer.echo(format_report(report))

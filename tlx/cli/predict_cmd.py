@@ -125,7 +125,7 @@ def predict(
             if not result.ok:
                 failed += 1
             if as_json:
-                results.append(result.to_dict())
+                results.append(result.to_json())
             else:
                 _print_table(result)
         if as_json:

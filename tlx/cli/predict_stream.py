@@ -152,7 +152,7 @@ def _classify(stream: FrameStream, video, name: str, status: _Status, *, as_json
             if video is not None:
                 video.write(result)
             if as_json:
-                record = {"source": name, **result.to_dict()}
+                record = {"source": name, **result.to_json()}
                 sys.stdout.write(json.dumps(record) + "\n")
             else:
                 status.clear()

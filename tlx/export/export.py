@@ -253,7 +253,7 @@ def _convert_all(config: ExportConfig, specs: dict[str, FormatSpec], inputs: _Ru
     """Every requested format as .tflite bytes with metadata, in memory, and what --fallback
     auto did (None without it)."""
     from tlx.export.convert import convert, layer_names, saved_model
-    from tlx.export.metadata import with_metadata
+    from tlx.export.metadata_writer import with_metadata
 
     # Convert everything before writing anything: a converter failure leaves an earlier
     # export in out_dir untouched and consistent with its export.json.

@@ -44,7 +44,7 @@ class Prediction:
         """The label, or the index as text when the model has no labels."""
         return self.label if self.label is not None else str(self.index)
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {"index": self.index, "label": self.label, "score": self.score}
 
 
@@ -60,11 +60,11 @@ class FileResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         if self.error is not None:
             reason = getattr(self.error, "reason", None) or str(self.error)
             return {"path": self.path, "error": reason}
-        return {"path": self.path, "predictions": [p.to_dict() for p in self.predictions]}
+        return {"path": self.path, "predictions": [p.to_json() for p in self.predictions]}
 
 
 class Classifier:
@@ -107,7 +107,7 @@ class Classifier:
         self._to_input = _input_converter(self.input_dtype, self.input_quantization, self.source)
         self.num_classes = int(np.prod(self._output["shape"]))
 
-        from tlx.runtime.model_metadata import read_labels, read_tlx_metadata
+        from tlx.runtime.associated_files import read_labels, read_tlx_metadata
         try:
             #: The exporter's tlx.json (dict), or None for a model without tlx metadata.
             self.metadata = read_tlx_metadata(model)

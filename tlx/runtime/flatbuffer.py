@@ -3,12 +3,12 @@
 TFLite interpreters trust the FlatBuffer they are given, so every offset this reader
 follows is checked against the data first; anything wrong raises `Corrupt` (validate turns
 it into a ModelError). Fields are addressed by their schema name; slot numbers, scalar
-types, defaults and enum values come from the generated modules `schema_tflite` (the TFLite
-model) and `schema_metadata` (TFLite Metadata), never from literals here.
+types, defaults and enum values come from the generated modules `tflite_tables` (the TFLite
+model) and `metadata_tables` (TFLite Metadata), never from literals here.
 
 It needs neither TensorFlow nor the `flatbuffers` package: it runs on the Raspberry Pi next
 to tflite-runtime. Used by tlx.runtime.validate (before an interpreter sees a model),
-tlx.inspect and tlx.metadata_schema.
+tlx.inspect and tlx.metadata_codec.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
-from tlx.runtime import schema_tflite
+from tlx.runtime import tflite_tables
 
 #: struct formats of the schemas' scalar kinds.
 SCALAR_FORMATS = {"Int8": "<b", "Uint8": "<B", "Bool": "<?", "Int16": "<h", "Uint16": "<H",
@@ -37,9 +37,9 @@ def _by_value(enum: dict[str, int]) -> dict[int, str]:
     return {value: name for name, value in enum.items()}
 
 
-_TENSOR_TYPES = _by_value(schema_tflite.ENUMS["TensorType"])
-_OPERATORS = _by_value(schema_tflite.ENUMS["BuiltinOperator"])
-_CUSTOM = schema_tflite.ENUMS["BuiltinOperator"]["CUSTOM"]
+_TENSOR_TYPES = _by_value(tflite_tables.ENUMS["TensorType"])
+_OPERATORS = _by_value(tflite_tables.ENUMS["BuiltinOperator"])
+_CUSTOM = tflite_tables.ENUMS["BuiltinOperator"]["CUSTOM"]
 #: Model-level metadata entry that holds the standard TFLite Metadata.
 METADATA_NAME = "TFLITE_METADATA"
 
@@ -70,7 +70,7 @@ class Reader:
             raise Corrupt(f"{what}: offset points past the end of the file")
         return target
 
-    def root(self, schema: dict = schema_tflite.FIELDS, table: str = "Model") -> "Table":
+    def root(self, schema: dict = tflite_tables.FIELDS, table: str = "Model") -> "Table":
         """The root table of the buffer, read as `schema[table]`."""
         return self.table(self.deref(0, "root offset"), schema, table, table[0].lower() + table[1:])
 
@@ -108,7 +108,7 @@ class Reader:
 
 
 class Table:
-    """One table of a known schema type; fields by name (see schema_tflite.FIELDS)."""
+    """One table of a known schema type; fields by name (see tflite_tables.FIELDS)."""
 
     def __init__(self, reader: Reader, pos, vtable, vt_size, table_size, schema: dict, name: str,
                  what: str):
@@ -263,7 +263,7 @@ def buffer_bytes(buffer: Table) -> bytes:
 def model_root(data: bytes) -> Table:
     """The Model table of TFLite FlatBuffer bytes; Corrupt if the identifier is missing."""
     data = bytes(data)
-    if len(data) < 8 or data[4:8] != schema_tflite.FILE_IDENTIFIER:
+    if len(data) < 8 or data[4:8] != tflite_tables.FILE_IDENTIFIER:
         raise Corrupt("not a TFLite model (file identifier is not 'TFL3')")
     return Reader(data).root()
 

@@ -81,9 +81,9 @@ class FrameResult:
     #: The RGB frame (HxWx3 uint8) as the source gave it, or None.
     frame: np.ndarray | None = None
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {"frame": self.index, "time": round(self.time, 4),
-                "predictions": [p.to_dict() for p in self.predictions],
+                "predictions": [p.to_json() for p in self.predictions],
                 "ms": {"capture": round(self.capture_ms, 3), "preprocess": round(self.preprocess_ms, 3),
                        "invoke": round(self.invoke_ms, 3)},
                 "fps": round(self.fps, 2), "dropped": self.dropped}

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 
 from tlx.errors import TlxError
-from tlx.runtime import schema_tflite
+from tlx.runtime import tflite_tables
 from tlx.runtime.flatbuffer import Corrupt, Reader, Table, buffer_size, operator_code, tensor_type
 
 #: Anything smaller cannot hold a root offset, the identifier and a root table.
@@ -31,8 +31,8 @@ MAX_TENSOR_BYTES = 1 << 31
 #: BuiltinOptions members whose vector kernels read (ReshapeOptions.newShape,
 #: SqueezeOptions.squeezeDims): {union type value: (member table, vector field)}.
 _OPTIONS_WITH_INT_VECTOR = {
-    schema_tflite.ENUMS["BuiltinOptions"]["ReshapeOptions"]: ("ReshapeOptions", "newShape"),
-    schema_tflite.ENUMS["BuiltinOptions"]["SqueezeOptions"]: ("SqueezeOptions", "squeezeDims"),
+    tflite_tables.ENUMS["BuiltinOptions"]["ReshapeOptions"]: ("ReshapeOptions", "newShape"),
+    tflite_tables.ENUMS["BuiltinOptions"]["SqueezeOptions"]: ("SqueezeOptions", "squeezeDims"),
 }
 #: Builtin operator codes are far below this (schema.fbs has about 210).
 _MAX_BUILTIN_CODE = 1024
@@ -85,7 +85,7 @@ def validate_model(data: bytes, source="<model>") -> ModelInfo:
         raise ModelError(source, "the file is empty (0 bytes)")
     if len(data) < MIN_MODEL_BYTES:
         raise ModelError(source, f"only {len(data)} bytes: too small to be a TFLite model")
-    if data[4:8] != schema_tflite.FILE_IDENTIFIER:
+    if data[4:8] != tflite_tables.FILE_IDENTIFIER:
         hint = ""
         if data[:2] == b"PK":
             hint = " (it is a zip archive; a Keras .keras file? export it with `tlx export` first)"

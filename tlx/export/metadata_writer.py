@@ -9,7 +9,7 @@ Two things go into the model, the way tflite-support's MetadataPopulator does it
 2. the associated files appended after the FlatBuffer as a zip archive, so the .tflite is
    also a valid zip: `labels.txt` (one label per line) and `tlx.json` (tlx's own metadata:
    labels, input size, backbone, preprocessing, run id, version) which tlx's runtime reads
-   with zipfile alone (tlx.runtime.model_metadata). No sidecar file is needed to classify.
+   with zipfile alone (tlx.runtime.associated_files). No sidecar file is needed to classify.
 
 TFLite interpreters ignore both: they read only the FlatBuffer, and the zip sits after it.
 """
@@ -20,12 +20,12 @@ import io
 import json
 import zipfile
 
-from tlx.metadata_schema import (
+from tlx.metadata_codec import (
     METADATA_FIELD_NAME,
     encode,
     read_model_metadata,
 )
-from tlx.runtime.model_metadata import LABELS_FILE, TLX_FILE
+from tlx.runtime.associated_files import LABELS_FILE, TLX_FILE
 
 #: The oldest metadata parser that understands every field we write. Everything used here
 #: is in schema 1.0.0 (the later additions are tokenizers, tensor groups, audio, file versions).
@@ -39,7 +39,7 @@ __all__ = ["with_metadata", "read_model_metadata", "classifier_metadata", "LABEL
 
 def classifier_metadata(*, labels: list[str], tlx_info: dict, name: str = "tlx image classifier",
                         description: str = "") -> dict:
-    """The ModelMetadata (dict form, see tlx.metadata_schema) of an image classifier that
+    """The ModelMetadata (dict form, see tlx.metadata_codec) of an image classifier that
     takes raw 0..255 RGB pixels and outputs one probability per label."""
     if not description:
         backbone = tlx_info.get("backbone")

@@ -1,7 +1,7 @@
 """The standard TFLite Metadata FlatBuffer ("TFLITE_METADATA"), written and read without
 TensorFlow or tflite-support.
 
-Every table, slot, scalar type and enum comes from tlx.runtime.schema_metadata, generated
+Every table, slot, scalar type and enum comes from tlx.runtime.metadata_tables, generated
 from the published `metadata_schema.fbs` (file identifier "M001"); the encoder and the
 decoder below are driven by it, so what we write is what `tlx inspect` reads back.
 
@@ -19,7 +19,7 @@ import struct
 from typing import Any
 
 from tlx.runtime import flatbuffer
-from tlx.runtime.schema_metadata import ENUMS, FIELDS, FILE_IDENTIFIER, UNIONS
+from tlx.runtime.metadata_tables import ENUMS, FIELDS, FILE_IDENTIFIER, UNIONS
 
 #: The name of the model-level metadata entry that holds the ModelMetadata buffer.
 METADATA_FIELD_NAME = flatbuffer.METADATA_NAME

@@ -1,4 +1,4 @@
-"""The TFLite Metadata schema for tlx's metadata reader and writer (tlx.metadata_schema).
+"""The TFLite Metadata schema for tlx's metadata reader and writer (tlx.metadata_codec).
 
 FIELDS = {table: {field: (slot, kind, default)}}. kind is a scalar ("Int8", "Uint8", "Bool",
 "Int16", "Uint16", "Int32", "Uint32", "Int64", "Uint64", "Float32", "Float64"), "string",
