@@ -107,7 +107,7 @@ def test_image_size_has_one_minimum():
                                else [name, "--image-size", "16"])
         assert result.exit_code == 2 and "--image-size" in result.output and "32" in result.output
     result = runner.invoke(app, ["sweep", "somewhere", "--out", "x", "--image-sizes", "96,16"])
-    assert result.exit_code == 2 and "32 or more" in result.output
+    assert result.exit_code == 2 and "from 32 to" in result.output
 
 
 @pytest.mark.parametrize("args, words", [

@@ -17,6 +17,7 @@ from tlx.cli.train_options import TRAINING_OPTIONS, with_options
 _decode_bar = functools.partial(progress_bar, unit="images")
 _DEFAULT_BACKBONES = "efficientnet_lite0"
 _DEFAULT_SIZES = "96,128,160"
+#: The smallest --image-size (tlx train, tlx demo) is the smallest of --image-sizes too.
 _MIN_IMAGE_SIZE = options.ImageSize.__metadata__[0].min
 
 
@@ -30,8 +31,13 @@ def _sizes(value: str) -> tuple[int, ...]:
     except ValueError:
         raise typer.BadParameter(f"--image-sizes {value!r}: give whole pixel sizes separated by commas, "
                                  "e.g. 96,128,160.") from None
-    if any(size < _MIN_IMAGE_SIZE for size in sizes):  # the bound of `tlx train --image-size`
-        raise typer.BadParameter(f"--image-sizes {value!r}: every size must be {_MIN_IMAGE_SIZE} or more.")
+    from tlx.sweep.plan import MAX_IMAGE_SIZE
+
+    # The lower bound is `tlx train --image-size`'s (the library's plan accepts smaller test models).
+    bad = [str(size) for size in sizes if not _MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE]
+    if bad:
+        raise typer.BadParameter(f"--image-sizes {', '.join(bad)}: each size must be from {_MIN_IMAGE_SIZE} "
+                                 f"to {MAX_IMAGE_SIZE} pixels.")
     return sizes
 
 
@@ -49,7 +55,7 @@ def sweep(
     backbones: Annotated[str, typer.Option(
         metavar="NAME[,NAME...]", help="Backbones from the registry (`tlx backbones`), comma separated.")] = _DEFAULT_BACKBONES,
     image_sizes: Annotated[str, typer.Option(
-        metavar="PIXELS[,PIXELS...]", help="Input sizes in pixels, comma separated; every backbone is trained at each.")] = _DEFAULT_SIZES,
+        metavar="PIXELS[,PIXELS...]", help="Input sizes in pixels (32 to 1024), comma separated; every backbone is trained at each.")] = _DEFAULT_SIZES,
     shard: Annotated[Optional[str], typer.Option(
         metavar="I/N", help="Run only the I-th (1..N) of N slices of the candidates, e.g. from a Slurm "
                             "array or a Kubernetes indexed Job; then gather with --collect. Default: all.",
