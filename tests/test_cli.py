@@ -48,6 +48,11 @@ def _records(name: str) -> dict[str, tuple[object, str, str]]:
     return records
 
 
+def _signature(param) -> tuple:
+    """What must be the same wherever an option appears: spelling, metavar, type, bounds."""
+    return param.opts, param.metavar, param.type_descriptor.annotation, getattr(param, "min", None)
+
+
 def test_every_command_is_covered():
     assert set(COMMANDS) == {"train", "sweep", "export", "predict", "bench", "bundle", "demo", "report",
                              "backbones", "inspect"}
@@ -92,10 +97,9 @@ def test_shared_options_are_one_option_everywhere():
         assert len(uses) >= 2, f"{option} is not shared"
         for name, param, text in uses:
             assert text == expected, f"{name} {option}: {text!r}"
-        first = uses[0][1]
+        first = _signature(uses[0][1])
         for name, param, _ in uses[1:]:
-            assert (param.metavar, param.opts, param.type_descriptor.annotation, getattr(param, "min", None)) == \
-                (first.metavar, first.opts, first.type_descriptor.annotation, getattr(first, "min", None)), f"{name} {option}"
+            assert _signature(param) == first, f"{name} {option}"
     # --out: the same spelling wherever a command writes somewhere of its choosing.
     outs = [name for name in COMMANDS if "--out" in _records(name)]
     assert set(outs) == {"train", "sweep", "export", "bench", "bundle", "demo"}

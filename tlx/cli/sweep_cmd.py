@@ -53,9 +53,12 @@ def sweep(
         "(<backbone>-<size>), candidates/ and sweep.json. Required unless --collect.",
         metavar="SWEEP_DIR")] = None,
     backbones: Annotated[str, typer.Option(
-        metavar="NAME[,NAME...]", help="Backbones from the registry (`tlx backbones`), comma separated.")] = _DEFAULT_BACKBONES,
+        metavar="NAME[,NAME...]", help="Backbones from the registry (`tlx backbones`), comma separated.")]
+        = _DEFAULT_BACKBONES,
     image_sizes: Annotated[str, typer.Option(
-        metavar="PIXELS[,PIXELS...]", help="Input sizes in pixels (32 to 1024), comma separated; every backbone is trained at each.")] = _DEFAULT_SIZES,
+        metavar="PIXELS[,PIXELS...]",
+        help="Input sizes in pixels (32 to 1024), comma separated; every backbone is trained at each.")]
+        = _DEFAULT_SIZES,
     shard: Annotated[Optional[str], typer.Option(
         metavar="I/N", help="Run only the I-th (1..N) of N slices of the candidates, e.g. from a Slurm "
                             "array or a Kubernetes indexed Job; then gather with --collect. Default: all.",

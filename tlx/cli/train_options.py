@@ -72,19 +72,22 @@ TRAINING_OPTIONS = (
              "(the machines listed in TF_CONFIG; run the same command on each, see the README).")],
         _DEFAULTS.strategy),
     _option("peer_timeout", Annotated[float, typer.Option(
-        metavar="SECONDS", help="--strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up "
+        metavar="SECONDS",
+        help="--strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up "
              "with a message naming the ones that never came.")], _DEFAULTS.peer_timeout),
     _option("max_pixels", Annotated[int, typer.Option(
         help="Skip images with more pixels than this (decompression bombs).")], _DEFAULTS.max_pixels),
     _option("cache_dir", Annotated[Optional[Path], typer.Option(
-        metavar="DIR", help="Folder of the decoded-pixel cache (images are decoded once; the next run over the same "
+        metavar="DIR",
+        help="Folder of the decoded-pixel cache (images are decoded once; the next run over the same "
              "folder reads them back). Default: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels "
              "(under $XDG_CACHE_HOME when set).", show_default=False)], _DEFAULTS.cache_dir),
     _option("workers", Annotated[Optional[int], typer.Option(
         help="Processes that decode images (small folders: this one). Default: one per core.",
         show_default=False)], _DEFAULTS.workers),
     _option("preprocessing", Annotated[int, typer.Option(
-        metavar="1|2", help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "
+        metavar="1|2",
+        help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "
              "(JPEG decoded at a reduced scale, large images reduced to twice the input size "
              "first: fast at camera resolutions). Stored with the run and its models.")],
         _DEFAULTS.preprocessing),
