@@ -95,7 +95,8 @@ def test_drop_gate():
 
 def test_negative_max_drop_is_refused(exported_run):
     result = _bench(exported_run, "--max-drop", "-1")
-    assert result.exit_code == 1 and "--max-drop" in result.output
+    # A usage error, as in `tlx export` (the one --max-drop option has a minimum of 0).
+    assert result.exit_code == 2 and "--max-drop" in result.output
 
 
 def test_run_without_exports_says_what_to_run(exported_run, tmp_path):

@@ -31,9 +31,10 @@ def test_interrupted_demo_finishes_on_the_next_run(tmp_path, monkeypatch):
     assert (run / "metrics.json").is_file() and not (run / "report.html").exists()
     trained_at = (run / "model.keras").stat().st_mtime
 
-    second = runner.invoke(app, ["demo", "--out", str(out), *SMALL])
+    second = runner.invoke(app, ["demo", "--out", str(out), *SMALL, "--json"])
     assert second.exit_code == 0, second.output
-    assert "already trained" in second.output
+    assert "already trained" in second.stderr
+    assert json.loads(second.stdout) == {"report": str(run / "report.html"), "run_dir": str(run)}
     assert (run / "model.keras").stat().st_mtime == trained_at
     report = (run / "report.html").read_text()
     assert "Incomplete" not in report and "Float vs int8" in report

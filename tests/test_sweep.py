@@ -220,8 +220,8 @@ def test_an_interrupted_candidate_resumes_from_its_last_epoch(data, tmp_path):
     (["--shard", "3/2"], "I must be from 1 to N"),
     (["--shard", "0/0"], "I must be from 1 to N"),
     (["--shard", "one/two"], "write I/N"),
-    (["--image-sizes", "32,5000"], "from 8 to 1024 pixels"),
-    (["--image-sizes", "4"], "from 8 to 1024 pixels"),
+    (["--image-sizes", "32,5000"], "from 32 to 1024 pixels"),  # 32: as `tlx train --image-size`
+    (["--image-sizes", "4"], "from 32 to 1024 pixels"),
     (["--image-sizes", "32,32"], "more than once"),
     (["--image-sizes", "96,big"], "whole pixel sizes"),
     (["--strategy", "multi-worker"], "--shard I/N instead"),

@@ -17,6 +17,7 @@ from tlx.cli import predict_cmd  # noqa: F401
 from tlx.cli import bench_cmd  # noqa: F401
 from tlx.cli import bundle_cmd  # noqa: F401
 from tlx.cli import demo_cmd  # noqa: F401
+from tlx.cli import report_cmd  # noqa: F401
 from tlx.cli import backbones_cmd  # noqa: F401
 from tlx.cli import inspect_cmd  # noqa: F401
 from tlx.cli.app import app

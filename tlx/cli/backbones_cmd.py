@@ -5,11 +5,11 @@ Registry metadata only: this command never imports TensorFlow.
 
 from __future__ import annotations
 
-from typing import Annotated
 
 import typer
 
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import print_json, user_errors
 
 COLUMNS = ("name", "image size", "fine-tune at", "normalization", "weights", "weights source")
@@ -50,12 +50,16 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + legend
 
 
-@app.command("backbones", short_help="List the backbones and whether their weights are usable now.")
+@command("backbones", short_help="List the backbones and whether their weights are usable now.")
 def backbones(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
+    as_json: options.Json = False,
 ) -> None:
     """List the backbones: default image size, fine-tune-at layer, input normalization, and
-    where their pretrained weights come from and whether they are usable now."""
+    where their pretrained weights come from and whether they are usable now.
+
+    --json prints a list, one object per backbone: "name", "default_image_size",
+    "default_fine_tune_at", "normalization" ("scale", "offset", "mean", "std"),
+    "weights_status", "weights_source", "description"."""
     with user_errors():
         rows = backbone_rows()
         if as_json:

@@ -8,61 +8,42 @@ from typing import Annotated, Optional
 import typer
 
 from tlx.bench.bench import BenchConfig
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 
 _DEFAULTS = BenchConfig(run_dir=Path("."))
 
 
-def _parse_threads(value: str) -> tuple[int, ...]:
-    try:
-        threads = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: give thread counts separated by commas, e.g. 1,2,4") from None
-    if not threads or min(threads) < 1:
-        raise typer.BadParameter(f"{value!r}: thread counts must be 1 or more")
-    return threads
-
-
-@app.command(short_help="Measure accuracy, latency, size and memory of exported models.")
+@command(short_help="Measure accuracy, latency, size and memory of exported models.")
 def bench(
     run_dir: Annotated[Path, typer.Argument(
         metavar="RUN_DIR|BUNDLE",
         help="A `tlx train` run folder with `tlx export` output, or a file from `tlx bundle`.")],
-    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma separated.")]
-        = ",".join(map(str, _DEFAULTS.threads)),
+    threads: Annotated[str, options.threads_option()] = ",".join(map(str, _DEFAULTS.threads)),
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = _DEFAULTS.runs,
     warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")]
         = _DEFAULTS.warmup,
-    backend: Annotated[Optional[str], typer.Option(
-        help="Interpreter backend: litert, litert-builtin (no XNNPACK), tflite-runtime or tensorflow. "
-             "Default: the first "
-             "installed of litert and tflite-runtime. For a BUNDLE: several, comma separated; "
-             "default: each of litert and tflite-runtime that is installed.")] = None,
+    backend: options.Backend = None,
     compare_backends: Annotated[bool, typer.Option(
         "--compare-backends", help="Run every .tflite on each installed backend, side by side.")]
         = _DEFAULTS.compare_backends,
-    max_drop: Annotated[Optional[float], typer.Option(
-        help="Exit with code 3 when int8 loses more than this many top-1 points against Keras "
-             "(or the first .tflite without TensorFlow).")] = None,
+    max_drop: options.MaxDrop = None,
     keras: Annotated[bool, typer.Option(
         help="Evaluate the Keras model as the reference (needs TensorFlow).")] = _DEFAULTS.include_keras,
     cold_start: Annotated[bool, typer.Option(
         help="Measure `tlx predict` start-up time and peak memory in a fresh process.")]
         = _DEFAULTS.cold_start,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
-                           "(default: the folder recorded in split.json).", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="BUNDLE only: write the result to OUT.json and OUT.md (OUT a folder: "
-                            "<bundle name>-<host name>.json and .md in it). Checked before the benchmark "
-                            "runs. Default: <bundle name>-<host name> in the current folder.",
-        show_default=False)] = None,
+    data_dir: options.DataDir = None,
+    out: Annotated[Optional[Path], options.out_option(
+        "BUNDLE only: write the result to OUT.json and OUT.md (OUT a folder: <bundle name>-<host "
+        "name>.json and .md in it). Checked before the benchmark runs. Default: <bundle name>-<host "
+        "name> in the current folder.", metavar="OUT")] = None,
     emulated: Annotated[Optional[str], typer.Option(
-        help="BUNDLE only: this machine is an emulator (e.g. 'qemu-aarch64 -cpu cortex-a72'): the result "
-             "records it and shows no latency (not a device figure).", show_default=False)] = None,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="Print bench.json (for a BUNDLE: the device result) to stdout.")] = False,
+        metavar="TEXT", help="BUNDLE only: this machine is an emulator (e.g. 'qemu-aarch64 -cpu "
+                             "cortex-a72'): the result records it and shows no latency (not a device "
+                             "figure).", show_default="none: a real device")] = None,
+    as_json: options.Json = False,
 ) -> None:
     """Measure what int8 costs and buys: accuracy, latency, size, memory, on held-out images.
 
@@ -74,7 +55,17 @@ def bench(
     With a BUNDLE (from `tlx bundle`, on the device, no TensorFlow needed): every model on
     litert and tflite-runtime where installed (or --backend), accuracy, drop against the bundled Keras reference,
     agreement with it and with the host's outputs, latency, cold start, peak memory; writes
-    OUT.json and OUT.md."""
+    OUT.json and OUT.md.
+
+    --max-drop's reference is the Keras model (without TensorFlow: the first .tflite; for a
+    BUNDLE: the bundled Keras outputs). --json prints bench.json (for a BUNDLE: the device
+    result, OUT.json's content).
+
+    Exit codes: 0 measured; 3 measured, but the --max-drop gate failed; 1 an error; 130
+    interrupted by Ctrl-C (143: SIGTERM)."""
+    thread_list = options.thread_counts(threads)
+    if backend is not None:
+        options.backend_names(backend, one=not run_dir.is_file())  # checked here, passed on as given
     if run_dir.is_file():
         from tlx.cli.bundle_cmd import bench_bundle_command
 
@@ -82,9 +73,9 @@ def bench(
             raise typer.BadParameter("--data-dir, --compare-backends and --no-keras are for a run folder; "
                                      "a bundle holds its photos and Keras reference, and runs every "
                                      "installed backend unless --backend names one.")
-        return bench_bundle_command(run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
+        return bench_bundle_command(run_dir, threads=thread_list, runs=runs, warmup=warmup,
                                     backend=backend, max_drop=max_drop, cold_start=cold_start, out=out,
-                                    emulated=emulated, json_output=json_output)
+                                    emulated=emulated, as_json=as_json)
     if out is not None or emulated is not None:
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
                                  "to RUN_DIR/bench.")
@@ -93,7 +84,7 @@ def bench(
     from tlx.run_dir import RunDir
     from tlx.text import printable
 
-    config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
+    config = BenchConfig(run_dir=run_dir, threads=thread_list, runs=runs, warmup=warmup,
                          backend=backend, compare_backends=compare_backends, max_drop=max_drop,
                          include_keras=keras, cold_start=cold_start, data_dir=data_dir)
     with user_errors():
@@ -104,7 +95,7 @@ def bench(
         more = f"\n  ... all {len(result.unreadable)} in bench.json" if len(result.unreadable) > 5 else ""
         typer.secho(f"Warning: {len(result.unreadable)} test image(s) could not be read and were left "
                     f"out:{shown}{more}", fg=typer.colors.YELLOW, err=True)
-    if json_output:
+    if as_json:
         print_json(result.to_json())
     else:
         typer.echo(text_table(result))

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from tlx.bundle.make import BundleConfig
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 from tlx.errors import TlxError
 from tlx.text import printable
@@ -16,28 +17,33 @@ from tlx.text import printable
 _DEFAULTS = BundleConfig(run_dir=Path("."))
 
 
-@app.command(short_help="Pack a run into one file to benchmark on a device.")
+@command(short_help="Pack a run into one file to benchmark on a device.")
 def bundle(
     run_dir: Annotated[Path, typer.Argument(
         metavar="RUN_DIR", help="A `tlx train` run folder with `tlx export` output.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="The bundle file to write. Default: <run folder name>-bundle.zip here.",
-        show_default=False)] = _DEFAULTS.out,
+    out: Annotated[Optional[Path], options.out_option(
+        "The bundle file to write. Default: <run folder name>-bundle.zip here.", metavar="FILE")]
+        = _DEFAULTS.out,
     max_images: Annotated[Optional[int], typer.Option(
-        min=1, help="At most this many test photos, a class-stratified subset (default: all). "
-                    "Fewer photos: a smaller file and a quicker device run, a wider interval.",
-        show_default=False)] = _DEFAULTS.max_images,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
-                           "(default: the folder recorded in split.json).", show_default=False)]
-        = _DEFAULTS.data_dir,
+        min=1, help="At most this many test photos, a class-stratified subset. Fewer photos: a "
+                    "smaller file and a quicker device run, a wider interval.",
+        show_default="all")] = _DEFAULTS.max_images,
+    data_dir: options.DataDir = _DEFAULTS.data_dir,
+    as_json: options.Json = False,
 ) -> None:
     """Pack a run for benchmarking on a device: one file to copy to the Raspberry Pi.
 
     Holds the exported .tflite files, the run's held-out test photos (the original files),
     the labels, and a manifest with the Keras model's probabilities on each photo and every
     model's outputs on every interpreter backend installed here, with SHA-256 hashes.
-    On the device: `tlx bench BUNDLE` (no TensorFlow needed)."""
+    On the device: `tlx bench BUNDLE` (no TensorFlow needed).
+
+    --json prints the summary: "path" (the bundle), "size_bytes", "models" (their names),
+    "images" (the test photos in it), "host_backends" (the backends whose outputs it holds) and
+    "skipped" (photos left out: "path" and "reason").
+
+    Exit codes: 0 written; 1 an error, no bundle written; 130 interrupted by Ctrl-C (143:
+    SIGTERM)."""
     from tlx.bundle.make import make_bundle
 
     config = BundleConfig(run_dir=run_dir, out=out, max_images=max_images, data_dir=data_dir)
@@ -45,8 +51,18 @@ def bundle(
         summary = make_bundle(config, log=say)
     for path, reason in summary.skipped:
         typer.secho(printable(f"Warning: left out {path}: {reason}"), fg=typer.colors.YELLOW, err=True)
+    if as_json:
+        print_json(summary_json(summary))
+        return
     typer.echo(printable(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
                          f"{summary.images} photos; host results on {', '.join(summary.host_backends)})"))
+
+
+def summary_json(summary) -> dict:
+    """`tlx bundle --json`: the BundleSummary as plain JSON types."""
+    return {"path": str(summary.path), "size_bytes": summary.size_bytes, "models": list(summary.models),
+            "images": summary.images, "host_backends": list(summary.host_backends),
+            "skipped": [{"path": str(path), "reason": reason} for path, reason in summary.skipped]}
 
 
 def result_prefix(out: Optional[Path], default: Path) -> Path:
@@ -65,7 +81,7 @@ def result_prefix(out: Optional[Path], default: Path) -> Path:
 
 def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend: Optional[str],
                          max_drop: Optional[float], cold_start: bool, out: Optional[Path],
-                         emulated: Optional[str], json_output: bool) -> None:
+                         emulated: Optional[str], as_json: bool) -> None:
     """`tlx bench BUNDLE`: see tlx.bundle.device."""
     from tlx.bundle.device import DeviceBenchConfig, bench_bundle, default_prefix, text_table, write_result
 
@@ -82,7 +98,7 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
             raise TlxError(f"Could not write the result to {prefix}.json / .md ({exc.strerror or exc}); the "
                            "measurements are lost. Free some space or choose another place with --out "
                            "(or use --json to print the result).") from None
-    if json_output:
+    if as_json:
         print_json(result.to_json())
     else:
         typer.echo(text_table(result))

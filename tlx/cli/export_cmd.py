@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, progress_bar, user_errors
 from tlx.export.export import ExportConfig
 from tlx.export.fallback import FallbackMode
@@ -16,7 +17,7 @@ from tlx.export.formats import ExportFormat, OutputType, describe_formats
 _DEFAULTS = ExportConfig(run_dir=Path("."))
 
 
-@app.command("export", short_help="Export a trained run to TFLite (float32, float16, dynamic, int8).")
+@command("export", short_help="Export a trained run to TFLite (float32, float16, dynamic, int8).")
 def export(
     run_dir: Annotated[Path, typer.Argument(
         metavar="RUN_DIR",
@@ -26,10 +27,9 @@ def export(
         "--format", "-f", case_sensitive=False, metavar="FORMAT",
         help=f"Format to write; repeat for several. Default: {' and '.join(_DEFAULTS.formats)}. "
              f"{describe_formats()}.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Output folder. Default: RUN_DIR/export. Files of formats not exported "
-                            "this time are removed from it, so it describes one model.",
-        show_default=False)] = None,
+    out: Annotated[Optional[Path], options.out_option(
+        "Output folder. Default: RUN_DIR/export. Files of formats not exported this time are "
+        "removed from it, so it describes one model.", metavar="DIR")] = None,
     output_type: Annotated[OutputType, typer.Option(
         "--output-type", case_sensitive=False,
         help="Output tensor type of the int8 file (probabilities; uint8 scale 1/256).")]
@@ -38,12 +38,7 @@ def export(
         "--calibration-samples", min=1,
         help="Training images that calibrate int8: class-balanced, deterministic, "
              "never test images.")] = _DEFAULTS.calibration_samples,
-    max_drop: Annotated[Optional[float], typer.Option(
-        "--max-drop", min=0.0, metavar="POINTS",
-        help="Exit with code 3 if int8 accuracy on the test split is more than POINTS percentage "
-             "points below the Keras model, on ai-edge-litert's default kernels or on the builtin "
-             "ones tflite-runtime uses (files are kept and marked in export.json).",
-        show_default=False)] = None,
+    max_drop: options.MaxDrop = None,
     fallback: Annotated[FallbackMode, typer.Option(
         "--fallback", case_sensitive=False,
         help="auto: if int8 accuracy on the run's validation images is more than --max-drop "
@@ -52,10 +47,8 @@ def export(
              "until it is within --max-drop or the step limit is reached; the steps go to "
              "export.json, the per-layer errors to fallback_layers.csv and .png. Needs "
              "--max-drop and --format int8. none: plain int8.")] = _DEFAULTS.fallback,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
-                           "(default: the folder recorded in split.json).", show_default=False)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print export.json's content instead of tables.")] = False,
+    data_dir: options.DataDir = None,
+    as_json: options.Json = False,
 ) -> None:
     """Export a trained run to TFLite: raw 0..255 RGB pixels in, one probability per label out.
 
@@ -64,6 +57,13 @@ def export(
     int8 takes uint8 pixels with scale 1 and zero point 0.
 
     Each file is then checked against the Keras model on the run's test images.
+
+    --max-drop compares int8 with the Keras model on the test split, on ai-edge-litert's
+    default kernels and on the builtin ones tflite-runtime uses; a failed gate is marked in
+    export.json. --json prints export.json's content.
+
+    Exit codes: 0 exported; 3 exported, but the --max-drop gate failed; 1 an error; 130
+    interrupted by Ctrl-C (143: SIGTERM).
     """
     with user_errors():
         from tlx.export.export import export_run

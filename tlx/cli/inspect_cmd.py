@@ -7,19 +7,24 @@ from typing import Annotated
 
 import typer
 
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import print_json, user_errors
 
 
-@app.command("inspect")
+@command("inspect")
 def inspect(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="A .tflite file.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    as_json: options.Json = False,
 ) -> None:
     """Show what is inside a .tflite model, without TensorFlow.
 
     Operators and their counts (and the type each computes in), input and output tensors with
-    quantization, the standard metadata (labels, normalization), tlx.json and sizes."""
+    quantization, the standard metadata (labels, normalization), tlx.json and sizes.
+
+    --json prints the same as one document (ops, tensors, metadata, sizes).
+
+    Exit codes: 0 shown; 1 an error (not a readable .tflite)."""
     with user_errors():
         from tlx.inspect import format_report, inspect_model
 

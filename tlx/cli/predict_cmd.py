@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
 from tlx import interrupts
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import print_json, user_errors
+from tlx.runtime.backends import AUTO
 from tlx.text import printable
-from tlx.runtime.backends import AUTO, BACKENDS
 from tlx.runtime.stream import StreamConfig
 
 _STREAM = StreamConfig()
 
 
-#: Interpreter backends for --backend: "auto" and the registry keys (light to import:
-#: the registry names modules, it does not import them).
-BackendChoice = Enum("BackendChoice", {name: name for name in (AUTO, *BACKENDS)}, type=str)
-
-
-@app.command("predict", short_help="Classify images, videos, streams or a camera with a .tflite.")
+@command("predict", short_help="Classify images, videos, streams or a camera with a .tflite.")
 def predict(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="The .tflite model (from `tlx export`).",
                                           show_default=False)],
@@ -34,15 +29,9 @@ def predict(
              "with --camera: the camera (an index, /dev/videoN or picamera2).",
         show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to show per image.")] = 3,
-    threads: Annotated[Optional[int], typer.Option(
-        "--threads", min=1, help="Interpreter threads (default: the backend's choice).")] = None,
-    backend: Annotated[BackendChoice, typer.Option(
-        "--backend", case_sensitive=False,
-        help="Interpreter: auto = ai-edge-litert if installed, else tflite-runtime. "
-             "TensorFlow only when named.")] = BackendChoice.auto,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON document instead of tables (streams: JSON Lines, one "
-                       "object per frame).")] = False,
+    threads: Annotated[Optional[str], options.threads_option(show_default="the backend's choice")] = None,
+    backend: options.Backend = AUTO,
+    as_json: options.Json = False,
     fast_jpeg: Annotated[bool, typer.Option(
         "--fast-jpeg", help="For models trained with preprocessing version 1 (older models): decode "
                             "large JPEGs at reduced scale first: faster, pixels within about 1 level "
@@ -54,13 +43,14 @@ def predict(
                          "Picamera2 sees one, else camera 0. Needs the 'camera' extra "
                          "(OpenCV) or Picamera2. Ctrl-C stops it.")] = False,
     every: Annotated[int, typer.Option(
-        "--every", min=1, help="Streams: classify every Nth frame.")] = _STREAM.every,
+        "--every", min=1, metavar="N", help="Streams: classify every Nth frame.")] = _STREAM.every,
     max_frames: Annotated[Optional[int], typer.Option(
-        "--max-frames", min=1, help="Streams: stop after this many classified frames "
-                                    "(default: no limit).")] = _STREAM.max_frames,
+        "--max-frames", min=1, help="Streams: stop after this many classified frames.",
+        show_default="no limit")] = _STREAM.max_frames,
     duration: Annotated[Optional[float], typer.Option(
-        "--duration", min=0.001, help="Streams: stop at this many seconds (video time for files, "
-                                      "wall time for live sources; default: no limit).")] = _STREAM.duration,
+        "--duration", min=0.001, metavar="SECONDS",
+        help="Streams: stop at this many seconds (video time for files, wall time for live sources).",
+        show_default="no limit")] = _STREAM.duration,
     realtime: Annotated[bool, typer.Option(
         "--realtime", help="Video files: read at the video's own frame rate and drop frames "
                            "the model has no time for, as with a camera (default: every frame, "
@@ -72,7 +62,7 @@ def predict(
              "camera scales to it). Default: what the model needs, twice its input at 4:3 "
              "(448x320 for a 160 px model).", show_default=False)] = None,
     annotate: Annotated[Optional[Path], typer.Option(
-        "--annotate", help="Streams: write the classified frames with the top label, score and "
+        "--annotate", metavar="VIDEO", help="Streams: write the classified frames with the top label, score and "
                            "FPS drawn to this video (.mp4 .avi .mkv .mov), for one source "
                            "(several: run once per source). Checked before any work: its folder "
                            "must exist, it must not be an input (also through a link), nor an "
@@ -87,9 +77,15 @@ def predict(
     """Classify images with a TFLite model: a table per image (or --json). Videos, stream
     URLs and --camera: a line per frame, a live FPS line on stderr, a summary at the end.
 
-    A file that cannot be read prints its error and the others still print; the exit code
-    is 1 if any file failed. Ctrl-C (or SIGTERM) ends a stream with the summary, the
-    --annotate video kept, exit 0; during start-up it exits 130 (SIGTERM: 143).
+    --json prints one document: "model", "backend", "labels" (whether the model has them)
+    and "results", one per image (its path, the top-k predictions or the error); streams
+    print JSON Lines instead, one object per classified frame (the summary goes to stderr).
+
+    A file that cannot be read prints its error and the others still print. Ctrl-C (or
+    SIGTERM) ends a stream with the summary, the --annotate video kept, exit 0.
+
+    Exit codes: 0 classified; 1 an error, or any file failed; 130 interrupted by Ctrl-C
+    during start-up (143: SIGTERM).
     """
     with user_errors():
         # Imports and the model load take a Ctrl-C when they are done, not in the middle: a
@@ -103,7 +99,9 @@ def predict(
             streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
                                      duration=duration, realtime=realtime, annotate=annotate,
                                      overwrite=overwrite)
-            clf = Classifier.from_file(model, num_threads=threads, backend=backend.value,
+            num_threads = options.thread_counts(threads, one=True)[0] if threads is not None else None
+            clf = Classifier.from_file(model, num_threads=num_threads,
+                                       backend=options.backend_names(backend, one=True)[0],
                                        fast_decode=fast_jpeg)
             if camera:
                 from tlx.runtime.sources import CameraSpec
@@ -168,12 +166,12 @@ def _stream_inputs(inputs: list[str], camera: bool, annotate: Path | None, overw
         sources = [int(spec) if spec.isdigit() else spec]
     elif not inputs:
         raise typer.BadParameter("give image files or folders, videos, stream URLs, or --camera",
-                                 param_hint="IMAGES")
+                                 param_hint="SOURCE")
     elif any(is_stream_input(item) for item in inputs):
         images = [item for item in inputs if not is_stream_input(item)]
         if images:
             raise typer.BadParameter(f"classify images and videos in separate calls (images: "
-                                     f"{', '.join(images[:3])})", param_hint="IMAGES")
+                                     f"{', '.join(images[:3])})", param_hint="SOURCE")
         sources = list(inputs)
     else:
         given = [f"--{name.replace('_', '-')}" for name, value in options.items()

@@ -9,13 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlx.cli.app import app
+from tlx.cli import options
+from tlx.cli.app import command
 from tlx.cli.common import print_json, progress_bar, user_errors
 from tlx.cli.train_options import TRAINING_OPTIONS, with_options
 
 _decode_bar = functools.partial(progress_bar, unit="images")
 _DEFAULT_BACKBONES = "efficientnet_lite0"
 _DEFAULT_SIZES = "96,128,160"
+#: The smallest --image-size (tlx train, tlx demo) is the smallest of --image-sizes too.
+_MIN_IMAGE_SIZE = options.ImageSize.__metadata__[0].min
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -24,26 +27,38 @@ def _names(value: str) -> tuple[str, ...]:
 
 def _sizes(value: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
+        sizes = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise typer.BadParameter(f"--image-sizes {value!r}: give whole pixel sizes separated by commas, "
                                  "e.g. 96,128,160.") from None
+    from tlx.sweep.plan import MAX_IMAGE_SIZE
+
+    # The lower bound is `tlx train --image-size`'s (the library's plan accepts smaller test models).
+    bad = [str(size) for size in sizes if not _MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE]
+    if bad:
+        raise typer.BadParameter(f"--image-sizes {', '.join(bad)}: each size must be from {_MIN_IMAGE_SIZE} "
+                                 f"to {MAX_IMAGE_SIZE} pixels.")
+    return sizes
 
 
-@app.command("sweep", short_help="Train, export and bench backbones x image sizes; Pareto front and pick.")
+@command("sweep", short_help="Train, export and bench backbones x image sizes; Pareto front and pick.")
 @with_options(TRAINING_OPTIONS)
 def sweep(
     path: Annotated[Path, typer.Argument(
         metavar="DATA_DIR|SWEEP_DIR",
         help="The folder of class folders to sweep over; with --collect, the sweep folder.",
         show_default=False)],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="SWEEP_DIR: receives plan.json, split.json, one `tlx train` run folder per "
-                      "candidate (<backbone>-<size>), candidates/ and sweep.json.", show_default=False)] = None,
+    out: Annotated[Optional[Path], options.out_option(
+        "SWEEP_DIR: receives plan.json, split.json, one `tlx train` run folder per candidate "
+        "(<backbone>-<size>), candidates/ and sweep.json. Required unless --collect.",
+        metavar="SWEEP_DIR")] = None,
     backbones: Annotated[str, typer.Option(
-        help="Backbones from the registry (`tlx backbones`), comma separated.")] = _DEFAULT_BACKBONES,
+        metavar="NAME[,NAME...]", help="Backbones from the registry (`tlx backbones`), comma separated.")]
+        = _DEFAULT_BACKBONES,
     image_sizes: Annotated[str, typer.Option(
-        help="Input sizes in pixels, comma separated; every backbone is trained at each.")] = _DEFAULT_SIZES,
+        metavar="PIXELS[,PIXELS...]",
+        help="Input sizes in pixels (32 to 1024), comma separated; every backbone is trained at each.")]
+        = _DEFAULT_SIZES,
     shard: Annotated[Optional[str], typer.Option(
         metavar="I/N", help="Run only the I-th (1..N) of N slices of the candidates, e.g. from a Slurm "
                             "array or a Kubernetes indexed Job; then gather with --collect. Default: all.",
@@ -52,19 +67,18 @@ def sweep(
         "--collect", help="Only gather the finished candidates of SWEEP_DIR (from every shard) into "
                           "sweep.json.")] = False,
     max_latency_ms: Annotated[Optional[float], typer.Option(
-        min=0.0, help="Budget: host p50 latency (1 thread) of the recommended model, in ms.",
-        show_default=False)] = None,
+        min=0.0, metavar="MS", help="Budget: host p50 latency (1 thread) of the recommended model, in ms.",
+        show_default="none: no budget")] = None,
     max_size_mb: Annotated[Optional[float], typer.Option(
-        min=0.0, help="Budget: file size of the recommended model, in MB (1,000,000 bytes).",
-        show_default=False)] = None,
+        min=0.0, metavar="MB", help="Budget: file size of the recommended model, in MB (1,000,000 bytes).",
+        show_default="none: no budget")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(
-        min=0.0, max=1.0, help="Budget: top-1 on the test split of the recommended model, 0..1.",
-        show_default=False)] = None,
+        min=0.0, max=1.0, metavar="FRACTION",
+        help="Budget: top-1 on the test split of the recommended model, 0..1.",
+        show_default="none: no budget")] = None,
     bench_runs: Annotated[int, typer.Option(min=1, help="Timed runs per model on the host.")] = 50,
     bench_warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs per model.")] = 5,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="Print sweep.json (a shard: its candidates) on stdout; progress goes to stderr.")]
-        = False,
+    as_json: options.Json = False,
     training: Optional[dict] = None,
 ) -> None:
     """Train, export (float32 + int8) and bench every backbone at every image size on one split.
@@ -75,7 +89,13 @@ def sweep(
 
     SWEEP_DIR/sweep.json lists every candidate's models (accuracy, host latency, size), the
     Pareto front (models no other beats on all three at once) and the recommended model: the
-    most accurate within the budgets (ties: faster, then smaller)."""
+    most accurate within the budgets (ties: faster, then smaller).
+
+    --json prints sweep.json (with --shard: that shard's candidates only, as "shard" and
+    "candidates").
+
+    Exit codes: 0 done (failed candidates are recorded in sweep.json); 1 an error; 130
+    interrupted by Ctrl-C (143: SIGTERM)."""
     from tlx.sweep.pareto import Budgets
 
     budgets = Budgets(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, min_accuracy=min_accuracy)
@@ -93,10 +113,10 @@ def sweep(
             ran, record = _run(path, out, backbones, image_sizes, shard, budgets, bench_runs, bench_warmup,
                                training, log)
             if record is None:  # a shard: its own candidates only
-                if json_output:
+                if as_json:
                     print_json({"shard": shard, "candidates": [r.to_json() for r in ran]})
                 return
-    if json_output:
+    if as_json:
         print_json(record.to_json())
     else:
         from tlx.sweep.summary import format_sweep

@@ -15,6 +15,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from tlx.cli import options
 from tlx.run_config import Strategy, TrainConfig
 
 _DEFAULTS = TrainConfig(data_dir=Path("."), out=Path("."))
@@ -27,15 +28,15 @@ def _option(name: str, annotation, default) -> inspect.Parameter:
 #: --backbone and --image-size: one value for `tlx train` (a sweep takes lists instead).
 MODEL_OPTIONS = (
     _option("backbone", Annotated[str, typer.Option(
-        help="Backbone from the registry (`tlx backbones` lists them).")], _DEFAULTS.backbone),
-    _option("image_size", Annotated[int, typer.Option(
-        help="Side of the square model input, in pixels.")], _DEFAULTS.image_size),
+        metavar="NAME", help="Backbone from the registry (`tlx backbones` lists them).")], _DEFAULTS.backbone),
+    _option("image_size", options.ImageSize, _DEFAULTS.image_size),
 )
 
 #: Every other option of a training run (TrainConfig's fields except data_dir, out, backbone,
 #: image_size and overwrite).
 TRAINING_OPTIONS = (
     _option("weights", Annotated[str, typer.Option(
+        metavar="imagenet|none|PATH",
         help="Backbone weights: imagenet (Keras download/cache in ~/.keras/models), none (random), "
              "or a weights file PATH.")], _DEFAULTS.weights),
     _option("batch_size", Annotated[int, typer.Option(help="Images per training step.")],
@@ -49,14 +50,13 @@ TRAINING_OPTIONS = (
         help="Share of the validation files moved to the test set (as the tutorial does).")],
         _DEFAULTS.test_fraction),
     _option("test_dir", Annotated[Optional[Path], typer.Option(
-        help="A separate folder of class folders to use as the test set.", show_default=False)], None),
+        metavar="DIR", help="A separate folder of class folders to use as the test set.",
+        show_default="none: split off the validation files")], None),
     _option("augment", Annotated[bool, typer.Option(
         "--augment/--no-augment", help="RandomFlip horizontal + RandomRotation 0.2 while training.")],
         _DEFAULTS.augment),
-    _option("phase1_epochs", Annotated[int, typer.Option(help="Epochs with the backbone frozen (Adam).")],
-            _DEFAULTS.phase1_epochs),
-    _option("phase2_epochs", Annotated[int, typer.Option(help="Fine-tuning epochs (RMSprop at lr/10).")],
-            _DEFAULTS.phase2_epochs),
+    _option("phase1_epochs", options.Phase1Epochs, _DEFAULTS.phase1_epochs),
+    _option("phase2_epochs", options.Phase2Epochs, _DEFAULTS.phase2_epochs),
     _option("learning_rate", Annotated[float, typer.Option(
         help="Phase 1 learning rate; phase 2 uses a tenth.")], _DEFAULTS.learning_rate),
     _option("fine_tune_at", Annotated[Optional[int], typer.Option(
@@ -72,11 +72,13 @@ TRAINING_OPTIONS = (
              "(the machines listed in TF_CONFIG; run the same command on each, see the README).")],
         _DEFAULTS.strategy),
     _option("peer_timeout", Annotated[float, typer.Option(
+        metavar="SECONDS",
         help="--strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up "
              "with a message naming the ones that never came.")], _DEFAULTS.peer_timeout),
     _option("max_pixels", Annotated[int, typer.Option(
         help="Skip images with more pixels than this (decompression bombs).")], _DEFAULTS.max_pixels),
     _option("cache_dir", Annotated[Optional[Path], typer.Option(
+        metavar="DIR",
         help="Folder of the decoded-pixel cache (images are decoded once; the next run over the same "
              "folder reads them back). Default: $TLX_PIXEL_CACHE_DIR, else ~/.cache/tlx/pixels "
              "(under $XDG_CACHE_HOME when set).", show_default=False)], _DEFAULTS.cache_dir),
@@ -84,6 +86,7 @@ TRAINING_OPTIONS = (
         help="Processes that decode images (small folders: this one). Default: one per core.",
         show_default=False)], _DEFAULTS.workers),
     _option("preprocessing", Annotated[int, typer.Option(
+        metavar="1|2",
         help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "
              "(JPEG decoded at a reduced scale, large images reduced to twice the input size "
              "first: fast at camera resolutions). Stored with the run and its models.")],
