@@ -43,7 +43,7 @@ def test_help_lists_options_with_defaults():
                    "--test-dir", "--no-augment", "--phase1-epochs", "--phase2-epochs", "--fine-tune-at",
                    "--cache-features", "--strategy", "--cache-dir", "--workers", "--json"):
         assert option in out, option
-    assert "default: 10" in out and "default: 160" in out and "mobilenet_v2" in out
+    assert "default: 10" in out and "the backbone's native size" in out and "mobilenet_v2" in out
 
 
 @pytest.mark.parametrize("command", ["", "train", "export", "predict", "bench", "bundle", "demo",

@@ -44,8 +44,9 @@ class TrainConfig:
     backbone: str = "mobilenet_v2"
     #: "imagenet" (Keras download/cache), "none" (random init) or a path to a weights file.
     weights: str = "imagenet"
-    #: Side of the square images the model sees, in pixels.
-    image_size: int = 160
+    #: Side of the square images the model sees, in pixels; None: the backbone's
+    #: default_image_size (the size its weights were trained at), resolved by `tlx train`.
+    image_size: Optional[int] = None
     #: Images per training step.
     batch_size: int = 32
     #: Seed for the split, the shuffling, the augmentation and the weight initialisation.
@@ -110,7 +111,7 @@ class TrainConfig:
         if self.cache_features and self.strategy is Strategy.MULTI_WORKER:
             raise TlxError("--cache-features trains the head on one machine's features: it cannot be "
                            "combined with --strategy multi-worker. Drop one of them.")
-        if self.image_size < 8:
+        if self.image_size is not None and self.image_size < 8:
             raise TlxError(f"--image-size {self.image_size} is too small (at least 8 pixels).")
         if self.batch_size < 1:
             raise TlxError("--batch-size must be at least 1.")

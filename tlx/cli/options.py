@@ -47,7 +47,11 @@ DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", metavar="DIR", help=DATA_DIR_HELP, show_default="the folder recorded in split.json")]
 
 IMAGE_SIZE_HELP = "Side of the square model input, in pixels."
-ImageSize = Annotated[int, typer.Option("--image-size", min=32, metavar="PIXELS", help=IMAGE_SIZE_HELP)]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", min=32, metavar="PIXELS", help=IMAGE_SIZE_HELP)]
+#: The same option where the backbone decides when it is not given (tlx train).
+BackboneImageSize = Annotated[Optional[int], typer.Option(
+    "--image-size", min=32, metavar="PIXELS", help=IMAGE_SIZE_HELP,
+    show_default="the backbone's native size, `tlx backbones` (160 for mobilenet_v2)")]
 
 PHASE1_EPOCHS_HELP = "Epochs with the backbone frozen (Adam)."
 Phase1Epochs = Annotated[int, typer.Option("--phase1-epochs", min=0, help=PHASE1_EPOCHS_HELP)]

@@ -29,7 +29,7 @@ def _option(name: str, annotation, default) -> inspect.Parameter:
 MODEL_OPTIONS = (
     _option("backbone", Annotated[str, typer.Option(
         metavar="NAME", help="Backbone from the registry (`tlx backbones` lists them).")], _DEFAULTS.backbone),
-    _option("image_size", options.ImageSize, _DEFAULTS.image_size),
+    _option("image_size", options.BackboneImageSize, _DEFAULTS.image_size),
 )
 
 #: Every other option of a training run (TrainConfig's fields except data_dir, out, backbone,

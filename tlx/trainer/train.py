@@ -164,9 +164,12 @@ def train(config: TrainConfig, log: Log = _stderr, callbacks: Sequence = (),
     split; its image size is replaced by the config's).
     """
     config.validate()
+    spec = get_backbone(config.backbone)
+    # The backbone's own defaults, written into config.json as the values used.
     if config.fine_tune_at is None:
-        config = _replace(config, fine_tune_at=get_backbone(config.backbone).default_fine_tune_at)
-    get_backbone(config.backbone)
+        config = _replace(config, fine_tune_at=spec.default_fine_tune_at)
+    if config.image_size is None:
+        config = _replace(config, image_size=spec.default_image_size)
     weights = parse_weights(config.weights)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise TlxError(f"--weights {weights}: no such file. Use imagenet, none or a weights file path.")
