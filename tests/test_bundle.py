@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from typer.testing import CliRunner
 
 from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
+from tlx.bench.options import MeasureOptions
 from tlx.bundle import manifest as schema
 from tlx.bundle.archive import MANIFEST, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.device import DeviceBenchConfig, bench_bundle
@@ -78,8 +79,9 @@ def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_
 
 
 def test_bench_bundle_in_process_agrees_with_the_host(bundle):
-    result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=3, warmup=1, cold_start=False,
-                                            backends=("litert", "litert-builtin"))).to_json()
+    result = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measure=MeasureOptions(threads=(1,), runs=3, warmup=1, cold_start=False),
+        backends=("litert", "litert-builtin"))).to_json()
     assert result["n_images"] == 9 and result["machine"]["cpu"]
     rows = {(m["name"], m["backend"]): m for m in result["models"]}
     assert set(rows) == {(n, b) for n in ("float32", "int8") for b in ("litert", "litert-builtin")}
@@ -224,8 +226,9 @@ def test_a_failed_inference_on_the_device_is_counted_not_fatal(bundle, monkeypat
         return real_run(self, pixels)
 
     monkeypatch.setattr(Classifier, "run", fails_on_second_photo)
-    result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=2, warmup=0, cold_start=False,
-                                            backends=("litert",))).to_json()
+    result = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measure=MeasureOptions(threads=(1,), runs=2, warmup=0, cold_start=False),
+        backends=("litert",))).to_json()
     first = result["models"][0]
     assert len(first["failures"]) == 1 and "invoke failed" in first["failures"][0]["error"]
     assert first["host"]["differ"] == 1 and first["host"]["identical"] == 8
@@ -443,10 +446,12 @@ def test_photo_named_like_a_model_does_not_replace_it_in_the_cold_start(bundle, 
     doc["images"][0]["file"] = new
     renamed = write_zip(tmp_path / "renamed.zip", [(new if n == old else n, d) for n, d in members], doc,
                         rehash=True)
-    genuine = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=1, warmup=0,
-                                             cold_start=False, backends=("litert",))).to_json()
-    result = bench_bundle(DeviceBenchConfig(bundle=renamed, threads=(1,), runs=1, warmup=0,
-                                            cold_start=True, backends=("litert",))).to_json()
+    genuine = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measure=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=False),
+        backends=("litert",))).to_json()
+    result = bench_bundle(DeviceBenchConfig(
+        bundle=renamed, measure=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=True),
+        backends=("litert",))).to_json()
     assert figures(result) == figures(genuine)
     for model in result["models"]:
         assert model["cold_start"] and model["cold_start"]["first_output_s"] > 0

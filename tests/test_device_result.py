@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
+from tlx.bench.options import MeasureOptions
 from tlx.bundle.device import DeviceBenchConfig, bench_bundle, markdown, text_table, write_result
 from tlx.bundle.make import BundleConfig, make_bundle
 from tlx.bundle.result import MAX_RESULT_BYTES, ResultError, read_result
@@ -48,8 +49,9 @@ def genuine(exported_run, tmp_path_factory):  # noqa: F811
                                  "--no-cold-start"])
     assert result.exit_code == 0, result.output
     bundle = make_bundle(BundleConfig(run_dir=exported_run, out=work / "b.zip", max_images=9)).path
-    measured = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1, 2), runs=3, warmup=1,
-                                              backends=("litert", "litert-builtin")))
+    measured = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measure=MeasureOptions(threads=(1, 2), runs=3, warmup=1),
+        backends=("litert", "litert-builtin")))
     json_path, _ = write_result(measured, work / "device")
     # The reader gives back exactly what the writer wrote.
     assert read_result(json_path).to_json() == measured.to_json()

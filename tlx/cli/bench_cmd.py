@@ -8,10 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from tlx.bench.bench import BenchConfig
+from tlx.bench.options import MeasureOptions
+from tlx.drop import DropGate, gate_text
 from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 
 _DEFAULTS = BenchConfig(run_dir=Path("."))
+_MEASURE = _DEFAULTS.measure
 
 
 def _parse_threads(value: str) -> tuple[int, ...]:
@@ -30,10 +33,10 @@ def bench(
         metavar="RUN_DIR|BUNDLE",
         help="A `tlx train` run folder with `tlx export` output, or a file from `tlx bundle`.")],
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time, comma separated.")]
-        = ",".join(map(str, _DEFAULTS.threads)),
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = _DEFAULTS.runs,
+        = ",".join(map(str, _MEASURE.threads)),
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = _MEASURE.runs,
     warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")]
-        = _DEFAULTS.warmup,
+        = _MEASURE.warmup,
     backend: Annotated[Optional[str], typer.Option(
         help="Interpreter backend: litert, litert-builtin (no XNNPACK), tflite-runtime or tensorflow. "
              "Default: the first "
@@ -45,11 +48,15 @@ def bench(
     max_drop: Annotated[Optional[float], typer.Option(
         help="Exit with code 3 when int8 loses more than this many top-1 points against Keras "
              "(or the first .tflite without TensorFlow).")] = None,
+    max_drop_on: Annotated[DropGate, typer.Option(
+        help="What --max-drop holds to the limit: 'point', the measured drop, or 'upper', the upper "
+             "bound of its paired 95% interval (passes only when the test images show the drop is "
+             "within the limit).")] = _MEASURE.max_drop_on,
     keras: Annotated[bool, typer.Option(
         help="Evaluate the Keras model as the reference (needs TensorFlow).")] = _DEFAULTS.include_keras,
     cold_start: Annotated[bool, typer.Option(
         help="Measure `tlx predict` start-up time and peak memory in a fresh process.")]
-        = _DEFAULTS.cold_start,
+        = _MEASURE.cold_start,
     data_dir: Annotated[Optional[Path], typer.Option(
         "--data-dir", help="Where the run's photos are now, if the data folder moved since `tlx train` "
                            "(default: the folder recorded in split.json).", show_default=False)] = None,
@@ -75,6 +82,8 @@ def bench(
     litert and tflite-runtime where installed (or --backend), accuracy, drop against the bundled Keras reference,
     agreement with it and with the host's outputs, latency, cold start, peak memory; writes
     OUT.json and OUT.md."""
+    measure = MeasureOptions(threads=_parse_threads(threads), runs=runs, warmup=warmup, cold_start=cold_start,
+                             max_drop=max_drop, max_drop_on=max_drop_on)
     if run_dir.is_file():
         from tlx.cli.bundle_cmd import bench_bundle_command
 
@@ -82,9 +91,8 @@ def bench(
             raise typer.BadParameter("--data-dir, --compare-backends and --no-keras are for a run folder; "
                                      "a bundle holds its photos and Keras reference, and runs every "
                                      "installed backend unless --backend names one.")
-        return bench_bundle_command(run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
-                                    backend=backend, max_drop=max_drop, cold_start=cold_start, out=out,
-                                    emulated=emulated, json_output=json_output)
+        return bench_bundle_command(run_dir, measure=measure, backend=backend, out=out, emulated=emulated,
+                                    json_output=json_output)
     if out is not None or emulated is not None:
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
                                  "to RUN_DIR/bench.")
@@ -93,9 +101,8 @@ def bench(
     from tlx.run_dir import RunDir
     from tlx.text import printable
 
-    config = BenchConfig(run_dir=run_dir, threads=_parse_threads(threads), runs=runs, warmup=warmup,
-                         backend=backend, compare_backends=compare_backends, max_drop=max_drop,
-                         include_keras=keras, cold_start=cold_start, data_dir=data_dir)
+    config = BenchConfig(run_dir=run_dir, measure=measure, backend=backend, compare_backends=compare_backends,
+                         include_keras=keras, data_dir=data_dir)
     with user_errors():
         result = run_bench(config, log=say)
         written = write(result, RunDir(run_dir).bench)
@@ -113,6 +120,7 @@ def bench(
             typer.echo("\n" + printable(line[2:]))
         typer.echo(f"\nReport: {printable(written['markdown'])}")
     if result.failed_drop:
-        typer.secho(f"int8 lost more than {max_drop:g} points against {printable(result.reference)}.",
+        typer.secho(f"int8 lost more than {gate_text(max_drop, max_drop_on)} against "
+                    f"{printable(result.reference)}.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)
