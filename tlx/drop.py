@@ -22,6 +22,12 @@ class DropGate(str, enum.Enum):
     UPPER = "upper"
 
 
+#: The --max-drop-on help, one text for every command that gates.
+GATE_HELP = ("What --max-drop holds to the limit: 'point', the measured drop, or 'upper', the upper "
+             "bound of its paired 95% interval (passes only when the test images show the drop is "
+             "within the limit).")
+
+
 def check_max_drop(max_drop: Optional[float]) -> Optional[float]:
     """`max_drop` when it is None or 0 or more percentage points; a TlxError otherwise."""
     if max_drop is not None and not max_drop >= 0:  # `not >=` also refuses NaN

@@ -9,7 +9,7 @@ import typer
 
 from tlx.bench.bench import BenchConfig
 from tlx.bench.options import MeasureOptions
-from tlx.drop import DropGate, gate_text
+from tlx.drop import GATE_HELP, DropGate, gate_text
 from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 
@@ -48,10 +48,7 @@ def bench(
     max_drop: Annotated[Optional[float], typer.Option(
         help="Exit with code 3 when int8 loses more than this many top-1 points against Keras "
              "(or the first .tflite without TensorFlow).")] = None,
-    max_drop_on: Annotated[DropGate, typer.Option(
-        help="What --max-drop holds to the limit: 'point', the measured drop, or 'upper', the upper "
-             "bound of its paired 95% interval (passes only when the test images show the drop is "
-             "within the limit).")] = _MEASURE.max_drop_on,
+    max_drop_on: Annotated[DropGate, typer.Option(help=GATE_HELP)] = _MEASURE.max_drop_on,
     keras: Annotated[bool, typer.Option(
         help="Evaluate the Keras model as the reference (needs TensorFlow).")] = _DEFAULTS.include_keras,
     cold_start: Annotated[bool, typer.Option(

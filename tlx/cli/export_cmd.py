@@ -9,6 +9,7 @@ import typer
 
 from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, progress_bar, user_errors
+from tlx.drop import GATE_HELP, DropGate, drop_text, gate_text
 from tlx.export.export import ExportConfig
 from tlx.export.fallback import FallbackMode
 from tlx.export.formats import ExportFormat, OutputType, describe_formats
@@ -44,6 +45,7 @@ def export(
              "points below the Keras model, on ai-edge-litert's default kernels or on the builtin "
              "ones tflite-runtime uses (files are kept and marked in export.json).",
         show_default=False)] = None,
+    max_drop_on: Annotated[DropGate, typer.Option(help=GATE_HELP)] = _DEFAULTS.max_drop_on,
     fallback: Annotated[FallbackMode, typer.Option(
         "--fallback", case_sensitive=False,
         help="auto: if int8 accuracy on the run's validation images is more than --max-drop "
@@ -72,6 +74,7 @@ def export(
         names = tuple(f.value for f in formats) if formats else _DEFAULTS.formats
         config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
                               calibration_samples=calibration_samples, max_drop=max_drop,
+                              max_drop_on=max_drop_on,
                               fallback=fallback, data_dir=data_dir)
         log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
         result = export_run(config, progress=progress_bar, log=log)
@@ -92,8 +95,9 @@ def export(
             gate = result.summary["max_drop"]
             drop = gate["int8_drop_points"]
             what = ("no test image was readable, so the int8 drop is unknown" if drop is None else
-                    f"int8 accuracy is {drop:.2f} points below Keras")
-            typer.secho(f"--max-drop {gate['limit_points']:g}: {what}. The files are kept and "
+                    f"int8 accuracy is {drop_text(result.parity.get(gate['measured_on']).drop)} points "
+                    "below Keras (in brackets: the paired 95% interval)")
+            typer.secho(f"--max-drop {gate_text(gate['limit_points'], max_drop_on)}: {what}. The files are kept and "
                         "marked in export.json.", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_QUALITY_GATE)
 
