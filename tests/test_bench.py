@@ -87,6 +87,18 @@ def test_negative_max_drop_is_refused(exported_run):
     assert result.exit_code == 1 and "--max-drop" in result.output
 
 
+def test_upper_bound_gate_without_max_drop_is_refused(exported_run, tmp_path):
+    """It would gate nothing: refused before any work, for a run folder and a bundle."""
+    result = _bench(exported_run, "--max-drop-on", "upper")
+    assert result.exit_code == 1 and "add --max-drop POINTS" in result.output, result.output
+    bundle = tmp_path / "device.zip"
+    made = runner.invoke(app, ["bundle", str(exported_run), "-o", str(bundle), "--max-images", "3"])
+    assert made.exit_code == 0, made.output
+    result = _bench(bundle, "--max-drop-on", "upper", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1 and "add --max-drop POINTS" in result.output, result.output
+    assert "Traceback" not in result.output and not list(tmp_path.glob("r.*")), "nothing written"
+
+
 def test_run_without_exports_says_what_to_run(exported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("export", "bench", "checkpoints"))

@@ -72,3 +72,11 @@ def test_the_upper_bound_gate_is_never_laxer_than_the_point_gate(pairs, limit):
     rows = [("int8", paired_difference(truth, reference, model))]
     if drop_exceeded(rows, limit, DropGate.POINT):
         assert drop_exceeded(rows, limit, DropGate.UPPER)
+
+
+def test_the_upper_bound_gate_without_a_limit_is_refused():
+    """It would gate nothing: a forgotten --max-drop must not pass silently."""
+    assert check_max_drop(1.0, DropGate.UPPER) == 1.0
+    assert check_max_drop(None, DropGate.POINT) is None
+    with pytest.raises(TlxError, match="--max-drop-on upper .* add --max-drop POINTS"):
+        check_max_drop(None, DropGate.UPPER)

@@ -198,3 +198,9 @@ def test_the_upper_bound_gate_fails_where_the_point_gate_passes(hostile_run, tmp
     gate = json.loads((tmp_path / "upper" / "export.json").read_text())["max_drop"]
     assert gate["passed"] is False and gate["max_drop_on"] == "upper"
     assert gate["int8_drop"]["ci95"][1] > float(between) > gate["int8_drop_points"]
+
+
+def test_the_upper_bound_gate_without_max_drop_is_refused(hostile_run, tmp_path):
+    result = cli(hostile_run, "--max-drop-on", "upper", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "add --max-drop POINTS" in result.output, result.output
+    assert not (tmp_path / "out").exists()

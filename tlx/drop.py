@@ -28,10 +28,14 @@ GATE_HELP = ("What --max-drop holds to the limit: 'point', the measured drop, or
              "within the limit).")
 
 
-def check_max_drop(max_drop: Optional[float]) -> Optional[float]:
-    """`max_drop` when it is None or 0 or more percentage points; a TlxError otherwise."""
+def check_max_drop(max_drop: Optional[float], on: DropGate = DropGate.POINT) -> Optional[float]:
+    """`max_drop` when it is None or 0 or more percentage points; a TlxError otherwise, and
+    when the upper-bound gate is asked for without a limit (it would silently gate nothing)."""
     if max_drop is not None and not max_drop >= 0:  # `not >=` also refuses NaN
         raise TlxError(f"--max-drop must be 0 or more percentage points (got {max_drop:g}).")
+    if max_drop is None and DropGate(on) is DropGate.UPPER:
+        raise TlxError("--max-drop-on upper holds the drop's interval to --max-drop, and no --max-drop "
+                       "was given: add --max-drop POINTS.")
     return max_drop
 
 

@@ -161,7 +161,7 @@ def model_name(path: Path) -> str:
 def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     from tlx.runtime.backends import installed_backends, resolve_name
 
-    check_max_drop(config.measure.max_drop)
+    check_max_drop(config.measure.max_drop, config.measure.max_drop_on)
     run = RunDir(config.run_dir)
     split = run.read_split(config.data_dir)
     labels = run.read_labels()

@@ -77,7 +77,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
     from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
     options = config.measure
-    check_max_drop(options.max_drop)
+    check_max_drop(options.max_drop, options.max_drop_on)
     started = time.perf_counter()
     # By default the backends a device user would run (litert-builtin only when named: it
     # stands in for tflite-runtime's kernels on a host, and costs time and memory here).

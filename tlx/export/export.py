@@ -172,8 +172,8 @@ def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
     """The option checks, before any file is read. Returns the formats to export by name."""
     specs = _check_formats(config.formats)
     _check_fallback_options(config, specs)
+    check_max_drop(config.max_drop, config.max_drop_on)
     if config.max_drop is not None:
-        check_max_drop(config.max_drop)
         if "int8" not in specs:
             raise TlxError("--max-drop checks the int8 file: add --format int8.")
         if not config.parity:
