@@ -161,8 +161,8 @@ def run_dataset(setting: Setting, work: Path, fresh: bool, log) -> dict:
 
     log(f"[{setting.dataset}] bench: Keras, float32, int8 on the test split; latency on 1 thread ({BACKEND})")
     started = time.perf_counter()
-    measure = MeasureOptions(threads=(1,), runs=100, warmup=10, cold_start=False)
-    result = run_bench(BenchConfig(run_dir=run.root, measure=measure, backend=BACKEND),
+    measurement = MeasureOptions(threads=(1,), runs=100, warmup=10, cold_start=False)
+    result = run_bench(BenchConfig(run_dir=run.root, measurement=measurement, backend=BACKEND),
                        log=lambda m: log(f"  {m}"))
     bench_report.write(result, run.bench)
     timings["bench_s"] = time.perf_counter() - started
@@ -233,7 +233,8 @@ def section(record: dict, command: str) -> str:
         f"- Data: {data}",
         f"- Training: {recipe}",
         f"- Latency: one `Classifier.run` on one test image, ai-edge-litert, 1 thread, "
-        f"{result.config.measure.warmup} warm-up + {result.config.measure.runs} timed runs (XNNPACK on)",
+        f"{result.config.measurement.warmup} warm-up + "
+        f"{result.config.measurement.runs} timed runs (XNNPACK on)",
         f"- Time: prepare {t.get('prepare_s', 0):.0f} s, train {t.get('train_s', 0):.0f} s, "
         f"export {t.get('export_s', 0):.0f} s, bench {t.get('bench_s', 0):.0f} s",
         "",

@@ -80,7 +80,7 @@ def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_
 
 def test_bench_bundle_in_process_agrees_with_the_host(bundle):
     result = bench_bundle(DeviceBenchConfig(
-        bundle=bundle, measure=MeasureOptions(threads=(1,), runs=3, warmup=1, cold_start=False),
+        bundle=bundle, measurement=MeasureOptions(threads=(1,), runs=3, warmup=1, cold_start=False),
         backends=("litert", "litert-builtin"))).to_json()
     assert result["n_images"] == 9 and result["machine"]["cpu"]
     rows = {(m["name"], m["backend"]): m for m in result["models"]}
@@ -254,7 +254,7 @@ def test_a_failed_inference_on_the_device_is_counted_not_fatal(bundle, monkeypat
 
     monkeypatch.setattr(Classifier, "run", fails_on_second_photo)
     result = bench_bundle(DeviceBenchConfig(
-        bundle=bundle, measure=MeasureOptions(threads=(1,), runs=2, warmup=0, cold_start=False),
+        bundle=bundle, measurement=MeasureOptions(threads=(1,), runs=2, warmup=0, cold_start=False),
         backends=("litert",))).to_json()
     first = result["models"][0]
     assert len(first["failures"]) == 1 and "invoke failed" in first["failures"][0]["error"]
@@ -474,10 +474,10 @@ def test_photo_named_like_a_model_does_not_replace_it_in_the_cold_start(bundle, 
     renamed = write_zip(tmp_path / "renamed.zip", [(new if n == old else n, d) for n, d in members], doc,
                         rehash=True)
     genuine = bench_bundle(DeviceBenchConfig(
-        bundle=bundle, measure=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=False),
+        bundle=bundle, measurement=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=False),
         backends=("litert",))).to_json()
     result = bench_bundle(DeviceBenchConfig(
-        bundle=renamed, measure=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=True),
+        bundle=renamed, measurement=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=True),
         backends=("litert",))).to_json()
     assert figures(result) == figures(genuine)
     for model in result["models"]:

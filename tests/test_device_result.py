@@ -50,7 +50,7 @@ def genuine(exported_run, tmp_path_factory):  # noqa: F811
     assert result.exit_code == 0, result.output
     bundle = make_bundle(BundleConfig(run_dir=exported_run, out=work / "b.zip", max_images=9)).path
     measured = bench_bundle(DeviceBenchConfig(
-        bundle=bundle, measure=MeasureOptions(threads=(1, 2), runs=3, warmup=1),
+        bundle=bundle, measurement=MeasureOptions(threads=(1, 2), runs=3, warmup=1),
         backends=("litert", "litert-builtin")))
     json_path, _ = write_result(measured, work / "device")
     # The reader gives back exactly what the writer wrote.

@@ -97,7 +97,8 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     if _fresh(run.bench_json, export_json) and run.has_current_bench():
         log("      already measured: reusing it")
     else:
-        result = run_bench(BenchConfig(run_dir=run.root, measure=MeasureOptions(threads=(1, 2))), log=lambda m: log(f"      {m}"))
+        result = run_bench(BenchConfig(run_dir=run.root, measurement=MeasureOptions(threads=(1, 2))),
+                           log=lambda m: log(f"      {m}"))
         bench_report.write(result, run.bench)
         log(bench_report.text_table(result))
 

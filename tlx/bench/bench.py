@@ -31,7 +31,7 @@ class BenchConfig:
     #: A finished `tlx train` run with `tlx export` output in RUN_DIR/export.
     run_dir: Path
     #: Timing, cold start and the drop limit, as for a device (tlx.bench.options).
-    measure: MeasureOptions = MeasureOptions()
+    measurement: MeasureOptions = MeasureOptions()
     #: Interpreter backend (None: tlx.runtime's automatic choice).
     backend: Optional[str] = None
     #: Time each .tflite on every installed backend, side by side.
@@ -96,14 +96,14 @@ class BenchResult:
         return next(m for m in self.models if m.name == name)
 
     def to_json(self) -> dict:
-        measure = self.config.measure
+        measurement = self.config.measurement
         return {
             "run_dir": str(self.config.run_dir),
             "date": self.environment["date"],
             "environment": self.environment,
-            "settings": {"threads": list(measure.threads), "runs": measure.runs,
-                         "warmup": measure.warmup, "backend": self.config.backend,
-                         "max_drop": measure.max_drop, "max_drop_on": measure.max_drop_on.value},
+            "settings": {"threads": list(measurement.threads), "runs": measurement.runs,
+                         "warmup": measurement.warmup, "backend": self.config.backend,
+                         "max_drop": measurement.max_drop, "max_drop_on": measurement.max_drop_on.value},
             "model_sha256": self.model_sha256,
             "labels": self.labels,
             "n_test": self.n_test,
@@ -161,7 +161,7 @@ def model_name(path: Path) -> str:
 def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     from tlx.runtime.backends import installed_backends, resolve_name
 
-    check_max_drop(config.measure.max_drop, config.measure.max_drop_on)
+    check_max_drop(config.measurement.max_drop, config.measurement.max_drop_on)
     run = RunDir(config.run_dir)
     split = run.read_split(config.data_dir)
     labels = run.read_labels()
@@ -196,8 +196,8 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     for result in results[1:]:
         result.agreement = wilson(int(np.sum(result.predicted == reference.predicted)), len(images.paths))
         result.drop = paired_difference(images.labels, reference.predicted, result.predicted)
-    failed = drop_exceeded(((r.name, r.drop) for r in results), config.measure.max_drop,
-                           config.measure.max_drop_on)
+    failed = drop_exceeded(((r.name, r.drop) for r in results), config.measurement.max_drop,
+                           config.measurement.max_drop_on)
     return BenchResult(config, labels, len(images.paths), images.skipped, reference.name, results,
                        environment(), failed, model_sha256=model_sha)
 
@@ -205,7 +205,7 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
 def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> ModelResult:
     predictions = evaluate.keras_predictions(model_path, len(labels), images)
     result = _model_result(KERAS, model_path, None, labels, images, predictions)
-    if config.measure.cold_start:
+    if config.measurement.cold_start:
         result.cold_start = measure.keras_cold_start(model_path, images.paths[0], len(labels))
     return result
 
@@ -215,7 +215,7 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
     from tlx.runtime import Classifier
 
     log(f"Evaluating {name}")
-    options = config.measure
+    options = config.measurement
     classifier = Classifier.from_file(path, num_threads=options.threads[0], backend=backend)
     if classifier.num_classes != len(labels):
         raise TlxError(f"{path} has {classifier.num_classes} outputs but the run has "

@@ -16,7 +16,7 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 
 def table_rows(result) -> tuple[list[str], list[list[str]]]:
-    threads = list(result.config.measure.threads)
+    threads = list(result.config.measurement.threads)
     header = ["model", "backend", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "agree %"]
     header += [f"p50/p90/p99 ms @{t}t" for t in threads]
     header += ["img/s @1t" if 1 in threads else f"img/s @{threads[0]}t", "cold start s", "peak RSS MB",
@@ -68,7 +68,7 @@ def markdown(result, charts: bool = True) -> str:
     header, rows = table_rows(result)
     rows = [[_md(cell) for cell in row] for row in rows]
     env = result.environment
-    measure = result.config.measure
+    measurement = result.config.measurement
     out = [
         f"# tlx bench: {_md(Path(result.config.run_dir).name)}",
         "",
@@ -83,7 +83,7 @@ def markdown(result, charts: bool = True) -> str:
         f"- drop and agreement are against {_md(result.reference)}; drop: reference minus model, in "
         f"points, paired 95% interval (same images); latency is one "
         f"`Classifier.run` (set input, invoke, dequantize) on one image after "
-        f"{measure.warmup} warm-up runs, {measure.runs} timed runs",
+        f"{measurement.warmup} warm-up runs, {measurement.runs} timed runs",
         "- cold start: a new `tlx predict` process (for Keras: a Python process loading the .keras), "
         "start to first printed result; peak RSS of that process",
         "",
@@ -94,9 +94,9 @@ def markdown(result, charts: bool = True) -> str:
     if result.unreadable:
         out += ["", "Unreadable test images (left out):"]
         out += [f"- {_md(path)}: {_md(reason)}" for path, reason in result.unreadable]
-    if measure.max_drop is not None:
+    if measurement.max_drop is not None:
         verdict = "EXCEEDED" if result.failed_drop else "within"
-        out += ["", f"int8 drop limit {gate_text(measure.max_drop, measure.max_drop_on)}: {verdict}."]
+        out += ["", f"int8 drop limit {gate_text(measurement.max_drop, measurement.max_drop_on)}: {verdict}."]
     if charts:
         out += ["", f"![accuracy against latency]({BENCH_CHART})", ""]
         out += [f"![confusion {_md(m.name)}]({_md(confusion_name(m.name))})" for m in result.models]
@@ -121,7 +121,7 @@ def write(result, out_dir: Path) -> dict[str, Path]:
         # A device install (numpy, pillow, one interpreter) has no matplotlib: numbers only.
         del written["chart"]
         return written
-    first_threads = result.config.measure.threads[0]
+    first_threads = result.config.measurement.threads[0]
     points = [(m.name, m.latency[first_threads].p50, m.accuracy.value, m.accuracy.low, m.accuracy.high,
                m.size_bytes) for m in result.models if first_threads in m.latency]
     plots.accuracy_vs_latency(points, written["chart"])

@@ -56,7 +56,7 @@ class DeviceBenchConfig:
     #: A file written by `tlx bundle`.
     bundle: Path
     #: Timing, cold start and the drop limit, as for a run folder (tlx.bench.options).
-    measure: MeasureOptions = MeasureOptions()
+    measurement: MeasureOptions = MeasureOptions()
     #: Backends to run; None: those of litert and tflite-runtime installed here.
     backends: Optional[tuple[str, ...]] = None
     #: Set when this "device" is an emulator (e.g. "qemu-aarch64 -cpu cortex-a72"): the result
@@ -76,7 +76,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
     """Run the device benchmark; returns the result (tlx.bundle.result, see write_result)."""
     from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
-    options = config.measure
+    options = config.measurement
     check_max_drop(options.max_drop, options.max_drop_on)
     started = time.perf_counter()
     # By default the backends a device user would run (litert-builtin only when named: it
@@ -150,7 +150,7 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
                  log: Log) -> ModelResult:
     from tlx.runtime import Classifier
 
-    options = config.measure
+    options = config.measurement
     source = f"{bundle.path.name}:{entry.file}"
     classifier = Classifier(content, num_threads=options.threads[0], backend=backend, source=source)
     labels = bundle.labels

@@ -14,7 +14,7 @@ from tlx.cli.app import app
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
 
 _DEFAULTS = BenchConfig(run_dir=Path("."))
-_MEASURE = _DEFAULTS.measure
+_MEASURE = _DEFAULTS.measurement
 
 
 def _parse_threads(value: str) -> tuple[int, ...]:
@@ -79,8 +79,8 @@ def bench(
     litert and tflite-runtime where installed (or --backend), accuracy, drop against the bundled Keras reference,
     agreement with it and with the host's outputs, latency, cold start, peak memory; writes
     OUT.json and OUT.md."""
-    measure = MeasureOptions(threads=_parse_threads(threads), runs=runs, warmup=warmup, cold_start=cold_start,
-                             max_drop=max_drop, max_drop_on=max_drop_on)
+    measurement = MeasureOptions(threads=_parse_threads(threads), runs=runs, warmup=warmup,
+                                 cold_start=cold_start, max_drop=max_drop, max_drop_on=max_drop_on)
     if run_dir.is_file():
         from tlx.cli.bundle_cmd import bench_bundle_command
 
@@ -88,8 +88,8 @@ def bench(
             raise typer.BadParameter("--data-dir, --compare-backends and --no-keras are for a run folder; "
                                      "a bundle holds its photos and Keras reference, and runs every "
                                      "installed backend unless --backend names one.")
-        return bench_bundle_command(run_dir, measure=measure, backend=backend, out=out, emulated=emulated,
-                                    json_output=json_output)
+        return bench_bundle_command(run_dir, measurement=measurement, backend=backend, out=out,
+                                    emulated=emulated, json_output=json_output)
     if out is not None or emulated is not None:
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
                                  "to RUN_DIR/bench.")
@@ -98,8 +98,8 @@ def bench(
     from tlx.run_dir import RunDir
     from tlx.text import printable
 
-    config = BenchConfig(run_dir=run_dir, measure=measure, backend=backend, compare_backends=compare_backends,
-                         include_keras=keras, data_dir=data_dir)
+    config = BenchConfig(run_dir=run_dir, measurement=measurement, backend=backend,
+                         compare_backends=compare_backends, include_keras=keras, data_dir=data_dir)
     with user_errors():
         result = run_bench(config, log=say)
         written = write(result, RunDir(run_dir).bench)

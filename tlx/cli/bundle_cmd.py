@@ -65,12 +65,12 @@ def result_prefix(out: Optional[Path], default: Path) -> Path:
     return prefix
 
 
-def bench_bundle_command(path: Path, *, measure: MeasureOptions, backend: Optional[str], out: Optional[Path],
-                         emulated: Optional[str], json_output: bool) -> None:
+def bench_bundle_command(path: Path, *, measurement: MeasureOptions, backend: Optional[str],
+                         out: Optional[Path], emulated: Optional[str], json_output: bool) -> None:
     """`tlx bench BUNDLE`: see tlx.bundle.device."""
     from tlx.bundle.device import DeviceBenchConfig, bench_bundle, default_prefix, text_table, write_result
 
-    config = DeviceBenchConfig(bundle=path, measure=measure,
+    config = DeviceBenchConfig(bundle=path, measurement=measurement,
                                backends=tuple(b.strip() for b in backend.split(",") if b.strip())
                                if backend else None, emulated=emulated)
     with user_errors():
@@ -88,7 +88,7 @@ def bench_bundle_command(path: Path, *, measure: MeasureOptions, backend: Option
         typer.echo(text_table(result))
         typer.echo(f"\nResult: {printable(json_path)} and {printable(md_path)}")
     if result.max_drop_exceeded:
-        typer.secho(f"int8 lost more than {gate_text(measure.max_drop, measure.max_drop_on)} against the "
-                    "bundled Keras reference.",
+        limit = gate_text(measurement.max_drop, measurement.max_drop_on)
+        typer.secho(f"int8 lost more than {limit} against the bundled Keras reference.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)

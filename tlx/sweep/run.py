@@ -141,9 +141,10 @@ def _candidate(config: SweepConfig, candidate: Candidate, run: RunDir, split: Sp
     if run.has_current_bench():
         log("benched already")
     else:
-        measure = MeasureOptions(threads=(records.BENCH_THREADS,), runs=config.bench_runs,
+        measurement = MeasureOptions(threads=(records.BENCH_THREADS,), runs=config.bench_runs,
                                  warmup=config.bench_warmup, cold_start=False)
-        result = run_bench(BenchConfig(run_dir=run.root, measure=measure, include_keras=False), log=log)
+        result = run_bench(BenchConfig(run_dir=run.root, measurement=measurement, include_keras=False),
+                           log=log)
         bench_report.write(result, run.bench)
     return records.models_from_bench(run.bench_json)
 
