@@ -95,8 +95,8 @@ def _headline(bench: dict) -> str:
     interval = "; in brackets its paired 95% interval" if (int8.get("drop") or {}).get("ci95") else ""
     return (f'<p class="headline">int8: top-1 {100 * int8["accuracy"]["value"]:.1f}% against '
             f'{100 * reference["accuracy"]["value"]:.1f}% for {html_text(reference["name"])} '
-            f'({html_text(bench_drop_text(int8))} points drop on {html_text(str(bench["n_test"]))} test images'
-            f'{interval}){smaller}{faster}.</p>')
+            f'({html_text(bench_drop_text(int8))} points drop on {html_text(str(bench["n_test"]))} '
+            f'test images{interval}){smaller}{faster}.</p>')
 
 
 def _bench_section(run: RunDir, bench: dict) -> str:
@@ -119,7 +119,8 @@ def _bench_section(run: RunDir, bench: dict) -> str:
         f"{html_text(env['cpu'])}, Python {html_text(env['python'])}."
         + (f" int8-relevant CPU features: {html_text(', '.join(env['cpu_features']) or 'none')}; "
            f"{html_text(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
-        _table(["model", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "p50 ms (1 image)", "cold start s"], rows),
+        _table(["model", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "p50 ms (1 image)",
+                "cold start s"], rows),
         _image(run.bench_chart, "Accuracy against latency"),
     ]
     for m in bench["models"]:

@@ -26,7 +26,8 @@ def table_rows(result) -> tuple[list[str], list[list[str]]]:
         acc = m.accuracy
         row = [m.name, m.backend or "keras", f"{m.size_bytes / 1e6:.2f}",
                f"{100 * acc.value:.1f} [{100 * acc.low:.1f}, {100 * acc.high:.1f}] n={acc.n}",
-               "-" if m.drop is None else drop_text(m.drop), _fmt(m.agreement and 100 * m.agreement.value, ".1f")]
+               "-" if m.drop is None else drop_text(m.drop),
+               _fmt(m.agreement and 100 * m.agreement.value, ".1f")]
         for t in threads:
             lat = m.latency.get(t)
             row.append(f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")

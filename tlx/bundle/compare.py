@@ -18,8 +18,8 @@ from tlx.drop import bench_drop_text, drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 
-HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts [95% CI]", "agree Keras %",
-          "outputs = host's", "p50 ms @1 image", "int8/float32 p50"]
+HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts [95% CI]",
+          "agree Keras %", "outputs = host's", "p50 ms @1 image", "int8/float32 p50"]
 
 
 def read_device_results(run: RunDir, paths) -> list[DeviceResult]:

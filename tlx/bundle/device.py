@@ -263,8 +263,8 @@ def table_rows(result: DeviceResult) -> tuple[list[str], list[list[str]]]:
     header += [f"p50/p90/p99 ms @{t}t" for t in threads] + ["cold start s", "predict peak RSS MB"]
     rows = []
     for m in result.models:
-        row = [m.name, m.backend, _pct(m.accuracy), drop_text(m.drop), f"{100 * m.agreement_reference.value:.1f}",
-               _vs_host(m.host)]
+        row = [m.name, m.backend, _pct(m.accuracy), drop_text(m.drop),
+               f"{100 * m.agreement_reference.value:.1f}", _vs_host(m.host)]
         for t in threads:
             lat = m.latency.get(t)
             row.append("emulated" if emulated else f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")

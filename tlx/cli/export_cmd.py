@@ -97,7 +97,8 @@ def export(
             what = ("no test image was readable, so the int8 drop is unknown" if drop is None else
                     f"int8 accuracy is {drop_text(result.parity.get(gate['measured_on']).drop)} points "
                     "below Keras (in brackets: the paired 95% interval)")
-            typer.secho(f"--max-drop {gate_text(gate['limit_points'], max_drop_on)}: {what}. The files are kept and "
+            limit = gate_text(gate["limit_points"], max_drop_on)
+            typer.secho(f"--max-drop {limit}: {what}. The files are kept and "
                         "marked in export.json.", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_QUALITY_GATE)
 
