@@ -294,7 +294,7 @@ def test_point_gate_fails_under_the_measured_drop_with_exit_3(lossy_run):
 
 
 def test_the_drop_interval_is_in_every_host_output(lossy_run):
-    from tlx.bench.stats import PairedDifference
+    from tlx.stats import PairedDifference
     from tlx.drop import drop_text
     from tlx.run_dir import REPORT
 

@@ -441,7 +441,7 @@ def test_a_version_1_result_without_model_hashes_is_still_read(genuine):
 
 def test_a_drop_with_an_interval_is_read_and_a_lopsided_interval_refused(genuine):
     """The genuine run changes no photo's correctness; here the int8 model loses one photo."""
-    from tlx.bench.stats import paired_difference, wilson
+    from tlx.stats import paired_difference, wilson
     from tlx.bundle.result import parse_result
 
     doc = json.loads(genuine["text"])
@@ -472,7 +472,7 @@ def test_the_gate_mode_is_read_checked_and_defaults_to_the_point(genuine):
         read_result(_edit(genuine, lambda doc: doc["settings"].update(max_drop_on="sideways")))
 
     def upper_gate_over_a_lost_photo(doc):
-        from tlx.bench.stats import paired_difference, wilson
+        from tlx.stats import paired_difference, wilson
 
         n, reference = doc["n_images"], doc["reference"]["accuracy"]["successes"]
         truth, ref = [0] * n, [0] * reference + [1] * (n - reference)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from tlx.bench.stats import paired_difference
 from tlx.drop import DropGate, check_max_drop, drop_exceeded, drop_text, gated_value
 from tlx.errors import TlxError
 from tlx.export.formats import FORMATS, is_int8_model
+from tlx.stats import paired_difference
 
 
 @pytest.mark.parametrize("value", [None, 0.0, 0.5, 100.0])

@@ -333,7 +333,7 @@ def test_metadata_readable_from_the_file_alone(run2, export2):
 def test_terminal_table_has_every_format(run2, export2):
     import math
 
-    from tlx.bench.stats import PairedDifference
+    from tlx.stats import PairedDifference
     from tlx.export.parity import ParityReport, FormatParity, format_table
 
     def row(f):

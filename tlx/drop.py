@@ -7,9 +7,9 @@ import enum
 import math
 from typing import Iterable, Optional
 
-from tlx.bench.stats import PairedDifference
 from tlx.errors import TlxError
 from tlx.export.formats import is_int8_model
+from tlx.stats import PairedDifference
 
 
 class DropGate(str, enum.Enum):

@@ -14,12 +14,12 @@ import tlx
 from tlx import machine
 from tlx.bench import evaluate, measure
 from tlx.bench.options import MeasureOptions
-from tlx.bench.stats import PairedDifference, Proportion, confusion_matrix, paired_difference, wilson
 from tlx.drop import check_max_drop, drop_exceeded
 from tlx.errors import TlxError
 from tlx.imaging import check_image_size
 from tlx.progress import Log, silent
 from tlx.run_dir import RunDir, require_present, require_same_photos
+from tlx.stats import PairedDifference, Proportion, confusion_matrix, paired_difference, wilson
 
 KERAS = "keras"
 

@@ -29,7 +29,6 @@ import tlx
 from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.options import MeasureOptions
-from tlx.bench.stats import paired_difference, wilson
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
 from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
@@ -38,6 +37,7 @@ from tlx.drop import check_max_drop, drop_text, gate_text
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
+from tlx.stats import paired_difference, wilson
 from tlx.text import markdown_text, printable
 
 #: Longest error message kept per failed photo: the result file stays small.

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-from tlx.bench.stats import Latency, PairedDifference, Proportion, wilson
 from tlx.drop import DropGate, drop_exceeded
 from tlx.errors import TlxError
 from tlx.machine import Machine
+from tlx.stats import Latency, PairedDifference, Proportion, wilson
 from tlx.text import printable
 
 #: What a device result file says it is, so that `tlx report --device` refuses anything else.

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tlx.bench.stats import PairedDifference, paired_difference
 from tlx.drop import drop_text
 from tlx.imaging import PREPROCESSING_VERSION
 from tlx.pixels.cache import LabelledImages, load_labelled
 from tlx.progress import Advance
+from tlx.stats import PairedDifference, paired_difference
 
 
 #: The test split as parity reads it (kept as a name for the callers).
@@ -40,7 +40,7 @@ class FormatParity:
     #: probabilities are steps of 1/256). The files output probabilities, so logits are
     #: recovered as log p centered per image: softmax cannot see a shift common to all logits.
     max_abs_logit_diff: float | None = None
-    #: accuracy_drop_points with its paired 95% interval (tlx.bench.stats; the same images),
+    #: accuracy_drop_points with its paired 95% interval (tlx.stats; the same images),
     #: as tlx bench gives it. None only for a report built without it.
     drop: PairedDifference | None = None
 
