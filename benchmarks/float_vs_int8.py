@@ -118,6 +118,7 @@ def run_dataset(setting: Setting, work: Path, fresh: bool, log) -> dict:
     from tlx import datasets
     from tlx.bench import report as bench_report
     from tlx.bench.bench import BenchConfig, run_bench
+    from tlx.bench.options import MeasureOptions
     from tlx.export.export import ExportConfig, export_run
     from tlx.run_dir import RunDir
     from tlx.run_config import TrainConfig
@@ -160,28 +161,19 @@ def run_dataset(setting: Setting, work: Path, fresh: bool, log) -> dict:
 
     log(f"[{setting.dataset}] bench: Keras, float32, int8 on the test split; latency on 1 thread ({BACKEND})")
     started = time.perf_counter()
-    result = run_bench(BenchConfig(run_dir=run.root, threads=(1,), runs=100, warmup=10, backend=BACKEND,
-                                   cold_start=False), log=lambda m: log(f"  {m}"))
+    measurement = MeasureOptions(threads=(1,), runs=100, warmup=10, cold_start=False)
+    result = run_bench(BenchConfig(run_dir=run.root, measurement=measurement, backend=BACKEND),
+                       log=lambda m: log(f"  {m}"))
     bench_report.write(result, run.bench)
     timings["bench_s"] = time.perf_counter() - started
     files.write_json(timings_path, timings)
     log(bench_report.text_table(result))
 
     split = run.read_split()
-    unreadable = {p for p, _ in result.unreadable}
-    truth = [label for path, label in split.test if path not in unreadable]
     history = files.read_json(run.history) if run.history.is_file() else {}
     images = {"train": len(split.train), "validation": len(split.validation), "test": result.n_test}
-    return {"setting": setting, "result": result, "truth": truth, "timings": timings, "images": images,
+    return {"setting": setting, "result": result, "timings": timings, "images": images,
             "history": history}
-
-
-def paired_drop(truth, reference, other) -> tuple[float, float, float]:
-    """Drop in points (reference minus other) with its paired 95% interval (tlx.bench.stats)."""
-    from tlx.bench.stats import paired_difference
-
-    d = paired_difference(truth, reference, other)
-    return d.points, d.low, d.high
 
 
 def _interval(low: float, high: float) -> str:
@@ -202,8 +194,9 @@ def section(record: dict, command: str) -> str:
     size_ratio = i8.size_bytes / f32.size_bytes
     lat_f, lat_i = f32.latency[1], i8.latency[1]
     lat_ratio = lat_i.p50 / lat_f.p50
-    drop, drop_low, drop_high = paired_drop(record["truth"], keras.predicted, i8.predicted)
-    f32_drop, *_ = paired_drop(record["truth"], keras.predicted, f32.predicted)
+    # tlx bench's drops: against Keras (the reference), with the paired 95% interval.
+    drop, drop_low, drop_high = i8.drop.points, i8.drop.low, i8.drop.high
+    f32_drop = f32.drop.points
     t = record["timings"]
     images = record["images"]
     phases = f"{s.phase1_epochs}+{s.phase2_epochs} epochs"
@@ -240,7 +233,8 @@ def section(record: dict, command: str) -> str:
         f"- Data: {data}",
         f"- Training: {recipe}",
         f"- Latency: one `Classifier.run` on one test image, ai-edge-litert, 1 thread, "
-        f"{result.config.warmup} warm-up + {result.config.runs} timed runs (XNNPACK on)",
+        f"{result.config.measurement.warmup} warm-up + "
+        f"{result.config.measurement.runs} timed runs (XNNPACK on)",
         f"- Time: prepare {t.get('prepare_s', 0):.0f} s, train {t.get('train_s', 0):.0f} s, "
         f"export {t.get('export_s', 0):.0f} s, bench {t.get('bench_s', 0):.0f} s",
         "",

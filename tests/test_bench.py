@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_image_folder
 from tests.trainer_support import TINY, TINY_SPEC
-from tlx.bench.bench import ModelResult, drop_exceeded
-from tlx.bench.stats import wilson
 from tlx.cli import app
 
 runner = CliRunner()
@@ -85,18 +82,22 @@ def test_without_keras_the_first_tflite_is_the_reference(exported_run):
     assert "int8-relevant CPU features: " in result.stdout  # and what int8 speed to expect
 
 
-def test_drop_gate():
-    def result(name, drop):
-        return ModelResult(name, "", None, 0, wilson(1, 2), np.zeros(2), np.zeros((2, 2)), drop_points=drop)
-
-    results = [result("keras", None), result("float32", 0.0), result("int8", 2.5)]
-    assert drop_exceeded(results, 2.0) and not drop_exceeded(results, 2.5) and not drop_exceeded(results, None)
-
-
 def test_negative_max_drop_is_refused(exported_run):
     result = _bench(exported_run, "--max-drop", "-1")
     # A usage error, as in `tlx export` (the one --max-drop option has a minimum of 0).
     assert result.exit_code == 2 and "--max-drop" in result.output
+
+
+def test_upper_bound_gate_without_max_drop_is_refused(exported_run, tmp_path):
+    """It would gate nothing: refused before any work, for a run folder and a bundle."""
+    result = _bench(exported_run, "--max-drop-on", "upper")
+    assert result.exit_code == 1 and "add --max-drop POINTS" in result.output, result.output
+    bundle = tmp_path / "device.zip"
+    made = runner.invoke(app, ["bundle", str(exported_run), "-o", str(bundle), "--max-images", "3"])
+    assert made.exit_code == 0, made.output
+    result = _bench(bundle, "--max-drop-on", "upper", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1 and "add --max-drop POINTS" in result.output, result.output
+    assert "Traceback" not in result.output and not list(tmp_path.glob("r.*")), "nothing written"
 
 
 def test_run_without_exports_says_what_to_run(exported_run, tmp_path):
@@ -244,3 +245,73 @@ def test_bench_md_escapes_labels_and_names():
     text = markdown(result, charts=False)
     assert "<img" not in text and "<i>" not in text and "\x1b" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "a&#124;b\\x1b[2J" in text
+
+
+# --- the --max-drop gate, on a run whose int8 model really loses accuracy -----------------
+
+@pytest.fixture(scope="module")
+def lossy_run(tmp_path_factory):
+    """tests/test_export_fallback.py's model, hostile to int8 (an activation reaching 300 next
+    to the channels that carry the class), exported plainly: int8 drops tens of points on the
+    18 test photos, with a wide paired interval."""
+    from tests.test_export_fallback import make_hostile_run
+    from tlx.export.export import ExportConfig, export_run
+
+    run = make_hostile_run(tmp_path_factory.mktemp("lossy"))
+    export_run(ExportConfig(run_dir=run, parity=False))
+    return run
+
+
+def _gate(run, *extra):
+    return runner.invoke(app, ["bench", str(run), "--threads", "1", "--runs", "2", "--warmup", "0",
+                               "--no-cold-start", *extra])
+
+
+def test_upper_bound_gate_fails_where_the_point_gate_passes(lossy_run):
+    measured = _gate(lossy_run, "--json")
+    assert measured.exit_code == 0, measured.output
+    int8 = next(m for m in json.loads(measured.stdout[measured.stdout.index("{"):])["models"]
+                if m["name"] == "int8")
+    drop = int8["drop"]
+    low, high = drop["ci95"]
+    assert drop["points"] == int8["drop_points"] > 10 and low < drop["points"] < high
+    between = (drop["points"] + high) / 2  # over the measured drop, under its upper bound
+    point = _gate(lossy_run, "--max-drop", f"{between:.3f}")
+    assert point.exit_code == 0, point.output
+    assert "within" in (lossy_run / "bench" / "bench.md").read_text()
+    upper = _gate(lossy_run, "--max-drop", f"{between:.3f}", "--max-drop-on", "upper")
+    assert upper.exit_code == 3, upper.output
+    assert "upper bound of the 95% interval" in upper.output
+    report = json.loads((lossy_run / "bench" / "bench.json").read_text())
+    assert report["max_drop_exceeded"] is True and report["settings"]["max_drop_on"] == "upper"
+    assert "EXCEEDED" in (lossy_run / "bench" / "bench.md").read_text()
+
+
+def test_point_gate_fails_under_the_measured_drop_with_exit_3(lossy_run):
+    result = _gate(lossy_run, "--max-drop", "5")
+    assert result.exit_code == 3, result.output
+    assert "int8 lost more than 5 points against keras" in result.output
+
+
+def test_the_drop_interval_is_in_every_host_output(lossy_run):
+    from tlx.stats import PairedDifference
+    from tlx.drop import drop_text
+    from tlx.run_dir import REPORT
+
+    result = _gate(lossy_run, "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout[result.stdout.index("{"):])
+    row = next(m for m in printed["models"] if m["name"] == "int8")["drop"]
+    # Shaped as the device result's drop: points, ci95, n.
+    assert set(row) == {"points", "ci95", "n"} and row["n"] == printed["n_test"]
+    shown = drop_text(PairedDifference(row["points"], *row["ci95"], row["n"]))
+    assert shown.count("[") == 1
+    bench = json.loads((lossy_run / "bench" / "bench.json").read_text())
+    assert next(m for m in bench["models"] if m["name"] == "int8")["drop"] == row
+    assert f"| {shown} |" in (lossy_run / "bench" / "bench.md").read_text()
+    table = _gate(lossy_run)
+    assert shown in table.stdout and "drop pts [95% CI]" in table.stdout
+    report = runner.invoke(app, ["report", str(lossy_run)])
+    assert report.exit_code in (0, 3), report.output  # 3: no training history in this run
+    html = (lossy_run / REPORT).read_text()
+    assert f"<td>{shown}</td>" in html and "drop pts [95% CI]" in html

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tlx.bench.stats import confusion_matrix, latency_from_seconds, wilson
+from tlx.stats import confusion_matrix, latency_from_seconds, wilson
 
 
 def test_wilson_matches_published_values():

@@ -21,7 +21,7 @@ HEAVY = ("tensorflow", "keras", "torch", "matplotlib")
 LIGHT_MODULES = (
     "tlx", "tlx.cli", "tlx.errors", "tlx.files", "tlx.text", "tlx.progress", "tlx.imaging",
     "tlx.machine", "tlx.run_dir", "tlx.run_config", "tlx.pixels.cache", "tlx.inspect", "tlx.metadata_codec", "tlx.drop",
-    "tlx.export.formats", "tlx.bench.stats", "tlx.bundle.archive", "tlx.bundle.device",
+    "tlx.export.formats", "tlx.stats", "tlx.bundle.archive", "tlx.bundle.device",
     "tlx.bundle.compare",
     *(f"tlx.runtime.{m.name}" for m in pkgutil.iter_modules(tlx.runtime.__path__)),
 )

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from typer.testing import CliRunner
 
-from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
+from tests.test_bench import exported_run, lossy_run  # noqa: F401  (module-scoped fixtures)
+from tlx.bench.options import MeasureOptions
 from tlx.bundle import manifest as schema
 from tlx.bundle.archive import MANIFEST, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.device import DeviceBenchConfig, bench_bundle
@@ -78,8 +79,9 @@ def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_
 
 
 def test_bench_bundle_in_process_agrees_with_the_host(bundle):
-    result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=3, warmup=1, cold_start=False,
-                                            backends=("litert", "litert-builtin"))).to_json()
+    result = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measurement=MeasureOptions(threads=(1,), runs=3, warmup=1, cold_start=False),
+        backends=("litert", "litert-builtin"))).to_json()
     assert result["n_images"] == 9 and result["machine"]["cpu"]
     rows = {(m["name"], m["backend"]): m for m in result["models"]}
     assert set(rows) == {(n, b) for n in ("float32", "int8") for b in ("litert", "litert-builtin")}
@@ -109,6 +111,33 @@ def test_bundle_bench_report_through_the_cli(exported_run, tmp_path):  # noqa: F
     result = runner.invoke(app, ["report", str(exported_run), "--device", str(tmp_path / "device.json")])
     assert "Host and devices" in (exported_run / "report.html").read_text()
     assert "Traceback" not in result.output
+
+
+def test_device_bench_gates_on_the_upper_bound_with_exit_3(lossy_run, tmp_path):  # noqa: F811
+    """The int8 model of tests/test_bench.py's lossy run really loses accuracy on the device
+    too: a limit between its drop and the drop's upper bound passes the point gate and fails
+    the upper-bound one."""
+    out = tmp_path / "lossy.zip"
+    made = runner.invoke(app, ["bundle", str(lossy_run), "-o", str(out)])
+    assert made.exit_code == 0, made.output
+
+    def bench(*extra):
+        return runner.invoke(app, ["bench", str(out), *FAST, "--backend", "litert", "--out",
+                                   str(tmp_path / "device"), *extra])
+
+    measured = bench("--json")
+    assert measured.exit_code == 0, measured.output
+    drop = next(m for m in json.loads(measured.stdout[measured.stdout.index("{"):])["models"]
+                if m["name"] == "int8")["drop"]
+    assert drop["points"] > 10 and drop["ci95"][0] < drop["points"] < drop["ci95"][1]
+    between = f"{(drop['points'] + drop['ci95'][1]) / 2:.3f}"
+    assert bench("--max-drop", between).exit_code == 0
+    upper = bench("--max-drop", between, "--max-drop-on", "upper")
+    assert upper.exit_code == 3, upper.output
+    assert "upper bound of the 95% interval" in upper.output
+    doc = json.loads((tmp_path / "device.json").read_text())
+    assert doc["settings"]["max_drop_on"] == "upper" and doc["max_drop_exceeded"] is True
+    assert "(upper bound of the 95% interval): EXCEEDED" in (tmp_path / "device.md").read_text()
 
 
 def _bench_fails(path: Path, tmp_path: Path, *words: str) -> str:
@@ -224,8 +253,9 @@ def test_a_failed_inference_on_the_device_is_counted_not_fatal(bundle, monkeypat
         return real_run(self, pixels)
 
     monkeypatch.setattr(Classifier, "run", fails_on_second_photo)
-    result = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=2, warmup=0, cold_start=False,
-                                            backends=("litert",))).to_json()
+    result = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measurement=MeasureOptions(threads=(1,), runs=2, warmup=0, cold_start=False),
+        backends=("litert",))).to_json()
     first = result["models"][0]
     assert len(first["failures"]) == 1 and "invoke failed" in first["failures"][0]["error"]
     assert first["host"]["differ"] == 1 and first["host"]["identical"] == 8
@@ -443,10 +473,12 @@ def test_photo_named_like_a_model_does_not_replace_it_in_the_cold_start(bundle, 
     doc["images"][0]["file"] = new
     renamed = write_zip(tmp_path / "renamed.zip", [(new if n == old else n, d) for n, d in members], doc,
                         rehash=True)
-    genuine = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1,), runs=1, warmup=0,
-                                             cold_start=False, backends=("litert",))).to_json()
-    result = bench_bundle(DeviceBenchConfig(bundle=renamed, threads=(1,), runs=1, warmup=0,
-                                            cold_start=True, backends=("litert",))).to_json()
+    genuine = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measurement=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=False),
+        backends=("litert",))).to_json()
+    result = bench_bundle(DeviceBenchConfig(
+        bundle=renamed, measurement=MeasureOptions(threads=(1,), runs=1, warmup=0, cold_start=True),
+        backends=("litert",))).to_json()
     assert figures(result) == figures(genuine)
     for model in result["models"]:
         assert model["cold_start"] and model["cold_start"]["first_output_s"] > 0

@@ -24,7 +24,8 @@ COMMANDS = sorted(GROUP.commands)
 #: Options that several commands take, and the one help text each has everywhere.
 SHARED_HELP = {
     "--json": options.JSON_HELP, "--threads": options.THREADS_HELP, "--backend": options.BACKEND_HELP,
-    "--max-drop": options.MAX_DROP_HELP, "--data-dir": options.DATA_DIR_HELP,
+    "--max-drop": options.MAX_DROP_HELP, "--max-drop-on": options.MAX_DROP_ON_HELP,
+    "--data-dir": options.DATA_DIR_HELP,
     "--image-size": options.IMAGE_SIZE_HELP, "--phase1-epochs": options.PHASE1_EPOCHS_HELP,
     "--phase2-epochs": options.PHASE2_EPOCHS_HELP,
 }

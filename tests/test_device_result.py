@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
+from tlx.bench.options import MeasureOptions
 from tlx.bundle.device import DeviceBenchConfig, bench_bundle, markdown, text_table, write_result
 from tlx.bundle.make import BundleConfig, make_bundle
 from tlx.bundle.result import MAX_RESULT_BYTES, ResultError, read_result
@@ -48,8 +49,9 @@ def genuine(exported_run, tmp_path_factory):  # noqa: F811
                                  "--no-cold-start"])
     assert result.exit_code == 0, result.output
     bundle = make_bundle(BundleConfig(run_dir=exported_run, out=work / "b.zip", max_images=9)).path
-    measured = bench_bundle(DeviceBenchConfig(bundle=bundle, threads=(1, 2), runs=3, warmup=1,
-                                              backends=("litert", "litert-builtin")))
+    measured = bench_bundle(DeviceBenchConfig(
+        bundle=bundle, measurement=MeasureOptions(threads=(1, 2), runs=3, warmup=1),
+        backends=("litert", "litert-builtin")))
     json_path, _ = write_result(measured, work / "device")
     # The reader gives back exactly what the writer wrote.
     assert read_result(json_path).to_json() == measured.to_json()
@@ -439,7 +441,7 @@ def test_a_version_1_result_without_model_hashes_is_still_read(genuine):
 
 def test_a_drop_with_an_interval_is_read_and_a_lopsided_interval_refused(genuine):
     """The genuine run changes no photo's correctness; here the int8 model loses one photo."""
-    from tlx.bench.stats import paired_difference, wilson
+    from tlx.stats import paired_difference, wilson
     from tlx.bundle.result import parse_result
 
     doc = json.loads(genuine["text"])
@@ -456,3 +458,34 @@ def test_a_drop_with_an_interval_is_read_and_a_lopsided_interval_refused(genuine
     doc["models"][2]["drop"]["ci95"][1] += 1.0
     with pytest.raises(ResultError, match=r"models\[2\]\.drop\.ci95 .* is no interval about"):
         parse_result(doc, "edited")
+
+
+def test_the_gate_mode_is_read_checked_and_defaults_to_the_point(genuine):
+    """settings.max_drop_on: "point" or "upper"; a file from before the option has none (the
+    point); anything else is refused, and max_drop_exceeded must agree with the mode."""
+    from tlx.drop import DropGate
+
+    assert read_result(genuine["path"]).settings.max_drop_on is DropGate.POINT
+    older = read_result(_edit(genuine, lambda doc: doc["settings"].pop("max_drop_on")))
+    assert older.settings.max_drop_on is DropGate.POINT
+    with pytest.raises(ResultError, match=r"settings\.max_drop_on is 'sideways', not one of point, upper"):
+        read_result(_edit(genuine, lambda doc: doc["settings"].update(max_drop_on="sideways")))
+
+    def upper_gate_over_a_lost_photo(doc):
+        from tlx.stats import paired_difference, wilson
+
+        n, reference = doc["n_images"], doc["reference"]["accuracy"]["successes"]
+        truth, ref = [0] * n, [0] * reference + [1] * (n - reference)
+        for row in doc["models"]:
+            if row["name"] == "int8":
+                row["accuracy"] = wilson(reference - 1, n).to_json()
+                row["drop"] = paired_difference(truth, ref, [1] + ref[1:]).to_json()
+                row["agreement_reference"] = wilson(n - 1, n).to_json()
+        # Over the drop (100 / n points), under its upper bound.
+        doc["settings"].update(max_drop=100 / n + 1, max_drop_on="upper")
+        doc["max_drop_exceeded"] = True
+
+    assert read_result(_edit(genuine, upper_gate_over_a_lost_photo)).max_drop_exceeded
+    with pytest.raises(ResultError, match="max_drop_exceeded .* max_drop_on say otherwise"):
+        read_result(_edit(genuine, lambda doc: (upper_gate_over_a_lost_photo(doc),
+                                                doc["settings"].update(max_drop_on="point"))))

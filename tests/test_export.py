@@ -331,12 +331,19 @@ def test_metadata_readable_from_the_file_alone(run2, export2):
 
 
 def test_terminal_table_has_every_format(run2, export2):
+    import math
+
+    from tlx.stats import PairedDifference
     from tlx.export.parity import ParityReport, FormatParity, format_table
 
+    def row(f):
+        low, high = f["drop"]["ci95"] or (math.nan, math.nan)
+        return FormatParity(**{**f, "drop": PairedDifference(f["drop"]["points"], low, high, f["drop"]["n"])})
+
     report = ParityReport(export2["parity"]["test_images"], export2["parity"]["keras_accuracy"],
-                          tuple(FormatParity(**f) for f in export2["parity"]["formats"].values()))
+                          tuple(row(f) for f in export2["parity"]["formats"].values()))
     table = format_table(report)
-    assert "float32" in table and "int8" in table and "keras" in table
+    assert "float32" in table and "int8" in table and "keras" in table and "drop pts [95% CI]" in table
 
 
 # --- other runtimes --------------------------------------------------------------------

@@ -178,3 +178,29 @@ def test_fallback_auto_restores_the_hostile_model(hostile_run, tmp_path):
     summary = json.loads((out / "export.json").read_text())
     assert set(summary["removed_stale_files"]) == {"fallback_layers.csv", "fallback_layers.png",
                                                   "model_int8.tflite"}
+
+
+def test_the_upper_bound_gate_fails_where_the_point_gate_passes(hostile_run, tmp_path):
+    """--max-drop-on upper: the int8 drop's paired 95% interval (export.json's int8_drop) is
+    held to the limit; a limit over the drop but under the interval's upper end fails."""
+    plain = cli(hostile_run, "--format", "int8", "--out", tmp_path / "measure", "--json")
+    assert plain.exit_code == 0, plain.output
+    drop = json.loads(plain.stdout[plain.stdout.index("{"):])["parity"]["formats"]["int8"]["drop"]
+    low, high = drop["ci95"]
+    assert drop["points"] > 10 and low < drop["points"] < high
+    between = f"{(drop['points'] + high) / 2:.3f}"
+    point = cli(hostile_run, "--format", "int8", "--max-drop", between, "--out", tmp_path / "point")
+    assert point.exit_code == 0, point.output
+    upper = cli(hostile_run, "--format", "int8", "--max-drop", between, "--max-drop-on", "upper",
+                "--out", tmp_path / "upper")
+    assert upper.exit_code == 3, upper.output
+    assert "upper bound of the 95% interval" in upper.output and "[" in upper.output
+    gate = json.loads((tmp_path / "upper" / "export.json").read_text())["max_drop"]
+    assert gate["passed"] is False and gate["max_drop_on"] == "upper"
+    assert gate["int8_drop"]["ci95"][1] > float(between) > gate["int8_drop_points"]
+
+
+def test_the_upper_bound_gate_without_max_drop_is_refused(hostile_run, tmp_path):
+    result = cli(hostile_run, "--max-drop-on", "upper", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "add --max-drop POINTS" in result.output, result.output
+    assert not (tmp_path / "out").exists()

@@ -54,6 +54,7 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     """Run (or finish) the demo and return the report's path."""
     from tlx.bench import report as bench_report
     from tlx.bench.bench import BenchConfig, run_bench
+    from tlx.bench.options import MeasureOptions
     from tlx.export.export import ExportConfig, export_run
     from tlx.report import write_report
     from tlx.run_config import TrainConfig
@@ -96,7 +97,8 @@ def run_demo(config: DemoConfig, log: Log) -> Path:
     if _fresh(run.bench_json, export_json) and run.has_current_bench():
         log("      already measured: reusing it")
     else:
-        result = run_bench(BenchConfig(run_dir=run.root, threads=(1, 2)), log=lambda m: log(f"      {m}"))
+        result = run_bench(BenchConfig(run_dir=run.root, measurement=MeasureOptions(threads=(1, 2))),
+                           log=lambda m: log(f"      {m}"))
         bench_report.write(result, run.bench)
         log(bench_report.text_table(result))
 

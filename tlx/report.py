@@ -11,6 +11,7 @@ from pathlib import Path
 
 import tlx
 from tlx import files
+from tlx.drop import bench_drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir, confusion_name
 from tlx.text import html_text
@@ -91,9 +92,11 @@ def _headline(bench: dict) -> str:
     if float32 and p50(float32) and p50(int8):
         faster = f", {p50(float32) / p50(int8):.1f}x faster than float32 ({p50(int8):.1f} ms per image)"
     smaller = f", {float32['size_bytes'] / int8['size_bytes']:.1f}x smaller" if float32 else ""
+    interval = "; in brackets its paired 95% interval" if (int8.get("drop") or {}).get("ci95") else ""
     return (f'<p class="headline">int8: top-1 {100 * int8["accuracy"]["value"]:.1f}% against '
             f'{100 * reference["accuracy"]["value"]:.1f}% for {html_text(reference["name"])} '
-            f'({int8["drop_points"]:+.1f} points drop on {html_text(str(bench["n_test"]))} test images){smaller}{faster}.</p>')
+            f'({html_text(bench_drop_text(int8))} points drop on {html_text(str(bench["n_test"]))} '
+            f'test images{interval}){smaller}{faster}.</p>')
 
 
 def _bench_section(run: RunDir, bench: dict) -> str:
@@ -104,7 +107,7 @@ def _bench_section(run: RunDir, bench: dict) -> str:
         rows.append([
             m["name"], f"{m['size_bytes'] / 1e6:.2f}",
             f"{100 * acc['value']:.1f} [{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]",
-            "-" if m["drop_points"] is None else f"{m['drop_points']:+.2f}",
+            bench_drop_text(m),
             "-" if first is None else f"{first['p50_ms']:.2f}",
             "-" if m["cold_start"] is None else f"{m['cold_start']['first_output_s']:.2f}",
         ])
@@ -116,7 +119,8 @@ def _bench_section(run: RunDir, bench: dict) -> str:
         f"{html_text(env['cpu'])}, Python {html_text(env['python'])}."
         + (f" int8-relevant CPU features: {html_text(', '.join(env['cpu_features']) or 'none')}; "
            f"{html_text(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
-        _table(["model", "size MB", "top-1 % [95% CI]", "drop pts", "p50 ms (1 image)", "cold start s"], rows),
+        _table(["model", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "p50 ms (1 image)",
+                "cold start s"], rows),
         _image(run.bench_chart, "Accuracy against latency"),
     ]
     for m in bench["models"]:

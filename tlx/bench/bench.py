@@ -13,38 +13,31 @@ import numpy as np
 import tlx
 from tlx import machine
 from tlx.bench import evaluate, measure
-from tlx.bench.stats import Proportion, confusion_matrix, wilson
-from tlx.drop import check_max_drop
+from tlx.bench.options import MeasureOptions
+from tlx.drop import check_max_drop, drop_exceeded
 from tlx.errors import TlxError
 from tlx.imaging import check_image_size
 from tlx.progress import Log, silent
 from tlx.run_dir import RunDir, require_present, require_same_photos
+from tlx.stats import PairedDifference, Proportion, confusion_matrix, paired_difference, wilson
 
 KERAS = "keras"
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What `tlx bench` measures and how."""
+    """What `tlx bench RUN_DIR` measures and how."""
 
     #: A finished `tlx train` run with `tlx export` output in RUN_DIR/export.
     run_dir: Path
-    #: Interpreter thread counts to time.
-    threads: tuple[int, ...] = (1, 2)
-    #: Timed runs per model and thread count (after the warm-up).
-    runs: int = 50
-    #: Discarded warm-up runs before timing.
-    warmup: int = 5
+    #: Timing, cold start and the drop limit, as for a device (tlx.bench.options).
+    measurement: MeasureOptions = MeasureOptions()
     #: Interpreter backend (None: tlx.runtime's automatic choice).
     backend: Optional[str] = None
     #: Time each .tflite on every installed backend, side by side.
     compare_backends: bool = False
-    #: Fail (exit non-zero) when int8 loses more than this many accuracy points.
-    max_drop: Optional[float] = None
     #: Evaluate the Keras model too (needs TensorFlow).
     include_keras: bool = True
-    #: Measure `tlx predict` cold start and peak memory in a fresh process.
-    cold_start: bool = True
     #: Where the run's photos are now, when the data folder moved since training.
     #: None: the folder recorded in split.json.
     data_dir: Optional[Path] = None
@@ -62,14 +55,21 @@ class ModelResult:
     confusion: np.ndarray
     failures: list = field(default_factory=list)
     agreement: Optional[Proportion] = None
-    drop_points: Optional[float] = None
+    #: The reference's accuracy minus this model's, in points, paired (None: the reference).
+    drop: Optional[PairedDifference] = None
     latency: dict = field(default_factory=dict)  # threads -> Latency
     cold_start: Optional[measure.ProcessCost] = None
+
+    @property
+    def drop_points(self) -> Optional[float]:
+        return None if self.drop is None else self.drop.points
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "path": self.path, "backend": self.backend, "size_bytes": self.size_bytes,
             "accuracy": self.accuracy.to_json(),
+            # "drop" as in the device result; "drop_points" (its points) for older readers.
+            "drop": self.drop and self.drop.to_json(),
             "drop_points": self.drop_points,
             "agreement": self.agreement.to_json() if self.agreement else None,
             "latency": {str(t): lat.to_json() for t, lat in self.latency.items()},
@@ -96,13 +96,14 @@ class BenchResult:
         return next(m for m in self.models if m.name == name)
 
     def to_json(self) -> dict:
+        measurement = self.config.measurement
         return {
             "run_dir": str(self.config.run_dir),
             "date": self.environment["date"],
             "environment": self.environment,
-            "settings": {"threads": list(self.config.threads), "runs": self.config.runs,
-                         "warmup": self.config.warmup, "backend": self.config.backend,
-                         "max_drop": self.config.max_drop},
+            "settings": {"threads": list(measurement.threads), "runs": measurement.runs,
+                         "warmup": measurement.warmup, "backend": self.config.backend,
+                         "max_drop": measurement.max_drop, "max_drop_on": measurement.max_drop_on.value},
             "model_sha256": self.model_sha256,
             "labels": self.labels,
             "n_test": self.n_test,
@@ -160,7 +161,7 @@ def model_name(path: Path) -> str:
 def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     from tlx.runtime.backends import installed_backends, resolve_name
 
-    check_max_drop(config.max_drop)
+    check_max_drop(config.measurement.max_drop, config.measurement.max_drop_on)
     run = RunDir(config.run_dir)
     split = run.read_split(config.data_dir)
     labels = run.read_labels()
@@ -194,23 +195,17 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     reference = results[0]
     for result in results[1:]:
         result.agreement = wilson(int(np.sum(result.predicted == reference.predicted)), len(images.paths))
-        result.drop_points = 100.0 * (reference.accuracy.value - result.accuracy.value)
-    failed = drop_exceeded(results, config.max_drop)
+        result.drop = paired_difference(images.labels, reference.predicted, result.predicted)
+    failed = drop_exceeded(((r.name, r.drop) for r in results), config.measurement.max_drop,
+                           config.measurement.max_drop_on)
     return BenchResult(config, labels, len(images.paths), images.skipped, reference.name, results,
                        environment(), failed, model_sha256=model_sha)
-
-
-def drop_exceeded(results, max_drop: Optional[float]) -> bool:
-    """True when an int8 model lost more than `max_drop` points against the reference."""
-    return max_drop is not None and any(
-        r.drop_points is not None and r.drop_points > max_drop
-        for r in results if r.name.startswith("int8"))
 
 
 def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> ModelResult:
     predictions = evaluate.keras_predictions(model_path, len(labels), images)
     result = _model_result(KERAS, model_path, None, labels, images, predictions)
-    if config.cold_start:
+    if config.measurement.cold_start:
         result.cold_start = measure.keras_cold_start(model_path, images.paths[0], len(labels))
     return result
 
@@ -220,7 +215,8 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
     from tlx.runtime import Classifier
 
     log(f"Evaluating {name}")
-    classifier = Classifier.from_file(path, num_threads=config.threads[0], backend=backend)
+    options = config.measurement
+    classifier = Classifier.from_file(path, num_threads=options.threads[0], backend=backend)
     if classifier.num_classes != len(labels):
         raise TlxError(f"{path} has {classifier.num_classes} outputs but the run has "
                        f"{len(labels)} labels: it was exported from another run. Re-export it.")
@@ -229,14 +225,14 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
     run.require_preprocessing(path, classifier.preprocessing, preprocessing)
     predictions = evaluate.tflite_predictions(classifier, images)
     result = _model_result(name, path, classifier.backend, labels, images, predictions)
-    for threads in config.threads:
+    for threads in options.threads:
         log(f"Timing {name}, {threads} thread(s)")
         # The evaluation's interpreter already has the first thread count.
-        timed = classifier if threads == config.threads[0] else Classifier.from_file(
+        timed = classifier if threads == options.threads[0] else Classifier.from_file(
             path, num_threads=threads, backend=backend)
-        result.latency[threads] = measure.interpreter_latency(timed, images.pixels[0], config.runs,
-                                                              config.warmup)
-    if config.cold_start:
+        result.latency[threads] = measure.interpreter_latency(timed, images.pixels[0], options.runs,
+                                                              options.warmup)
+    if options.cold_start:
         log(f"Cold start of `tlx predict` with {name}")
         result.cold_start = measure.predict_cold_start(path, images.paths[0], classifier.backend)
     return result

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tlx.bench.stats import Latency, latency_from_seconds
+from tlx.stats import Latency, latency_from_seconds
 
 
 def interpreter_latency(classifier, pixels, runs: int, warmup: int) -> Latency:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tlx import files
 from tlx.bench import plots
+from tlx.drop import drop_text, gate_text
 from tlx.run_dir import BENCH_CHART, BENCH_JSON, BENCH_MD, confusion_name
 from tlx.text import markdown_text, printable
 
@@ -15,8 +16,8 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 
 def table_rows(result) -> tuple[list[str], list[list[str]]]:
-    threads = list(result.config.threads)
-    header = ["model", "backend", "size MB", "top-1 % [95% CI]", "drop pts", "agree %"]
+    threads = list(result.config.measurement.threads)
+    header = ["model", "backend", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "agree %"]
     header += [f"p50/p90/p99 ms @{t}t" for t in threads]
     header += ["img/s @1t" if 1 in threads else f"img/s @{threads[0]}t", "cold start s", "peak RSS MB",
                "failed"]
@@ -25,7 +26,8 @@ def table_rows(result) -> tuple[list[str], list[list[str]]]:
         acc = m.accuracy
         row = [m.name, m.backend or "keras", f"{m.size_bytes / 1e6:.2f}",
                f"{100 * acc.value:.1f} [{100 * acc.low:.1f}, {100 * acc.high:.1f}] n={acc.n}",
-               _fmt(m.drop_points, "+.2f"), _fmt(m.agreement and 100 * m.agreement.value, ".1f")]
+               "-" if m.drop is None else drop_text(m.drop),
+               _fmt(m.agreement and 100 * m.agreement.value, ".1f")]
         for t in threads:
             lat = m.latency.get(t)
             row.append(f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")
@@ -67,6 +69,7 @@ def markdown(result, charts: bool = True) -> str:
     header, rows = table_rows(result)
     rows = [[_md(cell) for cell in row] for row in rows]
     env = result.environment
+    measurement = result.config.measurement
     out = [
         f"# tlx bench: {_md(Path(result.config.run_dir).name)}",
         "",
@@ -78,9 +81,10 @@ def markdown(result, charts: bool = True) -> str:
         + (f"; tlx commit {_md(env['tlx_commit'])}" if env.get("tlx_commit") else ""),
         f"- test split: {result.n_test} images ({len(result.unreadable)} unreadable, left out); "
         f"labels: {', '.join(_md(label) for label in result.labels)}",
-        f"- drop and agreement are against {_md(result.reference)}; latency is one "
+        f"- drop and agreement are against {_md(result.reference)}; drop: reference minus model, in "
+        f"points, paired 95% interval (same images); latency is one "
         f"`Classifier.run` (set input, invoke, dequantize) on one image after "
-        f"{result.config.warmup} warm-up runs, {result.config.runs} timed runs",
+        f"{measurement.warmup} warm-up runs, {measurement.runs} timed runs",
         "- cold start: a new `tlx predict` process (for Keras: a Python process loading the .keras), "
         "start to first printed result; peak RSS of that process",
         "",
@@ -91,9 +95,9 @@ def markdown(result, charts: bool = True) -> str:
     if result.unreadable:
         out += ["", "Unreadable test images (left out):"]
         out += [f"- {_md(path)}: {_md(reason)}" for path, reason in result.unreadable]
-    if result.config.max_drop is not None:
+    if measurement.max_drop is not None:
         verdict = "EXCEEDED" if result.failed_drop else "within"
-        out += ["", f"int8 drop limit {result.config.max_drop:g} points: {verdict}."]
+        out += ["", f"int8 drop limit {gate_text(measurement.max_drop, measurement.max_drop_on)}: {verdict}."]
     if charts:
         out += ["", f"![accuracy against latency]({BENCH_CHART})", ""]
         out += [f"![confusion {_md(m.name)}]({_md(confusion_name(m.name))})" for m in result.models]
@@ -118,7 +122,7 @@ def write(result, out_dir: Path) -> dict[str, Path]:
         # A device install (numpy, pillow, one interpreter) has no matplotlib: numbers only.
         del written["chart"]
         return written
-    first_threads = result.config.threads[0]
+    first_threads = result.config.measurement.threads[0]
     points = [(m.name, m.latency[first_threads].p50, m.accuracy.value, m.accuracy.low, m.accuracy.high,
                m.size_bytes) for m in result.models if first_threads in m.latency]
     plots.accuracy_vs_latency(points, written["chart"])

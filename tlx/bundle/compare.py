@@ -14,11 +14,12 @@ from typing import Optional
 
 from tlx import files
 from tlx.bundle.result import DeviceResult, read_result
+from tlx.drop import bench_drop_text, drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 
-HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts", "agree Keras %",
-          "outputs = host's", "p50 ms @1 image", "int8/float32 p50"]
+HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts [95% CI]",
+          "agree Keras %", "outputs = host's", "p50 ms @1 image", "int8/float32 p50"]
 
 
 def read_device_results(run: RunDir, paths) -> list[DeviceResult]:
@@ -105,7 +106,7 @@ def host_rows(bench: dict) -> list[list[str]]:
     for m, (name, backend, p50) in zip(models, plain):
         acc = m["accuracy"]
         rows.append([where, machine, name, backend, _pct(acc["value"], *acc["ci95"]),
-                     "-" if m["drop_points"] is None else f"{m['drop_points']:+.1f}",
+                     bench_drop_text(m),
                      "-" if m["agreement"] is None else f"{100 * m['agreement']['value']:.1f}",
                      "(host)", "-" if p50 is None else f"{p50:.2f}",
                      f"{ratios[backend]:.2f}" if name == "int8" and backend in ratios else "-"])
@@ -124,7 +125,7 @@ def device_rows(result: DeviceResult) -> list[list[str]]:
                                                           if host.max_steps is not None else ""))
         p50 = m.first_p50
         rows.append([where, machine, m.name, m.backend, _pct(m.accuracy.value, m.accuracy.low, m.accuracy.high),
-                     f"{m.drop.points:+.1f}", f"{100 * m.agreement_reference.value:.1f}",
+                     drop_text(m.drop), f"{100 * m.agreement_reference.value:.1f}",
                      same or "-",
                      "not a device figure" if emulated else "-" if p50 is None else f"{p50:.2f}",
                      "-" if emulated or m.name != "int8" or m.backend not in ratios

@@ -28,15 +28,16 @@ import numpy as np
 import tlx
 from tlx import files, machine
 from tlx.bench import evaluate, measure
-from tlx.bench.stats import paired_difference, wilson
+from tlx.bench.options import MeasureOptions
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
 from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
                                MAX_FAILURES, ResultError, RunRecord, Settings, parse_machine, parse_result)
-from tlx.drop import check_max_drop
+from tlx.drop import check_max_drop, drop_text, gate_text
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
+from tlx.stats import paired_difference, wilson
 from tlx.text import markdown_text, printable
 
 #: Longest error message kept per failed photo: the result file stays small.
@@ -54,18 +55,10 @@ class DeviceBenchConfig:
 
     #: A file written by `tlx bundle`.
     bundle: Path
-    #: Interpreter thread counts to time.
-    threads: tuple[int, ...] = (1, 2)
-    #: Timed runs per model, backend and thread count (after the warm-up).
-    runs: int = 50
-    #: Discarded warm-up runs before timing.
-    warmup: int = 5
+    #: Timing, cold start and the drop limit, as for a run folder (tlx.bench.options).
+    measurement: MeasureOptions = MeasureOptions()
     #: Backends to run; None: those of litert and tflite-runtime installed here.
     backends: Optional[tuple[str, ...]] = None
-    #: Measure `tlx predict` cold start and peak memory in a fresh process.
-    cold_start: bool = True
-    #: Fail (exit 3) when an int8 model loses more than this many points against Keras.
-    max_drop: Optional[float] = None
     #: Set when this "device" is an emulator (e.g. "qemu-aarch64 -cpu cortex-a72"): the result
     #: then checks function and accuracy only, and its latency is never shown as a device figure.
     emulated: Optional[str] = None
@@ -83,7 +76,8 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
     """Run the device benchmark; returns the result (tlx.bundle.result, see write_result)."""
     from tlx.runtime.backends import AUTO_ORDER, installed_backends, resolve_name
 
-    check_max_drop(config.max_drop)
+    options = config.measurement
+    check_max_drop(options.max_drop, options.max_drop_on)
     started = time.perf_counter()
     # By default the backends a device user would run (litert-builtin only when named: it
     # stands in for tflite-runtime's kernels on a host, and costs time and memory here).
@@ -111,8 +105,9 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
         tlx=tlx.__version__, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine.current(), load_average=machine.load_average(), emulated=config.emulated,
         bundle=record,
-        settings=Settings(threads=tuple(config.threads), runs=config.runs, warmup=config.warmup,
-                          backends=tuple(backends), max_drop=config.max_drop),
+        settings=Settings(threads=tuple(options.threads), runs=options.runs, warmup=options.warmup,
+                          backends=tuple(backends), max_drop=options.max_drop,
+                          max_drop_on=options.max_drop_on),
         labels=tuple(manifest.labels), n_images=len(truth), reference_name=manifest.reference_name,
         reference_accuracy=wilson(int(np.sum(reference == truth)), len(truth)), models=tuple(models),
         peak_rss_mb=_peak_rss_mb(), wall_s=time.perf_counter() - started)
@@ -155,8 +150,9 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
                  log: Log) -> ModelResult:
     from tlx.runtime import Classifier
 
+    options = config.measurement
     source = f"{bundle.path.name}:{entry.file}"
-    classifier = Classifier(content, num_threads=config.threads[0], backend=backend, source=source)
+    classifier = Classifier(content, num_threads=options.threads[0], backend=backend, source=source)
     labels = bundle.labels
     if classifier.labels is not None and classifier.labels != labels:
         raise BundleError(f"{source} lists the labels {classifier.labels}, the bundle's manifest {labels}: "
@@ -169,14 +165,14 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
     scores, failures = evaluate.tflite_scores(classifier, pixels, names)
     predicted = evaluate.top1(scores)
     latency = {}
-    for threads in config.threads:
+    for threads in options.threads:
         log(f"Timing {entry.name} on {classifier.backend}, {threads} thread(s)")
-        timed = classifier if threads == config.threads[0] else Classifier(
+        timed = classifier if threads == options.threads[0] else Classifier(
             content, num_threads=threads, backend=backend, source=source)
-        latency[threads] = measure.interpreter_latency(timed, pixels[0], config.runs, config.warmup)
+        latency[threads] = measure.interpreter_latency(timed, pixels[0], options.runs, options.warmup)
         timed.close()  # one interpreter (and its packed weights) alive at a time: peak RSS
     cold_start = None
-    if config.cold_start:
+    if options.cold_start:
         log(f"Cold start of `tlx predict` with {entry.name} on {classifier.backend}")
         with tempfile.TemporaryDirectory(prefix="tlx-bundle-") as scratch:
             # Names of our own, not the members': a photo named like the model must not
@@ -249,11 +245,6 @@ def _pct(p) -> str:
     return f"{100 * p.value:.1f} [{100 * p.low:.1f}, {100 * p.high:.1f}]"
 
 
-def _drop(d) -> str:
-    interval = (" (no photo changed correctness)" if np.isnan(d.low) else f" [{d.low:+.1f}, {d.high:+.1f}]")
-    return f"{d.points:+.1f}{interval}"
-
-
 def _vs_host(h: Optional[HostComparison]) -> str:
     if h is None:
         return "- (host did not run it)"
@@ -272,8 +263,8 @@ def table_rows(result: DeviceResult) -> tuple[list[str], list[list[str]]]:
     header += [f"p50/p90/p99 ms @{t}t" for t in threads] + ["cold start s", "predict peak RSS MB"]
     rows = []
     for m in result.models:
-        row = [m.name, m.backend, _pct(m.accuracy), _drop(m.drop), f"{100 * m.agreement_reference.value:.1f}",
-               _vs_host(m.host)]
+        row = [m.name, m.backend, _pct(m.accuracy), drop_text(m.drop),
+               f"{100 * m.agreement_reference.value:.1f}", _vs_host(m.host)]
         for t in threads:
             lat = m.latency.get(t)
             row.append("emulated" if emulated else f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")
@@ -330,7 +321,8 @@ def markdown(result: DeviceResult) -> str:
         out += [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}" for n, b, image, error in failures]
     if result.settings.max_drop is not None:
         verdict = "EXCEEDED" if result.max_drop_exceeded else "within"
-        out += ["", f"int8 drop limit {result.settings.max_drop:g} points: {verdict}."]
+        out += ["", f"int8 drop limit {gate_text(result.settings.max_drop, result.settings.max_drop_on)}: "
+                    f"{verdict}."]
     return "\n".join(out) + "\n"
 
 

@@ -14,7 +14,8 @@ tlx.bundle.compare, which knows the run.
 Layout (format_version 2; version 1 lacks the models' sha256):
     kind, format_version, tlx, date, machine, load_average, emulated,
     bundle: {file, sha256, run: {name, run_id, model_sha256}, created, tlx, host_machine},
-    settings: {threads, runs, warmup, backends, max_drop}, labels, n_images,
+    settings: {threads, runs, warmup, backends, max_drop, max_drop_on (missing: "point")},
+    labels, n_images,
     reference: {name, accuracy}, models: [ModelResult], peak_rss_mb, wall_s, max_drop_exceeded
 
 TensorFlow-free: the device writes it.
@@ -29,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-from tlx.bench.stats import Latency, PairedDifference, Proportion, wilson
+from tlx.drop import DropGate, drop_exceeded
 from tlx.errors import TlxError
 from tlx.machine import Machine
+from tlx.stats import Latency, PairedDifference, Proportion, wilson
 from tlx.text import printable
 
 #: What a device result file says it is, so that `tlx report --device` refuses anything else.
@@ -178,10 +180,13 @@ class Settings:
     warmup: int
     backends: tuple[str, ...]
     max_drop: Optional[float]
+    #: What of the drop max_drop holds (results before it was an option: the point).
+    max_drop_on: DropGate = DropGate.POINT
 
     def to_json(self) -> dict:
         return {"threads": list(self.threads), "runs": self.runs, "warmup": self.warmup,
-                "backends": list(self.backends), "max_drop": self.max_drop}
+                "backends": list(self.backends), "max_drop": self.max_drop,
+                "max_drop_on": self.max_drop_on.value}
 
 
 @dataclass(frozen=True)
@@ -209,9 +214,8 @@ class DeviceResult:
     max_drop_exceeded: bool = field(init=False)
 
     def __post_init__(self):
-        limit = self.settings.max_drop
-        object.__setattr__(self, "max_drop_exceeded", limit is not None and any(
-            m.drop.points > limit for m in self.models if m.name.startswith("int8")))
+        object.__setattr__(self, "max_drop_exceeded", drop_exceeded(
+            ((m.name, m.drop) for m in self.models), self.settings.max_drop, self.settings.max_drop_on))
 
     def to_json(self) -> dict:
         return {
@@ -419,7 +423,7 @@ def parse_result(doc: Any, source: str) -> DeviceResult:
         peak_rss_mb=top.number("peak_rss_mb", 0, MAX_MB, nullable=True),
         wall_s=top.number("wall_s", 0, MAX_SECONDS), format_version=version)
     top.equal("max_drop_exceeded", top.boolean("max_drop_exceeded"), result.max_drop_exceeded,
-              "the int8 drops and settings.max_drop say otherwise")
+              "the int8 drops and settings.max_drop and max_drop_on say otherwise")
     return result
 
 
@@ -431,8 +435,12 @@ def _settings(f: _Fields) -> Settings:
         f.fail("is empty or repeats a thread count", "threads")
     if not backends or len(set(backends)) != len(backends):
         f.fail("is empty or repeats a backend", "backends")
+    gate = f.text("max_drop_on", missing=DropGate.POINT.value)
+    if gate not in {g.value for g in DropGate}:
+        f.fail(f"is {_shown(gate)}, not one of {', '.join(g.value for g in DropGate)}", "max_drop_on")
     return Settings(threads=threads, runs=f.integer("runs", 1, 10**7), warmup=f.integer("warmup", 0, 10**7),
-                    backends=backends, max_drop=f.number("max_drop", 0, 100, nullable=True))
+                    backends=backends, max_drop=f.number("max_drop", 0, 100, nullable=True),
+                    max_drop_on=DropGate(gate))
 
 
 def _proportion(f: _Fields, key: str, n: int) -> Proportion:

@@ -8,11 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from tlx.bench.bench import BenchConfig
+from tlx.bench.options import MeasureOptions
 from tlx.cli import options
 from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
+from tlx.drop import gate_text
 
 _DEFAULTS = BenchConfig(run_dir=Path("."))
+_MEASURE = _DEFAULTS.measurement
 
 
 @command(short_help="Measure accuracy, latency, size and memory of exported models.")
@@ -20,20 +23,21 @@ def bench(
     run_dir: Annotated[Path, typer.Argument(
         metavar="RUN_DIR|BUNDLE",
         help="A `tlx train` run folder with `tlx export` output, or a file from `tlx bundle`.")],
-    threads: Annotated[str, options.threads_option()] = ",".join(map(str, _DEFAULTS.threads)),
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = _DEFAULTS.runs,
+    threads: Annotated[str, options.threads_option()] = ",".join(map(str, _MEASURE.threads)),
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per model and thread count.")] = _MEASURE.runs,
     warmup: Annotated[int, typer.Option(min=0, help="Discarded warm-up runs before timing.")]
-        = _DEFAULTS.warmup,
+        = _MEASURE.warmup,
     backend: options.Backend = None,
     compare_backends: Annotated[bool, typer.Option(
         "--compare-backends", help="Run every .tflite on each installed backend, side by side.")]
         = _DEFAULTS.compare_backends,
     max_drop: options.MaxDrop = None,
+    max_drop_on: options.MaxDropOn = _MEASURE.max_drop_on,
     keras: Annotated[bool, typer.Option(
         help="Evaluate the Keras model as the reference (needs TensorFlow).")] = _DEFAULTS.include_keras,
     cold_start: Annotated[bool, typer.Option(
         help="Measure `tlx predict` start-up time and peak memory in a fresh process.")]
-        = _DEFAULTS.cold_start,
+        = _MEASURE.cold_start,
     data_dir: options.DataDir = None,
     out: Annotated[Optional[Path], options.out_option(
         "BUNDLE only: write the result to OUT.json and OUT.md (OUT a folder: <bundle name>-<host "
@@ -58,14 +62,17 @@ def bench(
     OUT.json and OUT.md.
 
     --max-drop's reference is the Keras model (without TensorFlow: the first .tflite; for a
-    BUNDLE: the bundled Keras outputs). --json prints bench.json (for a BUNDLE: the device
-    result, OUT.json's content).
+    BUNDLE: the bundled Keras outputs); --max-drop-on upper holds the upper bound of the
+    drop's paired 95% interval to it instead of the measured drop. --json prints bench.json
+    (for a BUNDLE: the device result, OUT.json's content).
 
     Exit codes: 0 measured; 3 measured, but the --max-drop gate failed; 1 an error; 130
     interrupted by Ctrl-C (143: SIGTERM)."""
     thread_list = options.thread_counts(threads)
     if backend is not None:
         options.backend_names(backend, one=not run_dir.is_file())  # checked here, passed on as given
+    measurement = MeasureOptions(threads=thread_list, runs=runs, warmup=warmup,
+                                 cold_start=cold_start, max_drop=max_drop, max_drop_on=max_drop_on)
     if run_dir.is_file():
         from tlx.cli.bundle_cmd import bench_bundle_command
 
@@ -73,8 +80,7 @@ def bench(
             raise typer.BadParameter("--data-dir, --compare-backends and --no-keras are for a run folder; "
                                      "a bundle holds its photos and Keras reference, and runs every "
                                      "installed backend unless --backend names one.")
-        return bench_bundle_command(run_dir, threads=thread_list, runs=runs, warmup=warmup,
-                                    backend=backend, max_drop=max_drop, cold_start=cold_start, out=out,
+        return bench_bundle_command(run_dir, measurement=measurement, backend=backend, out=out,
                                     emulated=emulated, as_json=as_json)
     if out is not None or emulated is not None:
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
@@ -84,9 +90,8 @@ def bench(
     from tlx.run_dir import RunDir
     from tlx.text import printable
 
-    config = BenchConfig(run_dir=run_dir, threads=thread_list, runs=runs, warmup=warmup,
-                         backend=backend, compare_backends=compare_backends, max_drop=max_drop,
-                         include_keras=keras, cold_start=cold_start, data_dir=data_dir)
+    config = BenchConfig(run_dir=run_dir, measurement=measurement, backend=backend,
+                         compare_backends=compare_backends, include_keras=keras, data_dir=data_dir)
     with user_errors():
         result = run_bench(config, log=say)
         written = write(result, RunDir(run_dir).bench)
@@ -104,6 +109,7 @@ def bench(
             typer.echo("\n" + printable(line[2:]))
         typer.echo(f"\nReport: {printable(written['markdown'])}")
     if result.failed_drop:
-        typer.secho(f"int8 lost more than {max_drop:g} points against {printable(result.reference)}.",
+        typer.secho(f"int8 lost more than {gate_text(max_drop, max_drop_on)} against "
+                    f"{printable(result.reference)}.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)

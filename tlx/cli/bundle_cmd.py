@@ -7,10 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from tlx.bench.options import MeasureOptions
 from tlx.bundle.make import BundleConfig
 from tlx.cli import options
 from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, say, user_errors
+from tlx.drop import gate_text
 from tlx.errors import TlxError
 from tlx.text import printable
 
@@ -79,16 +81,14 @@ def result_prefix(out: Optional[Path], default: Path) -> Path:
     return prefix
 
 
-def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend: Optional[str],
-                         max_drop: Optional[float], cold_start: bool, out: Optional[Path],
-                         emulated: Optional[str], as_json: bool) -> None:
+def bench_bundle_command(path: Path, *, measurement: MeasureOptions, backend: Optional[str],
+                         out: Optional[Path], emulated: Optional[str], as_json: bool) -> None:
     """`tlx bench BUNDLE`: see tlx.bundle.device."""
     from tlx.bundle.device import DeviceBenchConfig, bench_bundle, default_prefix, text_table, write_result
 
-    config = DeviceBenchConfig(bundle=path, threads=threads, runs=runs, warmup=warmup,
+    config = DeviceBenchConfig(bundle=path, measurement=measurement,
                                backends=tuple(b.strip() for b in backend.split(",") if b.strip())
-                               if backend else None, cold_start=cold_start,
-                               max_drop=max_drop, emulated=emulated)
+                               if backend else None, emulated=emulated)
     with user_errors():
         prefix = result_prefix(out, default_prefix(path))
         result = bench_bundle(config, log=say)
@@ -104,6 +104,7 @@ def bench_bundle_command(path: Path, *, threads, runs: int, warmup: int, backend
         typer.echo(text_table(result))
         typer.echo(f"\nResult: {printable(json_path)} and {printable(md_path)}")
     if result.max_drop_exceeded:
-        typer.secho(f"int8 lost more than {max_drop:g} points against the bundled Keras reference.",
+        limit = gate_text(measurement.max_drop, measurement.max_drop_on)
+        typer.secho(f"int8 lost more than {limit} against the bundled Keras reference.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)

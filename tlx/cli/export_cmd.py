@@ -10,6 +10,7 @@ import typer
 from tlx.cli import options
 from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, progress_bar, user_errors
+from tlx.drop import drop_text, gate_text
 from tlx.export.export import ExportConfig
 from tlx.export.fallback import FallbackMode
 from tlx.export.formats import ExportFormat, OutputType, describe_formats
@@ -39,6 +40,7 @@ def export(
         help="Training images that calibrate int8: class-balanced, deterministic, "
              "never test images.")] = _DEFAULTS.calibration_samples,
     max_drop: options.MaxDrop = None,
+    max_drop_on: options.MaxDropOn = _DEFAULTS.max_drop_on,
     fallback: Annotated[FallbackMode, typer.Option(
         "--fallback", case_sensitive=False,
         help="auto: if int8 accuracy on the run's validation images is more than --max-drop "
@@ -59,8 +61,9 @@ def export(
     Each file is then checked against the Keras model on the run's test images.
 
     --max-drop compares int8 with the Keras model on the test split, on ai-edge-litert's
-    default kernels and on the builtin ones tflite-runtime uses; a failed gate is marked in
-    export.json. --json prints export.json's content.
+    default kernels and on the builtin ones tflite-runtime uses (--max-drop-on upper: the upper
+    bound of the drop's paired 95% interval); a failed gate is marked in export.json. --json
+    prints export.json's content.
 
     Exit codes: 0 exported; 3 exported, but the --max-drop gate failed; 1 an error; 130
     interrupted by Ctrl-C (143: SIGTERM).
@@ -72,6 +75,7 @@ def export(
         names = tuple(f.value for f in formats) if formats else _DEFAULTS.formats
         config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
                               calibration_samples=calibration_samples, max_drop=max_drop,
+                              max_drop_on=max_drop_on,
                               fallback=fallback, data_dir=data_dir)
         log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
         result = export_run(config, progress=progress_bar, log=log)
@@ -92,8 +96,10 @@ def export(
             gate = result.summary["max_drop"]
             drop = gate["int8_drop_points"]
             what = ("no test image was readable, so the int8 drop is unknown" if drop is None else
-                    f"int8 accuracy is {drop:.2f} points below Keras")
-            typer.secho(f"--max-drop {gate['limit_points']:g}: {what}. The files are kept and "
+                    f"int8 accuracy is {drop_text(result.parity.get(gate['measured_on']).drop)} points "
+                    "below Keras (in brackets: the paired 95% interval)")
+            limit = gate_text(gate["limit_points"], max_drop_on)
+            typer.secho(f"--max-drop {limit}: {what}. The files are kept and "
                         "marked in export.json.", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_QUALITY_GATE)
 

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from tlx.drop import DropGate
 from tlx.runtime.backends import ALIASES, AUTO, BACKENDS, resolve_name
 from tlx.errors import TlxError
 
@@ -41,6 +42,12 @@ MAX_DROP_HELP = ("Quality gate: exit with code 3 when int8 top-1 on the test pho
                  "POINTS percentage points below the reference (see above); the outputs are kept.")
 MaxDrop = Annotated[Optional[float], typer.Option(
     "--max-drop", min=0.0, metavar="POINTS", help=MAX_DROP_HELP, show_default="none: no gate")]
+
+MAX_DROP_ON_HELP = ("What --max-drop holds to the limit: point, the measured drop, or upper, the upper "
+                    "bound of its paired 95% interval (passes only when the test photos show the drop "
+                    "is within the limit; needs --max-drop).")
+MaxDropOn = Annotated[DropGate, typer.Option(
+    "--max-drop-on", case_sensitive=False, metavar="point|upper", help=MAX_DROP_ON_HELP)]
 
 DATA_DIR_HELP = "Where the run's photos are now, if the data folder moved since `tlx train`."
 DataDir = Annotated[Optional[Path], typer.Option(

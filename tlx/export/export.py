@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tlx import files
-from tlx.drop import check_max_drop
+from tlx.drop import DropGate, check_max_drop
 from tlx.errors import TlxError
 from tlx.export import calibration as calib
 from tlx.export import parity as par
@@ -55,6 +55,8 @@ class ExportConfig:
     #: Fail (files kept, marked in export.json) if int8 accuracy on the test split is more
     #: than this many percentage points below Keras. None: no gate.
     max_drop: float | None = None
+    #: What of the int8 drop max_drop holds: the point, or its paired 95% interval's upper bound.
+    max_drop_on: DropGate = DropGate.POINT
     #: Measure parity on the test split (skipping it is for benchmarks only).
     parity: bool = True
     #: AUTO: when int8 loses more than max_drop points on the run's validation images, keep
@@ -129,7 +131,7 @@ def _export(config: ExportConfig, specs: dict[str, FormatSpec], inputs: "_RunInp
         warnings.append(f"--fallback auto: no step brought int8 within {config.max_drop:g} points on "
                         f"the validation images; kept the most accurate one (step "
                         f"{fallback.chosen_step.step}).")
-    gate = records.max_drop_gate(config.max_drop, report)
+    gate = records.max_drop_gate(config.max_drop, report, config.max_drop_on)
     passed = gate is None or gate["passed"]
 
     removed += _remove_other_formats(inputs.out_dir, keep=set(specs))
@@ -170,8 +172,8 @@ def _check_request(config: ExportConfig) -> dict[str, FormatSpec]:
     """The option checks, before any file is read. Returns the formats to export by name."""
     specs = _check_formats(config.formats)
     _check_fallback_options(config, specs)
+    check_max_drop(config.max_drop, config.max_drop_on)
     if config.max_drop is not None:
-        check_max_drop(config.max_drop)
         if "int8" not in specs:
             raise TlxError("--max-drop checks the int8 file: add --format int8.")
         if not config.parity:

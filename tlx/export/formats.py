@@ -81,6 +81,13 @@ def get_format(name: str) -> FormatSpec:
         raise TlxError(f"Unknown export format {name!r}. Choose from: {', '.join(FORMATS)}.") from None
 
 
+def is_int8_model(name: str) -> bool:
+    """Whether a bench row's model name is a full-integer int8 export: the format name (the
+    .tflite's stem without "model_"), optionally followed by " (backend)"."""
+    spec = FORMATS.get(name.split(" (", 1)[0])
+    return spec is not None and spec.quantization is Quantization.INT8
+
+
 def describe_formats() -> str:
     """A help text listing every format."""
     return "; ".join(f"{spec.name}: {spec.description}" for spec in FORMATS.values())

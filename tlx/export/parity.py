@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tlx.drop import drop_text
 from tlx.imaging import PREPROCESSING_VERSION
 from tlx.pixels.cache import LabelledImages, load_labelled
 from tlx.progress import Advance
+from tlx.stats import PairedDifference, paired_difference
 
 
 #: The test split as parity reads it (kept as a name for the callers).
@@ -38,9 +40,12 @@ class FormatParity:
     #: probabilities are steps of 1/256). The files output probabilities, so logits are
     #: recovered as log p centered per image: softmax cannot see a shift common to all logits.
     max_abs_logit_diff: float | None = None
+    #: accuracy_drop_points with its paired 95% interval (tlx.stats; the same images),
+    #: as tlx bench gives it. None only for a report built without it.
+    drop: PairedDifference | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "drop": self.drop and self.drop.to_json()}
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ def compare(name: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndar
         max_abs_prob_diff=float(np.max(np.abs(probs - reference))),
         max_abs_logit_diff=(float(np.max(np.abs(centered_logits(probs) - centered_logits(reference))))
                             if float_output else None),
+        drop=paired_difference(labels, ref_top1, top1),
     )
 
 
@@ -153,12 +159,13 @@ def measure(keras_model, files: dict[str, bytes], images: TestImages,
 
 def format_table(report: ParityReport) -> str:
     """The terminal table."""
-    rows = [("format", "top-1 agree", "accuracy", "drop (pts)", "max |dp|", "max |dlogit|"),
+    rows = [("format", "top-1 agree", "accuracy", "drop pts [95% CI]", "max |dp|", "max |dlogit|"),
             ("keras", "-", _pct(report.keras_accuracy), "-", "-", "-")]
     for f in report.formats:
         logit = "-" if f.max_abs_logit_diff is None else f"{f.max_abs_logit_diff:.2e}"
         rows.append((f.format, _pct(f.top1_agreement), _pct(f.accuracy),
-                     f"{f.accuracy_drop_points:+.2f}", f"{f.max_abs_prob_diff:.2e}", logit))
+                     f"{f.accuracy_drop_points:+.2f}" if f.drop is None else drop_text(f.drop),
+                     f"{f.max_abs_prob_diff:.2e}", logit))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
                        for i, cell in enumerate(row)) for row in rows]

@@ -14,7 +14,8 @@ from tlx import versions
 from tlx.export import calibration as calib
 from tlx.export import parity as par
 from tlx.export.fallback import FallbackResult
-from tlx.export.formats import FormatSpec, OutputType, Quantization
+from tlx.drop import DropGate, drop_exceeded, gated_value
+from tlx.export.formats import FormatSpec, OutputType, Quantization, is_int8_model
 from tlx.imaging import PREPROCESSING_VERSIONS, REDUCE_GAP, RESAMPLE
 
 
@@ -66,19 +67,21 @@ def file_record(spec: FormatSpec, content: bytes) -> dict:
             "quantization": spec.quantization.value, **_tensors(content)}
 
 
-def max_drop_gate(max_drop: float | None, report: par.ParityReport | None) -> dict | None:
-    """The --max-drop verdict for export.json, or None without a limit."""
+def max_drop_gate(max_drop: float | None, report: par.ParityReport | None,
+                  on: DropGate = DropGate.POINT) -> dict | None:
+    """The --max-drop verdict for export.json, or None without a limit (tlx.drop's gate)."""
     if max_drop is None:
         return None
     if report is None:  # every test image unreadable: the drop is unknown, so not within limits
-        return {"limit_points": max_drop, "int8_drop_points": None, "passed": False}
+        return {"limit_points": max_drop, "max_drop_on": on.value, "int8_drop_points": None, "passed": False}
     # The worse of the two kernel paths: the device may run either (ai-edge-litert's XNNPACK
-    # or tflite-runtime's builtin kernels).
-    rows = [row for row in (report.get("int8"), report.get("int8" + par.BUILTIN_SUFFIX)) if row is not None]
-    worst = max(rows, key=lambda row: row.accuracy_drop_points)
-    drop = worst.accuracy_drop_points
-    return {"limit_points": max_drop, "int8_drop_points": drop, "measured_on": worst.format,
-            "passed": drop <= max_drop}
+    # or tflite-runtime's builtin kernels). Rows named by format, "/builtin" for the second.
+    rows = [(row.format.removesuffix(par.BUILTIN_SUFFIX), row) for row in report.formats]
+    rows = [(name, row) for name, row in rows if is_int8_model(name)]
+    name, worst = max(rows, key=lambda item: gated_value(item[1].drop, on))
+    return {"limit_points": max_drop, "max_drop_on": on.value, "int8_drop_points": worst.accuracy_drop_points,
+            "int8_drop": worst.drop.to_json(), "measured_on": worst.format,
+            "passed": not drop_exceeded([(name, worst.drop)], max_drop, on)}
 
 
 def export_summary(*, passed: bool, run_root: Path, run_id: str, backbone: str, labels,

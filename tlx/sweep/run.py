@@ -121,6 +121,7 @@ def _candidate(config: SweepConfig, candidate: Candidate, run: RunDir, split: Sp
     """Train (or resume, or keep), export, bench: each only when its output is not current."""
     from tlx.bench import report as bench_report
     from tlx.bench.bench import BenchConfig, run_bench
+    from tlx.bench.options import MeasureOptions
     from tlx.export.export import ExportConfig, export_run
     from tlx.trainer.train import resume, train
 
@@ -140,9 +141,10 @@ def _candidate(config: SweepConfig, candidate: Candidate, run: RunDir, split: Sp
     if run.has_current_bench():
         log("benched already")
     else:
-        result = run_bench(BenchConfig(run_dir=run.root, threads=(records.BENCH_THREADS,),
-                                       runs=config.bench_runs, warmup=config.bench_warmup,
-                                       include_keras=False, cold_start=False), log=log)
+        measurement = MeasureOptions(threads=(records.BENCH_THREADS,), runs=config.bench_runs,
+                                 warmup=config.bench_warmup, cold_start=False)
+        result = run_bench(BenchConfig(run_dir=run.root, measurement=measurement, include_keras=False),
+                           log=log)
         bench_report.write(result, run.bench)
     return records.models_from_bench(run.bench_json)
 
