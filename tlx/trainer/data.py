@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tlx.errors import ImageError, TlxError
+from tlx.errors import TlxError
 from tlx.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, PREPROCESSING_VERSION, is_image_file
 from tlx.progress import Log, Progress
 from tlx.run_dir import Split, class_name_problem

@@ -451,7 +451,6 @@ def _phase1_cached(model, job: "TrainingJob", images: data_mod.Images, num_class
     """Phase 1 on pooled backbone features computed once; then the head's weights go
     into the full model. Exact because the frozen base runs in inference mode and no
     augmentation is involved (config.validate() enforces that)."""
-    import keras
     import tensorflow as tf
 
     config = job.config
