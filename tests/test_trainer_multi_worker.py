@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+    from tests.trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 except ImportError:
-    from trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+    from trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 from tlx.errors import TlxError
 from tlx.run_config import Strategy
@@ -23,32 +22,11 @@ from tlx.trainer.distribute import cluster
 
 runner = CliRunner()
 
-# `tlx` with the tiny test backbone registered (the subprocesses cannot see a monkeypatch).
-LAUNCH = (
-    "import sys\n"
-    f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-    "from trainer_support import TINY, TINY_SPEC\n"
-    "from tlx.trainer import backbones\n"
-    "backbones.BACKBONES[TINY] = TINY_SPEC\n"
-    "from tlx.cli import app\n"
-    "app(sys.argv[1:], prog_name='tlx')\n"
-)
 
 #: Final validation accuracy, two workers against one: the batches are the same, but the
 #: gradient is the mean of two half-batch means, summed in another order, and dropout
 #: draws differ per process, so the runs are close, not bit-identical.
 ACCURACY_TOLERANCE = 0.15
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _tf_config(ports, index: int) -> str:
@@ -57,7 +35,7 @@ def _tf_config(ports, index: int) -> str:
 
 
 def _workers(args: list[str], tmp, count: int = 2, timeout: int = 420):
-    ports = _free_ports(count)
+    ports = free_ports(count)
     # TMPDIR: the non-chief's temporary run folder (and what a killed worker leaves) stays in tmp.
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp)}
     procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
@@ -144,7 +122,7 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
 
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
-    ports = _free_ports(2)
+    ports = free_ports(2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
 
     def start(args, index):
@@ -172,7 +150,7 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
     done = json.loads(state.read_text())["checkpoints"][-1]["epochs_done"]
     assert 1 <= done < 12
 
-    ports = _free_ports(2)
+    ports = free_ports(2)
     procs = [start(["train", "--resume", str(run), "--json"], i) for i in range(2)]
     results = []
     try:
@@ -196,7 +174,7 @@ def test_sigterm_during_training_stops_the_chief_like_ctrl_c(tmp_path, tiny_back
 
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
-    ports = _free_ports(2)
+    ports = free_ports(2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
     args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "12", "--phase2-epochs", "0")
     procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,

@@ -19,37 +19,15 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+    from tests.trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 except ImportError:
-    from trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+    from trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 from tlx.errors import TlxError
 from tlx.trainer import distribute, peer_wait, tf_config
 from tlx.trainer.tf_config import Cluster
 
 runner = CliRunner()
-
-# `tlx` with the tiny test backbone registered (a subprocess cannot see a monkeypatch).
-LAUNCH = (
-    "import sys\n"
-    f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-    "from trainer_support import TINY, TINY_SPEC\n"
-    "from tlx.trainer import backbones\n"
-    "backbones.BACKBONES[TINY] = TINY_SPEC\n"
-    "from tlx.cli import app\n"
-    "app(sys.argv[1:], prog_name='tlx')\n"
-)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def config_dict(ports, index: int, host: str = "127.0.0.1") -> dict:

@@ -67,3 +67,30 @@ def tiny_config(data: Path, out: Path, **changes):
                    phase1_epochs=1, phase2_epochs=1, batch_size=8)
     options.update(changes)
     return TrainConfig(**options)
+
+
+#: `tlx` with the tiny test backbone registered, for `python -c LAUNCH ARGS...`: a worker
+#: subprocess cannot see a monkeypatch.
+LAUNCH = (
+    "import sys\n"
+    f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+    "from trainer_support import TINY, TINY_SPEC\n"
+    "from tlx.trainer import backbones\n"
+    "backbones.BACKBONES[TINY] = TINY_SPEC\n"
+    "from tlx.cli import app\n"
+    "app(sys.argv[1:], prog_name='tlx')\n"
+)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` TCP ports on 127.0.0.1 that were free a moment ago (for TF_CONFIG)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
