@@ -19,7 +19,8 @@ _DEFAULTS = BundleConfig(run_dir=Path("."))
 @app.command(short_help="Pack a run into one file to benchmark on a device.")
 def bundle(
     run_dir: Annotated[Path, typer.Argument(
-        metavar="RUN_DIR", help="A `tlx train` run folder with `tlx export` output.", show_default=False)],
+        metavar="RUN_DIR", help="A `tlx train` run folder with `tlx export` output, or a `tlx sweep` folder "
+                                "(every finished candidate).", show_default=False)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="The bundle file to write. Default: <run folder name>-bundle.zip here.",
         show_default=False)] = _DEFAULTS.out,
@@ -39,10 +40,13 @@ def bundle(
     model's outputs on every interpreter backend installed here, with SHA-256 hashes.
     On the device: `tlx bench BUNDLE` (no TensorFlow needed)."""
     from tlx.bundle.make import make_bundle
+    from tlx.sweep.bundle import is_sweep_dir, make_sweep_bundle
 
     config = BundleConfig(run_dir=run_dir, out=out, max_images=max_images, data_dir=data_dir)
     with user_errors():
-        summary = make_bundle(config, log=say)
+        # A `tlx sweep` folder: every finished candidate, the shared test photos once.
+        summary = (make_sweep_bundle(run_dir, out, max_images, data_dir=data_dir, log=say)
+                   if is_sweep_dir(run_dir) else make_bundle(config, log=say))
     for path, reason in summary.skipped:
         typer.secho(printable(f"Warning: left out {path}: {reason}"), fg=typer.colors.YELLOW, err=True)
     typer.echo(printable(f"{summary.path}  ({summary.size_bytes / 1e6:.1f} MB: {', '.join(summary.models)}; "
