@@ -102,3 +102,25 @@ def test_the_device_measures_every_model_of_every_candidate(device_results):
     cli = json.loads(second.read_text())
     assert cli["bundle"]["run"] is None and cli["bundle"]["sweep"]["name"] == "sweep"
     assert [m["candidate"]["run"]["name"] for m in cli["models"]] == [m.candidate.run.name for m in result.models]
+
+
+def test_the_report_draws_each_devices_front_and_picks(sweep_dir, device_results):
+    _, first, second = device_results
+    result = runner.invoke(app, ["report", str(sweep_dir), "--device", str(first), "--device", str(second)])
+    assert result.exit_code == 0, result.output
+    page = (sweep_dir / "report.html").read_text()
+    assert page.count("<h2>Device: ") == 2 and page.count("data:image/png;base64,") == 2
+    assert page.count("<h3>Pick per budget</h3>") == 2
+    from tlx.bundle.result import read_result
+    from tlx.sweep.device_report import device_points
+    from tlx.sweep.pareto import Budgets, pareto_front
+
+    for path in (first, second):
+        device = device_points(read_result(path), Budgets())
+        assert list(device.front) == pareto_front(device.points) and device.front
+        best = max(device.points, key=lambda p: (p.accuracy, -p.latency_ms, -p.size_bytes))
+        budget, pick, reason = device.picks[0]
+        assert pick.accuracy == best.accuracy and pick.id in page and "most accurate" in reason
+        # Every latency budget picks a front model within it.
+        for budget, pick, _ in device.picks[1:]:
+            assert pick in device.front and pick.latency_ms <= budget.max_latency_ms

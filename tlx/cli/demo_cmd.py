@@ -52,7 +52,9 @@ def demo(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(
-        metavar="RUN_DIR", help="A `tlx train` run folder (after export and bench).", show_default=False)],
+        metavar="RUN_DIR", help="A `tlx train` run folder (after export and bench), or a `tlx sweep` folder "
+                                "(its models on each --device: Pareto front and pick per budget).",
+        show_default=False)],
     device: Annotated[Optional[List[Path]], typer.Option(
         "--device", metavar="JSON", help="A result .json of `tlx bench BUNDLE` on a device; repeat for several. "
                          "Shown side by side with the host.", show_default=False)] = None,
@@ -68,7 +70,14 @@ def report(
     (the report names what is missing); 1 an error, no report written."""
     from tlx.report import missing_parts, write_report
     from tlx.run_dir import RunDir
+    from tlx.sweep.bundle import is_sweep_dir
 
+    if is_sweep_dir(run_dir):  # a `tlx sweep` folder: its models on each device (tlx.sweep.device_report)
+        from tlx.sweep.device_report import write_sweep_report
+
+        with user_errors():
+            typer.echo(printable(write_sweep_report(run_dir, device or ())))
+        return
     with user_errors():
         path = write_report(run_dir, devices=device or ())
         missing = missing_parts(RunDir(run_dir))
