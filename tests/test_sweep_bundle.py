@@ -124,3 +124,166 @@ def test_the_report_draws_each_devices_front_and_picks(sweep_dir, device_results
         # Every latency budget picks a front model within it.
         for budget, pick, _ in device.picks[1:]:
             assert pick in device.front and pick.latency_ms <= budget.max_latency_ms
+
+
+# --- refused: results of another sweep or run, mixed-up and crafted sweep bundles ---------------
+
+def test_results_of_another_sweep_or_run_are_refused(sweep_dir, device_results, tmp_path):
+    _, first, _ = device_results
+    from tlx.bundle.compare import not_of_this_run
+    from tlx.bundle.result import read_result
+    from tlx.run_dir import RunDir
+
+    # Another sweep: same candidates' names, another split.
+    other = tmp_path / "other"
+    shutil.copytree(sweep_dir, other)
+    split = json.loads((other / "split.json").read_text())
+    split["seed"] = split.get("seed", 0) + 1
+    (other / "split.json").write_text(json.dumps(split))
+    report = other / "report.html"
+    report.unlink(missing_ok=True)
+    result = runner.invoke(app, ["report", str(other), "--device", str(first)])
+    assert result.exit_code == 1 and "another sweep" in result.output and "Traceback" not in result.output
+    assert not report.exists()
+    # The same sweep with one candidate exported again: that file is not the one measured.
+    shutil.copytree(sweep_dir, tmp_path / "again")
+    again = tmp_path / "again"
+    int8 = again / f"{TINY}-{SIZES[1]}" / "export" / "model_int8.tflite"
+    int8.write_bytes(int8.read_bytes() + b"\0")
+    result = runner.invoke(app, ["report", str(again), "--device", str(first)])
+    assert result.exit_code == 1 and f"{TINY}-{SIZES[1]}: export/model_int8.tflite is not the file" in result.output
+    # A sweep's result is no run's, and a candidate name from the file is never used as a path.
+    assert "sweep" in not_of_this_run(RunDir(sweep_dir / f"{TINY}-{SIZES[0]}"), read_result(first))[0]
+    doc = json.loads(first.read_text())
+    for row in doc["models"]:
+        row["candidate"]["backbone"], row["candidate"]["run"]["name"] = "../x", f"../x-{row['candidate']['image_size']}"
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(json.dumps(doc))
+    result = runner.invoke(app, ["report", str(sweep_dir), "--device", str(crafted)])
+    assert result.exit_code == 1 and "no finished candidate of this sweep" in result.output
+
+
+def _rehash(doc: dict, members: dict[str, bytes]) -> None:
+    doc["files"] = {n: hashlib.sha256(d).hexdigest() for n, d in members.items() if n != "manifest.json"}
+    for candidate in doc["candidates"]:
+        for model in candidate["models"]:
+            model["size_bytes"] = len(members[model["file"]])
+
+
+def _write(path, members: dict[str, bytes], doc: dict):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            if name != "manifest.json":
+                archive.writestr(name, data)
+        archive.writestr("manifest.json", json.dumps(doc))
+    return path
+
+
+def _bench_refused(path, tmp_path, *words) -> str:
+    result = runner.invoke(app, ["bench", str(path), "--threads", "1", "--runs", "1", "--warmup", "0",
+                                 "--no-cold-start", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in result.output, result.output
+    assert not list(tmp_path.glob("r.*"))
+    return result.output
+
+
+def test_a_candidates_model_swapped_with_anothers_is_refused(sweep_bundle, tmp_path):
+    members = _members(sweep_bundle)
+    doc = json.loads(members["manifest.json"])
+    small, large = (f"models/{TINY}-{s}/model_int8.tflite" for s in SIZES)
+    members[small], members[large] = members[large], members[small]
+    _rehash(doc, members)
+    output = _bench_refused(_write(tmp_path / "swapped.zip", members, doc), tmp_path,
+                            f"models/{TINY}-{SIZES[0]}/model_int8.tflite does not match")
+    assert "made from another model.keras" in output and "it takes input" in output
+
+
+def test_a_sweep_bundle_is_refused_by_a_reader_of_format_1_only(sweep_bundle, tmp_path, monkeypatch):
+    from tlx.bundle import manifest as schema
+
+    doc = json.loads(_members(sweep_bundle)["manifest.json"])
+    assert doc["format_version"] == schema.SWEEP_VERSION > schema.SINGLE_RUN_VERSION
+    monkeypatch.setattr(schema, "FORMAT_VERSION", schema.SINGLE_RUN_VERSION)
+    _bench_refused(sweep_bundle, tmp_path, "format 2", "Upgrade tlx")
+    doc["format_version"] = 1  # a format-1 manifest holds no candidates
+    monkeypatch.undo()
+    members = _members(sweep_bundle)
+    _bench_refused(_write(tmp_path / "v1.zip", members, doc), tmp_path, "candidates", "a bundle of format 1")
+
+
+@pytest.fixture(scope="module")
+def genuine_sweep(sweep_bundle, tmp_path_factory):
+    from tests.test_bundle import FAST_JSON
+
+    result = runner.invoke(app, ["bench", str(sweep_bundle), *FAST_JSON, "--json", "--out",
+                                 str(tmp_path_factory.mktemp("g") / "genuine")])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def _sweep_figures(result: dict) -> dict:
+    return {(m["candidate"]["run"]["name"], m["name"], m["backend"]): {k: m[k] for k in (
+        "size_bytes", "accuracy", "drop", "agreement_reference", "host", "failures", "candidate")}
+        for m in result["models"]}
+
+
+def _undetectable_in_sweep(path, value, labels: int) -> bool:
+    """The claims no device can check (the manifest is not signed): a photo's label changed to
+    another class, a host score changed to another possible output (tests/test_bundle.py)."""
+    from tests.test_bundle import _pattern
+
+    pattern = _pattern(path)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pattern == ("images", "*", "label"):
+        return number and type(value) is int and 0 <= value < labels
+    if pattern[:4] == ("candidates", "*", "host_results", "*") and "scores" in pattern:
+        return (number and 0 <= value <= 1.001 if len(pattern) == 7 else
+                isinstance(value, list) and len(value) == labels and all(v is None for v in value))
+    return False
+
+
+def test_any_mutation_of_a_sweep_bundle_is_refused_clearly_or_changes_no_figure(
+        sweep_bundle, genuine_sweep, tmp_path_factory):
+    import copy
+    import os
+
+    from tests.test_bundle import FAST_JSON, _apply, mutations, write_zip
+
+    members0 = list(_members(sweep_bundle).items())
+    doc0 = json.loads(dict(members0)["manifest.json"])
+    expected = _sweep_figures(genuine_sweep)
+    folder = tmp_path_factory.mktemp("mutated-sweep")
+    outcomes = {"accepted": 0, "refused": 0}
+
+    @settings(max_examples=int(os.environ.get("TLX_BUNDLE_EXAMPLES", "40")), deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(mutations(doc0, [n for n, _ in members0]))
+    def check(mutation):
+        if mutation[0] == "replace" and _undetectable_in_sweep(mutation[1], mutation[2], len(doc0["labels"])):
+            return
+        doc, members = _apply(mutation, copy.deepcopy(doc0), list(members0))
+        path = write_zip(folder / "m.zip", members, doc)
+        for old in folder.glob("r.*"):
+            old.unlink()
+        result = runner.invoke(app, ["bench", str(path), *FAST_JSON, "--json", "--out", str(folder / "r")])
+        assert result.exception is None or isinstance(result.exception, SystemExit), (mutation, result.exception)
+        assert "Traceback" not in result.output
+        outcomes["accepted" if result.exit_code == 0 else "refused"] += 1
+        if result.exit_code == 0:
+            mutated = _sweep_figures(json.loads(result.stdout[result.stdout.index("{"):]))
+            assert mutated.keys() == expected.keys(), mutation
+            for key, row in expected.items():
+                if mutated[key]["host"] is None:  # a host result left out: no figure, not a wrong one
+                    row = {**row, "host": None}
+                assert mutated[key] == row, mutation
+        else:
+            message = result.output.strip()
+            assert result.exit_code == 1 and message.startswith("Error: ") and len(message) < 1500, (
+                mutation, message)
+            assert "tlx bundle" in message or "Upgrade tlx" in message, (mutation, message)
+            assert not list(folder.glob("r.*")), "nothing written for a refused bundle"
+
+    check()
+    print(f"mutated sweep bundles: {outcomes}")

@@ -38,6 +38,9 @@ def read_device_results(run: RunDir, paths) -> list[DeviceResult]:
 def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
     """Why `result` is no measurement of this run's current files (empty: it is)."""
     measured = result.bundle.run
+    if measured is None:
+        return [f"it is the result of the sweep {result.bundle.sweep['name']!r}'s bundle; pass it to "
+                "`tlx report SWEEP_DIR`"]
     model_sha = run.model_sha256()
     if model_sha is None:
         return [f"the run has no {run.model.name} to compare the result's model hash with"]
