@@ -287,3 +287,28 @@ def test_any_mutation_of_a_sweep_bundle_is_refused_clearly_or_changes_no_figure(
 
     check()
     print(f"mutated sweep bundles: {outcomes}")
+
+
+def test_benching_a_sweep_bundle_stays_within_the_bundles_memory_bound(sweep_bundle, tmp_path):
+    from tests.test_bundle import MAX_RSS_MB, bench_in_fresh_process
+
+    code, err, peak = bench_in_fresh_process(sweep_bundle, tmp_path / "r")
+    assert code == 0, err
+    # One interpreter alive at a time and one image size's photos decoded at a time: the bound
+    # of a single run's bundle holds for the whole sweep.
+    assert peak < MAX_RSS_MB, peak
+    print(f"peak RSS benching a sweep bundle of {len(SIZES)} candidates: {peak:.0f} MB")
+
+
+def test_text_from_a_device_result_is_escaped_in_the_sweep_report(sweep_dir, device_results, tmp_path):
+    _, first, _ = device_results
+    doc = json.loads(first.read_text())
+    doc["machine"]["cpu"] = "<script>alert(1)</script>\x1b]0;title\x07"
+    doc["bundle"]["file"] = "<img src=x onerror=alert(1)>.zip"
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(doc))
+    result = runner.invoke(app, ["report", str(sweep_dir), "--device", str(hostile)])
+    assert result.exit_code == 0, result.output
+    page = (sweep_dir / "report.html").read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "\x1b" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\\x1b]0;title\\x07" in page

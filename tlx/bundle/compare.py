@@ -16,6 +16,7 @@ from tlx import files
 from tlx.bundle.result import DeviceResult, read_result
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
+from tlx.text import printable
 
 HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts", "agree Keras %",
           "outputs = host's", "p50 ms @1 image", "int8/float32 p50"]
@@ -39,7 +40,7 @@ def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
     """Why `result` is no measurement of this run's current files (empty: it is)."""
     measured = result.bundle.run
     if measured is None:
-        return [f"it is the result of the sweep {result.bundle.sweep['name']!r}'s bundle; pass it to "
+        return [f"it is the result of the sweep {printable(repr(result.bundle.sweep['name']))}'s bundle; pass it to "
                 "`tlx report SWEEP_DIR`"]
     model_sha = run.model_sha256()
     if model_sha is None:

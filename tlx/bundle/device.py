@@ -108,7 +108,7 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
             for entry in part.models:
                 content = bundle.read(entry.file)
                 for backend in backends:
-                    log(f"{part.run_name if sweep else ''}{'/' if sweep else ''}{entry.name} on {backend}")
+                    log(f"{part.run_name + '/' if sweep else ''}{entry.name} on {backend}")
                     models.append(_bench_model(bundle, part, entry, content, backend, pixels, truth, names,
                                                config, log, candidate))
                 del content  # before the next model is read: one model in memory at a time

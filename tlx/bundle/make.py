@@ -13,6 +13,10 @@ manifest.json holds:
 - host: {machine, results: [{model, backend, scores, top1}]}: every model on every
   interpreter backend installed here, so a device can say which of its outputs differ from
   the host's and by how many quantization steps.
+
+A sweep's bundle (tlx.sweep.bundle, format 2) has the labels, images and preprocessing once,
+and a `candidates` list of {backbone, run, image_size, models, reference, host_results}, each
+made by `run_part` as a single run's fields are.
 """
 
 from __future__ import annotations

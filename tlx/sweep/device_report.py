@@ -25,7 +25,7 @@ from tlx.report import _STYLE, _table
 from tlx.run_dir import RunDir
 from tlx.sweep.pareto import Budgets, ModelPoint, pareto_front, recommend
 from tlx.sweep.records import DONE, SPLIT, SWEEP_JSON, SweepRecord, read_sweep
-from tlx.text import html_text
+from tlx.text import html_text, printable
 
 REPORT = "report.html"
 
@@ -69,7 +69,8 @@ def not_of_this_sweep(sweep_dir: Path, record: SweepRecord, result: DeviceResult
         run_name = m.candidate.run.name
         # A name from the file: only ever a key of this sweep's candidates, never a path as given.
         if run_name not in runs:
-            problems.append(f"it measured {run_name!r}, which is no finished candidate of this sweep")
+            problems.append(f"it measured {printable(repr(run_name))}, which is no finished candidate of this "
+                            "sweep")
             continue
         run = RunDir(sweep_dir / run_name)
         if run_name not in checked:
