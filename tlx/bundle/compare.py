@@ -49,7 +49,7 @@ def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
         return [f"its bundle was made from another {run.model.name} (model hash {measured.model_sha256[:12]}, "
                 f"the run's is {model_sha[:12]})"]
     problems = []
-    run_id = _run_id(run)
+    run_id = run_id_of(run)
     if measured.run_id is not None and run_id is not None and measured.run_id != run_id:
         problems.append(f"its bundle is of run {measured.run_id!r}, this folder holds run {run_id!r}")
     labels = run.read_labels()
@@ -65,7 +65,7 @@ def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
     return problems
 
 
-def _run_id(run: RunDir) -> Optional[str]:
+def run_id_of(run: RunDir) -> Optional[str]:
     try:
         return run.read_config().run_id if run.config.is_file() else None
     except TlxError:

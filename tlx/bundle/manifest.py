@@ -321,8 +321,9 @@ def _sweep_manifest(doc: dict, version: int) -> SweepManifest:
         backbone = _str(_field(entry, "backbone", where), f"{where}.backbone", limit=100)
         run = _str(_field(_obj(_field(entry, "run", where), f"{where}.run"), "name", f"{where}.run"),
                    f"{where}.run.name", _RUN_NAME, limit=110)
-        size = _field(entry, "image_size", where)
-        if not (isinstance(size, list) and size and run == f"{backbone}-{size[0]}"):
+        size = _list(_field(entry, "image_size", where), f"{where}.image_size", 2, 2)
+        side = _int(size[0], f"{where}.image_size[0]", 8, MAX_IMAGE_SIDE)
+        if run != f"{backbone}-{side}":
             raise _Invalid(f"{where}.run.name", f"{run[:80]!r} is not <backbone>-<image size>")
         if run in runs:
             raise _Invalid(f"{where}.run.name", f"{run[:80]!r} appears twice")

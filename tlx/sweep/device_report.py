@@ -19,6 +19,7 @@ from typing import Optional
 
 import tlx
 from tlx import files
+from tlx.bundle.compare import run_id_of
 from tlx.bundle.result import DeviceResult, ModelResult, read_result
 from tlx.errors import TlxError
 from tlx.report import _STYLE, _table
@@ -77,6 +78,9 @@ def not_of_this_sweep(sweep_dir: Path, record: SweepRecord, result: DeviceResult
             checked.add(run_name)
             if m.candidate.run.model_sha256 != run.model_sha256():
                 problems.append(f"{run_name}: its bundle was made from another model.keras")
+            run_id = run_id_of(run)
+            if None not in (m.candidate.run.run_id, run_id) and m.candidate.run.run_id != run_id:
+                problems.append(f"{run_name}: its bundle is of another training run (run id)")
         exported = run.export / Path(m.file).name
         if m.sha256 and (not exported.is_file() or files.sha256_file(exported) != m.sha256):
             problems.append(f"{run_name}: export/{Path(m.file).name} is not the file the device measured")
