@@ -317,3 +317,16 @@ def test_text_from_a_device_result_is_escaped_in_the_sweep_report(sweep_dir, dev
     page = (sweep_dir / "report.html").read_text()
     assert "<script>" not in page and "<img src=x" not in page and "\x1b" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;\\x1b]0;title\\x07" in page
+
+
+def test_bad_sweep_bundles_are_refused_before_the_work(sweep_dir, tmp_path, monkeypatch):
+    from tlx.bundle import make
+
+    (tmp_path / "taken.zip").mkdir()
+    result = runner.invoke(app, ["bundle", str(sweep_dir), "-o", str(tmp_path / "taken.zip")])
+    assert result.exit_code == 1 and "is a folder" in result.output, result.output
+    # More scores than a manifest holds: told to take fewer photos, before any Keras reference.
+    monkeypatch.setattr(make, "MAX_SCORE_VALUES", 10)
+    result = runner.invoke(app, ["bundle", str(sweep_dir), "-o", str(tmp_path / "b.zip")])
+    assert result.exit_code == 1 and "--max-images" in result.output, result.output
+    assert "Keras reference" not in result.output and not (tmp_path / "b.zip").exists()

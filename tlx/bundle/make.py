@@ -144,7 +144,7 @@ def run_part(run: RunDir, items, image_size: tuple[int, int], host_backends, log
     labels = run.read_labels()
     # A bundle describes one model per run; a device cannot check what the host did not.
     run.require_from_this_model(list(contents), model_sha, labels)
-    _check_photo_count(len(items), image_size,
+    check_photo_count(len(items), image_size,
                        scores_per_photo=len(labels) * (len(contents) * len(host_backends) + 1))
     log(f"Decoding {len(items)} test photos at {image_size[0]}x{image_size[1]}")
     preprocessing = run.preprocessing_version()
@@ -191,7 +191,7 @@ def check_out(out: Path) -> None:
     files.require_writable_dir(out.parent, "-o: the folder")
 
 
-def _check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo: int) -> None:
+def check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo: int) -> None:
     """A device holds every photo decoded at once, and the manifest every score: the bundle
     schema bounds that memory, so a run with more photos is told to take a subset."""
     fits = min(MAX_IMAGES, MAX_PIXEL_BYTES // (image_size[0] * image_size[1] * 3),

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import tlx
 from tlx import files, machine
-from tlx.bundle.make import (BundleSummary, check_out, photo_members, run_part, shared_photos,
+from tlx.bundle.make import (BundleSummary, check_out, check_photo_count, photo_members, run_part, shared_photos,
                              stratified_subset, write_bundle)
 from tlx.bundle.manifest import FORMAT, SWEEP_VERSION
 from tlx.errors import MissingDependencyError, TlxError
@@ -30,6 +30,7 @@ def is_sweep_dir(path: Path) -> bool:
 def make_sweep_bundle(sweep_dir: Path, out: Optional[Path], max_images: Optional[int] = None, seed: int = 0,
                       data_dir: Optional[Path] = None,
                       log: Callable[[str], None] = lambda message: None) -> BundleSummary:
+    from tlx.bench.bench import exported_models
     from tlx.bench.evaluate import tensorflow_available
     from tlx.runtime.backends import installed_backends
 
@@ -50,6 +51,10 @@ def make_sweep_bundle(sweep_dir: Path, out: Optional[Path], max_images: Optional
     require_same_photos(split, [path for path, _ in items], log)
     host_backends = installed_backends()
     labels = list(split.classes)
+    # Before the work: the manifest holds every candidate's scores, the device one size's photos.
+    exported = sum(len(exported_models(RunDir(sweep_dir / c.run))) for c in done)
+    check_photo_count(len(items), (done[-1].image_size, done[-1].image_size),
+                      scores_per_photo=len(labels) * (exported * len(host_backends) + len(done)))
     parts, models, shared = [], {}, None
     for candidate in done:
         run = RunDir(sweep_dir / candidate.run)
