@@ -135,8 +135,10 @@ def _chart(device: DevicePoints, title: str) -> Optional[str]:
     for p in device.points:
         ax.scatter([p.latency_ms], [100 * p.accuracy], s=30 + 300 * p.size_bytes / 2e7, zorder=3, alpha=0.8,
                    color="tab:orange" if p.id in front_ids else "tab:gray")
+    # Only the front named, above and below in turn: a sweep's labels would overlap (the table names all).
+    for i, p in enumerate(sorted(device.front, key=lambda p: p.latency_ms)):
         ax.annotate(f"{p.id}\n{p.size_bytes / 1e6:.1f} MB", (p.latency_ms, 100 * p.accuracy),
-                    textcoords="offset points", xytext=(6, 3), fontsize=7)
+                    textcoords="offset points", xytext=(6, 4 if i % 2 == 0 else -22), fontsize=7)
     ax.set_xlabel(f"latency p50 on the device, {device.result.settings.threads[0]} thread(s) (ms)")
     ax.set_ylabel("top-1 on the bundle's test photos (%)")
     ax.set_title("accuracy against device latency (marker area: file size)", fontsize=10)
