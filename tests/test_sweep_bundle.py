@@ -6,6 +6,8 @@ crafted or mixed-up sweep bundles and results of another sweep are refused. Tiny
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import json
 import shutil
 import zipfile
@@ -330,3 +332,58 @@ def test_bad_sweep_bundles_are_refused_before_the_work(sweep_dir, tmp_path, monk
     result = runner.invoke(app, ["bundle", str(sweep_dir), "-o", str(tmp_path / "b.zip")])
     assert result.exit_code == 1 and "--max-images" in result.output, result.output
     assert "Keras reference" not in result.output and not (tmp_path / "b.zip").exists()
+
+
+def _row_figures(result) -> dict:
+    return {(m.candidate.run.name, m.name, m.backend): (m.accuracy, m.drop.points, m.first_p50, m.size_bytes,
+                                                       m.candidate.reference_accuracy)
+            for m in result.models}
+
+
+def test_any_mutation_of_a_sweep_result_is_refused_or_shows_the_genuine_figures(sweep_dir, device_results,
+                                                                                 tmp_path_factory):
+    from hypothesis import event
+
+    from tests.test_device_result import (OUR_TAGS, _assert_safe_output, _at, _mutate, _mutations, _paths,
+                                          _raw_controls)
+    from tlx.bundle.result import ResultError, read_result
+
+    _, first, _ = device_results
+    doc = json.loads(first.read_text())
+    genuine = _row_figures(read_result(first))
+    work = tmp_path_factory.mktemp("mutated-result")
+    report = sweep_dir / "report.html"
+    paths = list(_paths(doc))
+    texts = [p for p in paths if isinstance(_at(doc, p), str)]
+    numbers = [p for p in paths if isinstance(_at(doc, p), (int, float)) and not isinstance(_at(doc, p), bool)]
+
+    @settings(max_examples=int(os.environ.get("TLX_BUNDLE_EXAMPLES", "60")), deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.large_base_example])
+    @given(data=st.data())
+    def check(data):
+        path = data.draw(st.sampled_from(texts) | st.sampled_from(numbers) | st.sampled_from(paths))
+        kind, value = data.draw(_mutations)
+        device = work / "mutated.json"
+        device.write_text(_mutate(doc, path, kind, value), encoding="utf-8", errors="surrogatepass")
+        report.unlink(missing_ok=True)
+        result = runner.invoke(app, ["report", str(sweep_dir), "--device", str(device)])
+        _assert_safe_output(result)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (path, result.exception)
+        if result.exit_code != 0:
+            event("refused")
+            assert result.exit_code == 1 and "Error: " in result.output and "Traceback" not in result.output
+            assert not report.exists(), "no report from a refused result"
+            return
+        event("accepted")
+        try:
+            parsed = read_result(device)
+        except ResultError as exc:  # pragma: no cover - the report read the same file
+            raise AssertionError(exc) from None
+        assert _row_figures(parsed) == genuine, (path, kind, value)
+        page = report.read_text()
+        tags = {tag.lower().lstrip("/") for tag in re.findall(r"<(/?[^\s>/]*)", page)}
+        assert tags <= OUR_TAGS | {"h3"}, tags - OUR_TAGS
+        assert not _raw_controls(page.replace(page[page.index("<style>"):page.index("</style>")], ""))
+
+    check()
