@@ -7,7 +7,8 @@ directory is at the end), and any desktop can open it.
 Layout:
     manifest.json                 written last; describes everything else (tlx.bundle.manifest)
     labels.txt                    one class name per line
-    models/model_<name>.tflite    the exported files, byte for byte
+    models/model_<name>.tflite    the exported files, byte for byte (a sweep's bundle:
+                                  models/<backbone>-<size>/model_<name>.tflite per candidate)
     images/<nnnn>-<name>          the run's held-out test photos, the original files
 
 Nothing is read whole before its size is known and bounded: the central directory's size
@@ -77,6 +78,7 @@ class Bundle:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """A single run's bundle's input size (a sweep's: each of manifest.parts() has its own)."""
         return self.manifest.image_size
 
     @property

@@ -84,5 +84,5 @@ def make_sweep_bundle(sweep_dir: Path, out: Optional[Path], max_images: Optional
     }
     photos = photo_members(shared)
     write_bundle(out, manifest, labels, models, photos)
-    return BundleSummary(out, out.stat().st_size, tuple(models), len(photos), shared.skipped,
-                         tuple(host_backends))
+    names = tuple(f"{p['run']['name']}/{m['name']}" for p in parts for m in p["models"])
+    return BundleSummary(out, out.stat().st_size, names, len(photos), shared.skipped, tuple(host_backends))
