@@ -38,7 +38,8 @@ def bundle(
     Holds the exported .tflite files, the run's held-out test photos (the original files),
     the labels, and a manifest with the Keras model's probabilities on each photo and every
     model's outputs on every interpreter backend installed here, with SHA-256 hashes.
-    On the device: `tlx bench BUNDLE` (no TensorFlow needed)."""
+    On the device: `tlx bench BUNDLE` (no TensorFlow needed). Given a `tlx sweep` folder:
+    every finished candidate's models, the shared test photos once."""
     from tlx.bundle.make import make_bundle
     from tlx.sweep.bundle import is_sweep_dir, make_sweep_bundle
 
