@@ -64,7 +64,9 @@ def report(
     Dataset, learning curves, predictions, the float vs int8 table, the accuracy/latency chart
     and the confusion matrices, images inlined; with --device, the host and each device side
     by side. A device result is checked before use: a damaged file, or one measured on
-    another model or export of the run, is refused with the reason.
+    another model or export of the run, is refused with the reason. Given a `tlx sweep`
+    folder: SWEEP_DIR/report.html with, per --device, accuracy against device latency, the
+    Pareto front and the pick per latency budget (a result of another sweep is refused).
 
     Exit codes: 0 the report is written; 3 the report is written but the run is incomplete
     (the report names what is missing); 1 an error, no report written."""
