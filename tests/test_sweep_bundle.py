@@ -226,10 +226,11 @@ def genuine_sweep(sweep_bundle, tmp_path_factory):
 
 
 def _sweep_figures(result: dict) -> dict:
-    """What a sweep's result claims per model (not timings, the machine, or the optional run id,
-    which the report checks against the run folder when present)."""
+    """What a sweep's result claims per model (not timings, the machine, the reference's name or
+    the optional run id, which the report checks against the run folder when present)."""
     def candidate(c: dict) -> dict:
-        return {**c, "run": {k: v for k, v in c["run"].items() if k != "run_id"}}
+        return {"backbone": c["backbone"], "image_size": c["image_size"], "reference": c["reference"]["accuracy"],
+                "run": {k: v for k, v in c["run"].items() if k != "run_id"}}
 
     return {(m["candidate"]["run"]["name"], m["name"], m["backend"]): {
         **{k: m[k] for k in ("size_bytes", "accuracy", "drop", "agreement_reference", "host", "failures")},
