@@ -1,7 +1,7 @@
 """The issue's sweep goal: backbones x 3 sizes on the demo photos (Tux Paint stamps) with the
 demo's recipe and cached phase-1 features, on this machine; wall time, peak RSS, load.
 
-    python benchmarks/sweep_demo.py WORKDIR [--backbones efficientnet_lite0,mobilenet_v2]
+    python benchmarks/sweep_demo.py WORKDIR [--backbones efficientnet_lite0,efficientnet_lite1]
         [--image-sizes 96,128,160] [--summarize-only]
 
 Prepares WORKDIR/data (tlx.datasets "tuxpaint"), runs `tlx sweep` under /usr/bin/time -v with
@@ -82,7 +82,7 @@ def summarize(workdir: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir", type=Path)
-    parser.add_argument("--backbones", default="efficientnet_lite0,mobilenet_v2")
+    parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite1")
     parser.add_argument("--image-sizes", default="96,128,160")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--result", type=Path, default=RESULT, help="the results file to write")

@@ -10,6 +10,7 @@ import pytest
 
 from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
 from tests.test_runtime_venv import RUNTIME_VENVS, ensure_venv
+from tests.test_sweep_bundle import SIZES, TINY, _tiny_backbone, sweep_bundle, sweep_dir  # noqa: F401
 
 pytestmark = pytest.mark.venv
 
@@ -40,3 +41,20 @@ def test_bench_bundle_without_tensorflow(venv, bundle, tmp_path):
     int8 = rows["int8"]["host"]
     assert int8["identical"] == int8["n"] and int8["max_steps"] == 0, int8
     assert (tmp_path / "device.md").is_file()
+
+
+@pytest.mark.parametrize("venv", list(RUNTIME_VENVS)[:1])
+def test_bench_sweep_bundle_without_tensorflow(venv, sweep_bundle, tmp_path):  # noqa: F811
+    """A sweep's bundle on the device: every candidate's models, each row naming its candidate."""
+    extra, backend = RUNTIME_VENVS[venv]
+    folder = ensure_venv(venv, extra)
+    proc = subprocess.run([str(folder / "bin" / "tlx"), "bench", str(sweep_bundle), "--threads", "1", "--runs",
+                           "3", "--warmup", "1", "--no-cold-start", "--out", str(tmp_path / "device"), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["bundle"]["sweep"] and result["reference"] is None
+    assert sorted({(m["candidate"]["run"]["name"], m["name"]) for m in result["models"]}) == sorted(
+        (f"{TINY}-{size}", fmt) for size in SIZES for fmt in ("float32", "int8"))
+    for m in result["models"]:
+        assert m["backend"] == backend and m["accuracy"]["n"] == result["n_images"] and not m["failures"]

@@ -16,7 +16,7 @@ from tlx.errors import TlxError
 from tlx.run_dir import RunDir, confusion_name
 from tlx.text import html_text
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1100px;
        color: #1d2330; padding: 0 1rem; }
 h1 { margin-bottom: .2rem; } .sub { color: #5b6475; margin-top: 0; }
@@ -38,7 +38,7 @@ def _image(path: Path, caption: str) -> str:
             f"<figcaption>{html_text(caption)}</figcaption></figure>")
 
 
-def _table(header, rows) -> str:
+def table(header, rows) -> str:
     head = "".join(f"<th>{html_text(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html_text(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -57,7 +57,7 @@ def _dataset_section(run: RunDir) -> str:
     return (f"<h2>Dataset</h2><p>Folder <code>{html_text(folder)}</code>, {len(split.classes)} classes; "
             f"images resized to "
             f"{split.image_size[0]}x{split.image_size[1]}; split seed {split.seed}.</p>"
-            + _table(["class", "train", "validation", "test"], rows) + skipped)
+            + table(["class", "train", "validation", "test"], rows) + skipped)
 
 
 def _training_section(run: RunDir) -> str:
@@ -66,7 +66,7 @@ def _training_section(run: RunDir) -> str:
         config = run.read_config().options.to_json()
         keys = ["backbone", "weights", "image_size", "phase1_epochs", "phase2_epochs", "fine_tune_at",
                 "learning_rate", "augment"]
-        parts.append(_table(["option", "value"], [[k, config[k]] for k in keys if k in config]))
+        parts.append(table(["option", "value"], [[k, config[k]] for k in keys if k in config]))
     if run.metrics.is_file():
         metrics = files.read_json(run.metrics)
         parts.append("<p>Keras test accuracy: "
@@ -119,7 +119,7 @@ def _bench_section(run: RunDir, bench: dict) -> str:
         f"{html_text(env['cpu'])}, Python {html_text(env['python'])}."
         + (f" int8-relevant CPU features: {html_text(', '.join(env['cpu_features']) or 'none')}; "
            f"{html_text(env['int8_expectation'])}." if "cpu_features" in env else "") + "</p>",
-        _table(["model", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "p50 ms (1 image)",
+        table(["model", "size MB", "top-1 % [95% CI]", "drop pts [95% CI]", "p50 ms (1 image)",
                 "cold start s"], rows),
         _image(run.bench_chart, "Accuracy against latency"),
     ]
@@ -145,7 +145,7 @@ def _devices_section(bench: dict | None, results: list[dict]) -> str:
             "on each device (<code>tlx bench BUNDLE</code>, the bundle's test photos). Drop and agreement "
             "are against the Keras model; <i>outputs = host's</i> counts the photos whose output equals "
             "the host's exactly for the same file and backend. An emulated device checks accuracy "
-            "through the ARM kernels; its latency is not a device figure.</p>" + _table(header, rows))
+            "through the ARM kernels; its latency is not a device figure.</p>" + table(header, rows))
 
 
 def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Path:
@@ -173,7 +173,7 @@ def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Pa
                   + ". Finish it (or run <code>tlx demo</code> again) and regenerate with "
                   "<code>tlx report</code>.</p>")
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html_text(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html_text(title)}</h1>"
+            f"<style>{STYLE}</style></head><body><h1>{html_text(title)}</h1>"
             f'<p class="sub">Run folder <code>{html_text(run.root.resolve().name)}</code>; written '
             f'{_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by tlx {tlx.__version__}.</p>{banner}'
             f'{"".join(sections)}</body></html>')

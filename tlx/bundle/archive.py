@@ -7,7 +7,8 @@ directory is at the end), and any desktop can open it.
 Layout:
     manifest.json                 written last; describes everything else (tlx.bundle.manifest)
     labels.txt                    one class name per line
-    models/model_<name>.tflite    the exported files, byte for byte
+    models/model_<name>.tflite    the exported files, byte for byte (a sweep's bundle:
+                                  models/<backbone>-<size>/model_<name>.tflite per candidate)
     images/<nnnn>-<name>          the run's held-out test photos, the original files
 
 Nothing is read whole before its size is known and bounded: the central directory's size
@@ -28,21 +29,22 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from tlx.bundle.manifest import (  # noqa: F401  (re-exported: the names a bundle is made of)
     FORMAT, FORMAT_VERSION, IMAGES, LABELS, MANIFEST, MAX_IMAGE_BYTES, MAX_IMAGES, MAX_LABELS_BYTES,
-    MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_MODELS, MODELS, BundleError, Manifest, ModelEntry,
-    parse_manifest, remake)
+    MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_MODELS, MAX_SWEEP_MODELS, MODELS, BundleError, Manifest,
+    ModelEntry, SweepManifest, parse_manifest, remake)
 from tlx.errors import TlxError
 from tlx.text import printable
 
 #: Members a bundle may have at most, and the bytes its central directory may take.
-MAX_MEMBERS = MAX_IMAGES + MAX_MODELS + 2
+MAX_MEMBERS = MAX_IMAGES + MAX_SWEEP_MODELS + 2
 MAX_DIRECTORY_BYTES = 4 << 20
 _BLOCK = 1 << 20
 
-_EXPECTED_NAME = re.compile(r"manifest\.json|labels\.txt|models/[^/\\]+|images/[^/\\]+")
+#: models/<run>/<file>: a sweep's bundle, one folder per candidate.
+_EXPECTED_NAME = re.compile(r"manifest\.json|labels\.txt|models/([^/\\]+/)?[^/\\]+|images/[^/\\]+")
 #: Errors zipfile and zlib raise on a damaged or crafted archive.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError,
                ValueError, struct.error, OverflowError)
@@ -66,7 +68,8 @@ class Bundle:
     and checked against the manifest's hash again (the file may change while it is open)."""
 
     path: Path
-    manifest: Manifest
+    #: A single run's manifest, or a sweep's (its parts(): one Manifest per candidate).
+    manifest: "Manifest | SweepManifest"
     _zip: zipfile.ZipFile
 
     @property
@@ -75,6 +78,7 @@ class Bundle:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """A single run's bundle's input size (a sweep's: each of manifest.parts() has its own)."""
         return self.manifest.image_size
 
     @property
@@ -215,7 +219,7 @@ def _check_members(bundle: Bundle) -> None:
     if missing:
         raise BundleError(f"{path} lacks {len(missing)} file(s) its manifest lists (first: "
                           f"{missing[0][:80]}). {remake(path)}")
-    for model in manifest.models:
+    for model in manifest.models:  # of every candidate in a sweep's bundle
         if members[model.file].file_size != model.size_bytes:
             raise BundleError(f"{path}: {model.file} holds {members[model.file].file_size} bytes, the "
                               f"manifest says {model.size_bytes}. {remake(path)}")
@@ -231,8 +235,9 @@ def _check_members(bundle: Bundle) -> None:
     if in_file != list(manifest.labels):
         raise BundleError(f"{path}: {LABELS} ({printable(_short(in_file))}) and the manifest "
                           f"({printable(_short(list(manifest.labels)))}) list different classes. {remake(path)}")
-    for model in manifest.models:
-        check_model(bundle, model, bundle.read(model.file))
+    for part in manifest.parts():
+        for model in part.models:
+            check_model(bundle, model, bundle.read(model.file), part)
 
 
 def _short(labels) -> str:
@@ -240,15 +245,16 @@ def _short(labels) -> str:
     return f"[{shown}{', ...' if len(labels or []) > 10 else ''}]"
 
 
-def check_model(bundle: Bundle, entry: ModelEntry, content: bytes) -> None:
-    """The model's own records agree with the manifest: its structure (bounds-checked, no
-    interpreter), its tlx.json (format, labels, model hash, preprocessing), its input size and
-    output quantization. A model swapped for another with the hashes recomputed fails here."""
+def check_model(bundle: Bundle, entry: ModelEntry, content: bytes, part: Optional[Manifest] = None) -> None:
+    """The model's own records agree with the manifest (`part`: its candidate's, in a sweep's
+    bundle): its structure (bounds-checked, no interpreter), its tlx.json (format, labels,
+    model hash, preprocessing), its input size and output quantization. A model swapped for
+    another with the hashes recomputed fails here."""
     from tlx.imaging import version_of
     from tlx.runtime.associated_files import read_labels, read_tlx_metadata
     from tlx.runtime.validate import check_image_classifier, validate_model
 
-    manifest, source = bundle.manifest, f"{bundle.path}:{entry.file}"
+    manifest, source = part or bundle.manifest, f"{bundle.path}:{entry.file}"
     fix = remake(bundle.path)
     try:
         info = validate_model(content, source)

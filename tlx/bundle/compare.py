@@ -17,6 +17,7 @@ from tlx.bundle.result import DeviceResult, read_result
 from tlx.drop import bench_drop_text, drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
+from tlx.text import printable
 
 HEADER = ["where", "machine", "model", "backend", "top-1 % [95% CI]", "drop pts [95% CI]",
           "agree Keras %", "outputs = host's", "p50 ms @1 image", "int8/float32 p50"]
@@ -39,6 +40,9 @@ def read_device_results(run: RunDir, paths) -> list[DeviceResult]:
 def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
     """Why `result` is no measurement of this run's current files (empty: it is)."""
     measured = result.bundle.run
+    if measured is None:
+        return [f"it is the result of the sweep {printable(repr(result.bundle.sweep['name']))}'s bundle; pass it to "
+                "`tlx report SWEEP_DIR`"]
     model_sha = run.model_sha256()
     if model_sha is None:
         return [f"the run has no {run.model.name} to compare the result's model hash with"]
@@ -46,7 +50,7 @@ def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
         return [f"its bundle was made from another {run.model.name} (model hash {measured.model_sha256[:12]}, "
                 f"the run's is {model_sha[:12]})"]
     problems = []
-    run_id = _run_id(run)
+    run_id = run_id_of(run)
     if measured.run_id is not None and run_id is not None and measured.run_id != run_id:
         problems.append(f"its bundle is of run {measured.run_id!r}, this folder holds run {run_id!r}")
     labels = run.read_labels()
@@ -62,7 +66,7 @@ def not_of_this_run(run: RunDir, result: DeviceResult) -> list[str]:
     return problems
 
 
-def _run_id(run: RunDir) -> Optional[str]:
+def run_id_of(run: RunDir) -> Optional[str]:
     try:
         return run.read_config().run_id if run.config.is_file() else None
     except TlxError:

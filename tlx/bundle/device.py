@@ -32,7 +32,8 @@ from tlx.bench.options import MeasureOptions
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
 from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
-                               MAX_FAILURES, ResultError, RunRecord, Settings, parse_machine, parse_result)
+                               MAX_FAILURES, ResultError, RunRecord, Settings, SweepCandidate, parse_machine,
+                               parse_result)
 from tlx.drop import check_max_drop, drop_text, gate_text
 from tlx.errors import TlxError
 from tlx.progress import Log, silent
@@ -91,16 +92,21 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
         manifest = bundle.manifest
         record = _bundle_record(bundle)
         log(f"Checked {bundle.path.name}: {len(manifest.models)} models, {len(manifest.images)} photos")
-        pixels, truth, names = _photos(bundle)
-        reference = manifest.reference_top1
-        models = []
-        for entry in manifest.models:
-            content = bundle.read(entry.file)
-            for backend in backends:
-                log(f"{entry.name} on {backend}")
-                models.append(_bench_model(bundle, entry, content, backend, pixels, truth, names,
-                                           reference, config, log))
-            del content  # before the next model is read: one model in memory at a time
+        models, photos, sweep = [], None, len(manifest.parts()) > 1 or manifest.parts()[0].backbone is not None
+        for part in manifest.parts():
+            if photos is None or photos[0] != part.image_size:
+                photos = None  # the previous size's pixels go before the next size's are decoded
+                photos = (part.image_size, *_photos(bundle, part))
+            _, pixels, truth, names = photos
+            candidate = _candidate(part, truth) if sweep else None
+            for entry in part.models:
+                content = bundle.read(entry.file)
+                for backend in backends:
+                    log(f"{part.run_name + '/' if sweep else ''}{entry.name} on {backend}")
+                    models.append(_bench_model(bundle, part, entry, content, backend, pixels, truth, names,
+                                               config, log, candidate))
+                del content  # before the next model is read: one model in memory at a time
+        reference = None if sweep else wilson(int(np.sum(manifest.reference_top1 == truth)), len(truth))
     return DeviceResult(
         tlx=tlx.__version__, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine.current(), load_average=machine.load_average(), emulated=config.emulated,
@@ -108,9 +114,17 @@ def bench_bundle(config: DeviceBenchConfig, log: Log = silent) -> DeviceResult:
         settings=Settings(threads=tuple(options.threads), runs=options.runs, warmup=options.warmup,
                           backends=tuple(backends), max_drop=options.max_drop,
                           max_drop_on=options.max_drop_on),
-        labels=tuple(manifest.labels), n_images=len(truth), reference_name=manifest.reference_name,
-        reference_accuracy=wilson(int(np.sum(reference == truth)), len(truth)), models=tuple(models),
+        labels=tuple(manifest.labels), n_images=len(truth),
+        reference_name=None if sweep else manifest.reference_name,
+        reference_accuracy=reference, models=tuple(models),
         peak_rss_mb=_peak_rss_mb(), wall_s=time.perf_counter() - started)
+
+
+def _candidate(part: Manifest, truth: np.ndarray) -> SweepCandidate:
+    return SweepCandidate(backbone=part.backbone, image_size=part.image_size[0],
+                          run=RunRecord(name=part.run_name, run_id=part.run_id, model_sha256=part.model_sha256),
+                          reference_name=part.reference_name,
+                          reference_accuracy=wilson(int(np.sum(part.reference_top1 == truth)), len(truth)))
 
 
 def _bundle_record(bundle: Bundle) -> BundleRecord:
@@ -118,23 +132,28 @@ def _bundle_record(bundle: Bundle) -> BundleRecord:
     lets through a few things a result may not hold (no model hash, a host machine record the
     result's schema refuses), and those are refused here rather than after the benchmark."""
     manifest = bundle.manifest
-    if manifest.model_sha256 is None:
-        raise BundleError(f"{bundle.path}: the manifest names no model hash (run.model_sha256), so no "
-                          f"result could say which model it measured. {remake(bundle.path)}")
+    for part in manifest.parts():
+        if part.model_sha256 is None:
+            raise BundleError(f"{bundle.path}: the manifest names no model hash for {printable(part.run_name)} "
+                              f"(run.model_sha256), so no result could say which model it measured. "
+                              f"{remake(bundle.path)}")
     try:
         host_machine = parse_machine(manifest.host_machine, f"{bundle.path}: the manifest's host.machine",
                                      advice=remake(bundle.path))
     except ResultError as exc:
         raise BundleError(str(exc)) from None
+    sweep = getattr(manifest, "sweep", None)
     return BundleRecord(file=bundle.path.name, sha256=files.sha256_file(bundle.path),
-                        run=RunRecord(name=manifest.run_name, run_id=manifest.run_id,
-                                      model_sha256=manifest.model_sha256),
-                        created=manifest.created, tlx=manifest.tlx, host_machine=host_machine)
+                        run=None if sweep else RunRecord(name=manifest.run_name, run_id=manifest.run_id,
+                                                         model_sha256=manifest.model_sha256),
+                        created=manifest.created, tlx=manifest.tlx, host_machine=host_machine, sweep=sweep)
 
 
-def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    (height, width), version = bundle.image_size, bundle.preprocessing
-    images = bundle.manifest.images
+def _photos(bundle: Bundle, part: Manifest) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The photos decoded at `part`'s image size (a sweep's bundle: once per size, each size
+    freed before the next, so the memory bound of one run's bundle holds)."""
+    (height, width), version = part.image_size, part.preprocessing
+    images = part.images
     # Filled in place (no list of arrays then a stacked copy): peak RSS is measured here. The
     # manifest's schema bounds this array (MAX_PIXEL_BYTES) and each photo's decoded size.
     pixels = np.empty((len(images), height, width, 3), dtype=np.uint8)
@@ -146,12 +165,13 @@ def _photos(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return pixels, truth, [image.source or image.file for image in images]
 
 
-def _bench_model(bundle, entry, content, backend, pixels, truth, names, reference, config,
-                 log: Log) -> ModelResult:
+def _bench_model(bundle, part: Manifest, entry, content, backend, pixels, truth, names, config,
+                 log: Log, candidate: Optional[SweepCandidate] = None) -> ModelResult:
     from tlx.runtime import Classifier
 
     options = config.measurement
     source = f"{bundle.path.name}:{entry.file}"
+    reference = part.reference_top1
     classifier = Classifier(content, num_threads=options.threads[0], backend=backend, source=source)
     labels = bundle.labels
     if classifier.labels is not None and classifier.labels != labels:
@@ -160,7 +180,7 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
     if classifier.num_classes != len(labels):
         raise BundleError(f"{source} has {classifier.num_classes} outputs, the bundle {len(labels)} labels. "
                           "Make the bundle again with `tlx bundle RUN_DIR`.")
-    check_image_size(classifier.input_size, bundle.image_size, source, "the bundle's manifest",
+    check_image_size(classifier.input_size, part.image_size, source, "the bundle's manifest",
                      "Make the bundle again with `tlx bundle RUN_DIR`.", error=BundleError)
     scores, failures = evaluate.tflite_scores(classifier, pixels, names)
     predicted = evaluate.top1(scores)
@@ -179,7 +199,7 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
             # replace it (the suffix only tells the decoder what to expect).
             model_path = Path(scratch) / "model.tflite"
             model_path.write_bytes(content)
-            image = bundle.manifest.images[0].file
+            image = part.images[0].file
             suffix = Path(image).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", Path(image).suffix) else ""
             image_path = Path(scratch) / f"photo{suffix}"
             image_path.write_bytes(bundle.read(image))
@@ -193,9 +213,10 @@ def _bench_model(bundle, entry, content, backend, pixels, truth, names, referenc
         accuracy=wilson(int(np.sum(predicted == truth)), len(truth)),
         drop=paired_difference(truth, reference, predicted),
         agreement_reference=wilson(int(np.sum(predicted == reference)), len(truth)),
-        host=_against_host(bundle.manifest, entry, classifier, scores, predicted),
+        host=_against_host(part, entry, classifier, scores, predicted),
         latency=latency, cold_start=cold_start,
-        failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures[:MAX_FAILURES]))
+        failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures[:MAX_FAILURES]),
+        candidate=candidate)
 
 
 def _against_host(manifest: Manifest, entry: ModelEntry, classifier, scores: np.ndarray,
@@ -255,6 +276,11 @@ def _vs_host(h: Optional[HostComparison]) -> str:
     return f"{h.identical}/{h.n} identical, max diff {largest}{same}"
 
 
+def row_name(m: ModelResult) -> str:
+    """The model's name in a table: <run>/<name> in a sweep's result."""
+    return f"{m.candidate.run.name}/{m.name}" if m.candidate else m.name
+
+
 def table_rows(result: DeviceResult) -> tuple[list[str], list[list[str]]]:
     """The per-model table, raw text: escape it for where it goes (tlx.text)."""
     threads = result.settings.threads
@@ -263,7 +289,7 @@ def table_rows(result: DeviceResult) -> tuple[list[str], list[list[str]]]:
     header += [f"p50/p90/p99 ms @{t}t" for t in threads] + ["cold start s", "predict peak RSS MB"]
     rows = []
     for m in result.models:
-        row = [m.name, m.backend, _pct(m.accuracy), drop_text(m.drop),
+        row = [row_name(m), m.backend, _pct(m.accuracy), drop_text(m.drop),
                f"{100 * m.agreement_reference.value:.1f}", _vs_host(m.host)]
         for t in threads:
             lat = m.latency.get(t)
@@ -292,7 +318,7 @@ def markdown(result: DeviceResult) -> str:
     versions = ", ".join(f"{md(k)} {md(v)}" for k, v in mach.versions.items())
     load = "-" if result.load_average is None else ", ".join(f"{x:.2f}" for x in result.load_average)
     out = [
-        f"# tlx bench on a device: {md(bundle.run.name)}",
+        f"# tlx bench on a device: {md(bundle.run.name if bundle.run else bundle.sweep['name'])}",
         "",
         f"- date: {md(result.date)}; tlx {md(result.tlx)}; load average (1, 5, 15 min) {load}",
         f"- machine: {md(mach.summary())}; {versions}",
@@ -304,7 +330,9 @@ def markdown(result: DeviceResult) -> str:
         f"- bundle: {md(bundle.file)} (sha256 {bundle.sha256[:12]}), made {md(bundle.created)} by tlx "
         f"{md(bundle.tlx)} on {md(bundle.host_machine.cpu)}",
         f"- {result.n_images} photos; reference: {md(result.reference_name)} "
-        f"(top-1 {_pct(result.reference_accuracy)}), computed on the host",
+        f"(top-1 {_pct(result.reference_accuracy)}), computed on the host"
+        if result.reference_accuracy else f"- {result.n_images} photos; reference: each candidate's Keras "
+                                          "model, computed on the host",
         "- drop: reference minus model, in points, paired 95% interval; vs host: photos whose output "
         "equals the host's exactly for the same file and backend, and the largest difference in output "
         "quantization steps",
@@ -315,7 +343,7 @@ def markdown(result: DeviceResult) -> str:
         "|" + "|".join("---" for _ in header) + "|",
     ]
     out += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
-    failures = [(m.name, m.backend, image, error) for m in result.models for image, error in m.failures]
+    failures = [(row_name(m), m.backend, image, error) for m in result.models for image, error in m.failures]
     if failures:
         out += ["", f"Failed inferences (the first {MAX_FAILURES} per model and backend):"]
         out += [f"- {md(n)} on {md(b)}: {md(image)}: {md(error)}" for n, b, image, error in failures]

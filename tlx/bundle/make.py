@@ -13,6 +13,10 @@ manifest.json holds:
 - host: {machine, results: [{model, backend, scores, top1}]}: every model on every
   interpreter backend installed here, so a device can say which of its outputs differ from
   the host's and by how many quantization steps.
+
+A sweep's bundle (tlx.sweep.bundle, format 2) has the labels, images and preprocessing once,
+and a `candidates` list of {backbone, run, image_size, models, reference, host_results}, each
+made by `run_part` as a single run's fields are.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import numpy as np
 
 import tlx
 from tlx import files, machine
-from tlx.bundle.archive import FORMAT, FORMAT_VERSION, LABELS, MANIFEST, open_bundle, sha256_bytes
+from tlx.bundle.archive import FORMAT, LABELS, MANIFEST, open_bundle, sha256_bytes
+from tlx.bundle.manifest import SINGLE_RUN_VERSION
 from tlx.bundle.manifest import MAX_IMAGES, MAX_PIXEL_BYTES, MAX_SCORE_VALUES, image_member, model_member
 from tlx.errors import MissingDependencyError, TlxError
 from tlx.run_dir import RunDir, require_present, require_same_photos
@@ -93,9 +98,7 @@ def stratified_subset(items, count: Optional[int], seed: int = 0) -> list[tuple[
 
 
 def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda message: None) -> BundleSummary:
-    from tlx.bench.bench import exported_models, model_name
     from tlx.bench.evaluate import tensorflow_available
-    from tlx.pixels.cache import load_labelled
     from tlx.runtime.backends import installed_backends
 
     out = Path(config.out) if config.out is not None else default_out(config.run_dir)
@@ -110,24 +113,45 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
     require_present(split, "test")
     if not tensorflow_available():
         raise MissingDependencyError("`tlx bundle` (the Keras reference is computed on the host)", "train")
-    tflite_paths = exported_models(run)
-    model_sha = run.model_sha256()
-    contents = {path: path.read_bytes() for path in tflite_paths}
-    # A bundle describes one model; a device cannot check what the host did not.
-    run.require_from_this_model(list(contents), model_sha, labels)
-
     items = stratified_subset(split.test, config.max_images, config.seed)
     require_same_photos(split, [path for path, _ in items], log)
     host_backends = installed_backends()
-    _check_photo_count(len(items), tuple(split.image_size),
+    part, models, images = run_part(run, items, tuple(split.image_size), host_backends, log)
+    manifest = {
+        "format": FORMAT, "format_version": SINGLE_RUN_VERSION, "tlx": tlx.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **shared_photos(labels, images, split.data_dir),
+        **{key: part[key] for key in ("run", "image_size", "preprocessing", "models", "reference")},
+        "host": {"machine": machine.current().to_json(), "results": part["host_results"]},
+    }
+    photos = photo_members(images)
+    write_bundle(out, manifest, labels, models, photos)
+    return BundleSummary(out, out.stat().st_size, tuple(m["name"] for m in part["models"]), len(photos),
+                         images.skipped, tuple(host_backends))
+
+
+def run_part(run: RunDir, items, image_size: tuple[int, int], host_backends, log,
+             folder: Optional[str] = None) -> tuple[dict, dict[str, bytes], object]:
+    """What a bundle says about one run: {run, image_size, preprocessing, models, reference,
+    host_results}, its models {member name: bytes} (under models/<folder>/ when given: a
+    sweep's candidate), and the photos decoded at its size."""
+    from tlx.bench.bench import exported_models, model_name
+    from tlx.pixels.cache import load_labelled
+
+    tflite_paths = exported_models(run)
+    model_sha = run.model_sha256()
+    contents = {path: path.read_bytes() for path in tflite_paths}
+    labels = run.read_labels()
+    # A bundle describes one model per run; a device cannot check what the host did not.
+    run.require_from_this_model(list(contents), model_sha, labels)
+    check_photo_count(len(items), image_size,
                        scores_per_photo=len(labels) * (len(contents) * len(host_backends) + 1))
-    log(f"Decoding {len(items)} test photos")
+    log(f"Decoding {len(items)} test photos at {image_size[0]}x{image_size[1]}")
     preprocessing = run.preprocessing_version()
-    images = load_labelled(items, tuple(split.image_size), version=preprocessing)
+    images = load_labelled(items, image_size, version=preprocessing)
     if not len(images):
         raise TlxError("None of the test photos could be read: nothing to bundle.")
-
-    log("Keras reference (TensorFlow)")
+    log(f"Keras reference of {run.root.name} (TensorFlow)")
     reference = _keras_probabilities(run.model, len(labels), images)
     results = []
     for path, content in contents.items():
@@ -136,28 +160,27 @@ def make_bundle(config: BundleConfig, log: Callable[[str], None] = lambda messag
             scores = _tflite_scores(content, images.pixels, str(path), backend)
             results.append({"model": model_name(path), "backend": backend,
                             "scores": _rounded(scores), "top1": _top1(scores)})
-
-    photos = [(image_member(i, _member_name(Path(p).name)), Path(p)) for i, p in enumerate(images.paths)]
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "tlx": tlx.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    part = {
         "run": {"name": run.root.resolve().name, "run_id": _run_id(run), "model_sha256": model_sha},
-        "labels": labels,
-        "image_size": list(split.image_size),
-        "preprocessing": preprocessing,
-        "files": {},
-        "models": [{"name": model_name(p), "file": model_member(model_name(p)), "size_bytes": len(c),
+        "image_size": list(image_size), "preprocessing": preprocessing,
+        "models": [{"name": model_name(p), "file": model_member(model_name(p), folder), "size_bytes": len(c),
                     "output_quantization": _output_quantization(run, p, c, preprocessing)}
                    for p, c in contents.items()],
-        "images": [{"file": member, "label": int(label), "source": _source(path, split.data_dir)}
-                   for (member, path), label in zip(photos, images.labels)],
-        "skipped": [{"source": _source(p, split.data_dir), "error": e} for p, e in images.skipped],
         "reference": {"name": "keras", "probabilities": _rounded(reference), "top1": _top1(reference)},
-        "host": {"machine": machine.current().to_json(), "results": results},
-    }
-    _write(out, manifest, labels, contents, photos)
-    return BundleSummary(out, out.stat().st_size, tuple(model_name(p) for p in contents), len(photos),
-                         images.skipped, tuple(host_backends))
+        "host_results": results}
+    return part, {model_member(model_name(p), folder): c for p, c in contents.items()}, images
+
+
+def photo_members(images) -> list[tuple[str, Path]]:
+    return [(image_member(i, _member_name(Path(p).name)), Path(p)) for i, p in enumerate(images.paths)]
+
+
+def shared_photos(labels: list[str], images, data_dir: str) -> dict:
+    """The manifest's labels, images and skipped photos (a sweep's candidates share them)."""
+    return {"labels": labels, "files": {},
+            "images": [{"file": member, "label": int(label), "source": _source(path, data_dir)}
+                       for (member, path), label in zip(photo_members(images), images.labels)],
+            "skipped": [{"source": _source(p, data_dir), "error": e} for p, e in images.skipped]}
 
 
 def check_out(out: Path) -> None:
@@ -168,7 +191,7 @@ def check_out(out: Path) -> None:
     files.require_writable_dir(out.parent, "-o: the folder")
 
 
-def _check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo: int) -> None:
+def check_photo_count(count: int, image_size: tuple[int, int], scores_per_photo: int) -> None:
     """A device holds every photo decoded at once, and the manifest every score: the bundle
     schema bounds that memory, so a run with more photos is told to take a subset."""
     fits = min(MAX_IMAGES, MAX_PIXEL_BYTES // (image_size[0] * image_size[1] * 3),
@@ -238,13 +261,13 @@ def _source(path, data_dir: str) -> str:
         return path.name
 
 
-def _write(out: Path, manifest: dict, labels: list[str], contents: dict[Path, bytes], photos) -> None:
+def write_bundle(out: Path, manifest: dict, labels: list[str], models: dict[str, bytes], photos) -> None:
     """The zip, atomically: a temp file beside `out`, checked by the device's own reader
     (tlx.bundle.archive: layout, manifest schema, hashes, models' metadata), then renamed."""
     try:
         with files.atomic_path(out) as tmp:
             with zipfile.ZipFile(tmp, "w") as archive:
-                _add_members(archive, manifest, labels, contents, photos)
+                _add_members(archive, manifest, labels, models, photos)
             try:
                 open_bundle(tmp).close()
             except TlxError as exc:
@@ -255,16 +278,16 @@ def _write(out: Path, manifest: dict, labels: list[str], contents: dict[Path, by
 
 
 def _add_members(archive: zipfile.ZipFile, manifest: dict, labels: list[str],
-                 contents: dict[Path, bytes], photos) -> None:
+                 models: dict[str, bytes], photos) -> None:
     def add(name: str, data: bytes, stored: bool = False) -> None:
         manifest["files"][name] = sha256_bytes(data)
         archive.writestr(name, data, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
 
     add(LABELS, "".join(f"{label}\n" for label in labels).encode("utf-8"))
-    for path, content in contents.items():
+    for member, content in models.items():
         # Stored: deflate saves under 10% on model weights, and inflating a member on the
         # device holds it twice in memory (peak RSS is one of the things measured there).
-        add(model_member(model_name_of(path)), content, stored=True)
+        add(member, content, stored=True)
     for member, path in photos:
         add(member, path.read_bytes(), stored=path.suffix.lower() in _STORED_SUFFIXES)
     # Last: a zip cut short before this point has no manifest and is refused as foreign.

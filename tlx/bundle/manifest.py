@@ -17,6 +17,7 @@ TensorFlow-free: this runs on the device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -29,8 +30,12 @@ from tlx.errors import TlxError
 from tlx.text import printable
 
 FORMAT = "tlx-bench-bundle"
-#: Bumped when a reader of the previous version could misread a new bundle.
-FORMAT_VERSION = 1
+#: Bumped when a reader of the previous version could misread a new bundle. 2: a sweep's
+#: bundle (a `candidates` list); a single run's bundle is still written as version 1, so
+#: that an older tlx on the device reads it.
+FORMAT_VERSION = 2
+SINGLE_RUN_VERSION = 1
+SWEEP_VERSION = 2
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
@@ -46,6 +51,9 @@ MAX_IMAGE_BYTES = 32 << 20
 MAX_IMAGES = 5000
 MAX_LABELS = 1000
 MAX_MODELS = 8
+#: Candidates of a sweep's bundle (backbones x image sizes), and models in all.
+MAX_CANDIDATES = 32
+MAX_SWEEP_MODELS = 64
 MAX_HOST_RESULTS = 64
 #: Per-photo scores held in the manifest (reference and host results together).
 MAX_SCORE_VALUES = 1_000_000
@@ -64,6 +72,8 @@ MAX_VALUES = MAX_SCORE_VALUES + 200_000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: models/model_<name>.tflite, as `tlx export` names its files.
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
+#: A sweep candidate's run folder, <backbone>-<size> (tlx.sweep.records.RUN_NAME).
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}-[0-9]{1,4}")
 #: images/<nnnn>-<original file name>: no folder, no control character, no backslash.
 _IMAGE_FILE = re.compile(r"images/(\d{4,6})-([^/\\\x00-\x1f\x7f]{1,200})")
 
@@ -72,8 +82,9 @@ class BundleError(TlxError):
     """A bundle that cannot be trusted: not a bundle, damaged, crafted, or from a newer tlx."""
 
 
-def model_member(name: str) -> str:
-    return f"{MODELS}model_{name}.tflite"
+def model_member(name: str, run: Optional[str] = None) -> str:
+    """models/model_<name>.tflite; in a sweep's bundle models/<run>/model_<name>.tflite."""
+    return f"{MODELS}{run + '/' if run else ''}model_{name}.tflite"
 
 
 def image_member(index: int, file_name: str) -> str:
@@ -124,6 +135,12 @@ class Manifest:
     reference_top1: np.ndarray
     host_machine: dict
     host_results: tuple[HostResult, ...]
+    #: The sweep candidate's backbone when this is one part of a sweep's bundle.
+    backbone: Optional[str] = None
+
+    def parts(self) -> tuple["Manifest", ...]:
+        """The runs the bundle holds: this one."""
+        return (self,)
 
     @property
     def run_name(self) -> str:
@@ -138,6 +155,32 @@ class Manifest:
         return self.run.get("model_sha256")
 
 
+@dataclass(frozen=True)
+class SweepManifest:
+    """A sweep's bundle: the photos and labels every candidate shares, and per candidate a
+    Manifest of its own (run, image size, models, reference, host results), each checked by
+    the same rules as a single run's bundle."""
+
+    format_version: int
+    tlx: str
+    created: str
+    #: {name, split_sha256}: the sweep folder and the hash of the one split it tested on.
+    sweep: dict
+    labels: tuple[str, ...]
+    preprocessing: int
+    files: dict
+    images: tuple[ImageEntry, ...]
+    host_machine: dict
+    candidates: tuple[Manifest, ...]
+
+    def parts(self) -> tuple[Manifest, ...]:
+        return self.candidates
+
+    @property
+    def models(self) -> tuple[ModelEntry, ...]:
+        return tuple(m for c in self.candidates for m in c.models)
+
+
 class _Invalid(Exception):
     """One field is wrong: `where` is its path in the manifest."""
 
@@ -145,7 +188,7 @@ class _Invalid(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-def parse_manifest(raw: bytes, source: str) -> Manifest:
+def parse_manifest(raw: bytes, source: str) -> "Manifest | SweepManifest":
     """The manifest in `raw` as a Manifest, or BundleError naming the first field that is wrong.
 
     `raw` is at most MAX_MANIFEST_BYTES (the caller reads no more)."""
@@ -173,7 +216,7 @@ def parse_manifest(raw: bytes, source: str) -> Manifest:
     if type(version) is not int or version > FORMAT_VERSION or version < 1:
         _newer(doc, version, source)
     try:
-        return _manifest(doc, version)
+        return _sweep_manifest(doc, version) if "candidates" in doc else _manifest(doc, version)
     except _Invalid as exc:
         raise BundleError(f"{source}: {MANIFEST} is not valid: {exc}. {remake(source)}") from None
 
@@ -262,7 +305,59 @@ def _kind(value) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def _manifest(doc: dict, version: int) -> Manifest:
+def _sweep_manifest(doc: dict, version: int) -> SweepManifest:
+    """Each candidate is checked as a single run's manifest made of the shared fields and its
+    own; then the candidates together (run names once each, every file listed used)."""
+    if version < SWEEP_VERSION:
+        raise _Invalid("candidates", f"a bundle of format {version} has none")
+    entries = _list(_field(doc, "candidates", ""), "candidates", 1, MAX_CANDIDATES)
+    files = _obj(_field(doc, "files", ""), "files")
+    host = _obj(_field(doc, "host", ""), "host")
+    shared = {key: doc[key] for key in ("tlx", "created", "labels", "preprocessing", "images") if key in doc}
+    parts, runs, used, scores = [], set(), set(), 0
+    for i, entry in enumerate(entries):
+        where = f"candidates[{i}]"
+        entry = _obj(entry, where)
+        backbone = _str(_field(entry, "backbone", where), f"{where}.backbone", limit=100)
+        run = _str(_field(_obj(_field(entry, "run", where), f"{where}.run"), "name", f"{where}.run"),
+                   f"{where}.run.name", _RUN_NAME, limit=110)
+        size = _list(_field(entry, "image_size", where), f"{where}.image_size", 2, 2)
+        side = _int(size[0], f"{where}.image_size[0]", 8, MAX_IMAGE_SIDE)
+        if run != f"{backbone}-{side}":
+            raise _Invalid(f"{where}.run.name", f"{run[:80]!r} is not <backbone>-<image size>")
+        if run in runs:
+            raise _Invalid(f"{where}.run.name", f"{run[:80]!r} appears twice")
+        runs.add(run)
+        own = {name for name in files if name.startswith(f"{MODELS}{run}/")}
+        part_doc = {**shared, **{k: entry[k] for k in ("run", "image_size", "models", "reference") if k in entry},
+                    "host": {"machine": host.get("machine"), "results": _field(entry, "host_results", where)},
+                    "files": {name: files[name] for name in files
+                              if name in own or not name.startswith(MODELS)}}
+        try:
+            part = _manifest(part_doc, version, run)
+        except _Invalid as exc:
+            raise _Invalid(where, str(exc)) from None
+        scores += (len(part.host_results) + 1) * len(part.images) * len(part.labels)
+        if scores > MAX_SCORE_VALUES:
+            raise _Invalid(where, f"the candidates hold more than {MAX_SCORE_VALUES} scores in all; "
+                                  "make the bundle with fewer photos")
+        used.update(part.files)
+        parts.append(dataclasses.replace(part, backbone=backbone))
+    if sum(len(p.models) for p in parts) > MAX_SWEEP_MODELS:
+        raise _Invalid("candidates", f"hold more than {MAX_SWEEP_MODELS} models")
+    if set(files) != used:
+        raise _Invalid("files", f"lists {sorted(set(files) - used)[0][:80]!r}, which no candidate uses")
+    sweep = _obj(_field(doc, "sweep", ""), "sweep")
+    first = parts[0]
+    return SweepManifest(
+        format_version=version, tlx=first.tlx, created=first.created,
+        sweep={"name": _str(_field(sweep, "name", "sweep"), "sweep.name", limit=255),
+               "split_sha256": _str(_field(sweep, "split_sha256", "sweep"), "sweep.split_sha256", _HEX64)},
+        labels=first.labels, preprocessing=first.preprocessing, files=dict(files), images=first.images,
+        host_machine=first.host_machine, candidates=tuple(parts))
+
+
+def _manifest(doc: dict, version: int, run_folder: Optional[str] = None) -> Manifest:
     labels = tuple(_labels(_field(doc, "labels", "")))
     size = _list(_field(doc, "image_size", ""), "image_size", 2, 2)
     image_size = (_int(size[0], "image_size[0]", 8, MAX_IMAGE_SIDE),
@@ -273,7 +368,7 @@ def _manifest(doc: dict, version: int) -> Manifest:
         raise _Invalid("images", f"{len(images)} photos of {image_size[0]}x{image_size[1]} take "
                                  f"{pixel_bytes >> 20} MB decoded, more than {MAX_PIXEL_BYTES >> 20} MB: "
                                  "make the bundle with fewer photos (--max-images)")
-    models = _models(_field(doc, "models", ""))
+    models = _models(_field(doc, "models", ""), run_folder)
     files = _files(_field(doc, "files", ""), models, images)
     n, k = len(images), len(labels)
     results = _list(_field(_obj(_field(doc, "host", ""), "host"), "results", "host"), "host.results",
@@ -330,15 +425,15 @@ def _run(value) -> dict:
                                  optional=True)}
 
 
-def _models(value) -> tuple[ModelEntry, ...]:
+def _models(value, run_folder: Optional[str] = None) -> tuple[ModelEntry, ...]:
     out = []
     for i, entry in enumerate(_list(value, "models", 1, MAX_MODELS)):
         where = f"models[{i}]"
         entry = _obj(entry, where)
         name = _str(_field(entry, "name", where), f"{where}.name", _MODEL_NAME)
         file = _str(_field(entry, "file", where), f"{where}.file")
-        if file != model_member(name):
-            raise _Invalid(f"{where}.file", f"{file[:80]!r} is not {model_member(name)!r}")
+        if file != model_member(name, run_folder):
+            raise _Invalid(f"{where}.file", f"{file[:80]!r} is not {model_member(name, run_folder)!r}")
         size = _int(_field(entry, "size_bytes", where), f"{where}.size_bytes", 16, MAX_MODEL_BYTES)
         out.append(ModelEntry(name, file, size, _quantization(_field(entry, "output_quantization", where, None),
                                                               f"{where}.output_quantization")))

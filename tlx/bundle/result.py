@@ -18,6 +18,11 @@ Layout (format_version 2; version 1 lacks the models' sha256):
     labels, n_images,
     reference: {name, accuracy}, models: [ModelResult], peak_rss_mb, wall_s, max_drop_exceeded
 
+A sweep's bundle (tlx bundle SWEEP_DIR) gives the same layout with bundle.run null and
+bundle.sweep {name, split_sha256}, reference null, and each model row naming its candidate:
+candidate {backbone, image_size, run: {name, run_id, model_sha256}, reference: {name, accuracy}}
+(the drop of a row is against its own candidate's Keras model).
+
 TensorFlow-free: the device writes it.
 """
 
@@ -109,6 +114,33 @@ class HostComparison:
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    """The run the bundle was made from."""
+
+    name: str
+    run_id: Optional[str]
+    model_sha256: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "run_id": self.run_id, "model_sha256": self.model_sha256}
+
+
+@dataclass(frozen=True)
+class SweepCandidate:
+    """Which candidate of a sweep a model row belongs to, and its Keras reference's accuracy."""
+
+    backbone: str
+    image_size: int
+    run: RunRecord
+    reference_name: str
+    reference_accuracy: Proportion
+
+    def to_json(self) -> dict:
+        return {"backbone": self.backbone, "image_size": self.image_size, "run": self.run.to_json(),
+                "reference": {"name": self.reference_name, "accuracy": self.reference_accuracy.to_json()}}
+
+
+@dataclass(frozen=True)
 class ModelResult:
     """One model file on one backend."""
 
@@ -129,6 +161,8 @@ class ModelResult:
     cold_start: Optional[ColdStart]
     #: (photo, error) for the first MAX_FAILURES photos the model failed on.
     failures: tuple[tuple[str, str], ...] = ()
+    #: The sweep candidate, in a sweep's result; None for a single run's.
+    candidate: Optional[SweepCandidate] = None
 
     @property
     def first_p50(self) -> Optional[float]:
@@ -142,19 +176,8 @@ class ModelResult:
                 "host": self.host and self.host.to_json(),
                 "latency": {str(t): _latency_json(lat) for t, lat in self.latency.items()},
                 "cold_start": self.cold_start and self.cold_start.to_json(),
-                "failures": [{"image": image, "error": error} for image, error in self.failures]}
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The run the bundle was made from."""
-
-    name: str
-    run_id: Optional[str]
-    model_sha256: str
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "run_id": self.run_id, "model_sha256": self.model_sha256}
+                "failures": [{"image": image, "error": error} for image, error in self.failures],
+                **({"candidate": self.candidate.to_json()} if self.candidate else {})}
 
 
 @dataclass(frozen=True)
@@ -163,14 +186,18 @@ class BundleRecord:
 
     file: str
     sha256: str
-    run: RunRecord
+    #: The run; None for a sweep's bundle (each model row names its candidate's run).
+    run: Optional[RunRecord]
     created: Optional[str]
     tlx: Optional[str]
     host_machine: Machine
+    #: {name, split_sha256} of a sweep's bundle.
+    sweep: Optional[dict] = None
 
     def to_json(self) -> dict:
-        return {"file": self.file, "sha256": self.sha256, "run": self.run.to_json(), "created": self.created,
-                "tlx": self.tlx, "host_machine": self.host_machine.to_json()}
+        return {"file": self.file, "sha256": self.sha256, "run": self.run and self.run.to_json(),
+                "created": self.created, "tlx": self.tlx, "host_machine": self.host_machine.to_json(),
+                **({"sweep": self.sweep} if self.sweep else {})}
 
 
 @dataclass(frozen=True)
@@ -204,9 +231,10 @@ class DeviceResult:
     settings: Settings
     labels: tuple[str, ...]
     n_images: int
-    #: The bundled reference (Keras, computed on the host) and its accuracy on the photos.
-    reference_name: str
-    reference_accuracy: Proportion
+    #: The bundled reference (Keras, computed on the host) and its accuracy on the photos;
+    #: None in a sweep's result (each candidate has its own).
+    reference_name: Optional[str]
+    reference_accuracy: Optional[Proportion]
     models: tuple[ModelResult, ...]
     peak_rss_mb: Optional[float]
     wall_s: float
@@ -224,7 +252,8 @@ class DeviceResult:
             "load_average": None if self.load_average is None else list(self.load_average),
             "emulated": self.emulated, "bundle": self.bundle.to_json(), "settings": self.settings.to_json(),
             "labels": list(self.labels), "n_images": self.n_images,
-            "reference": {"name": self.reference_name, "accuracy": self.reference_accuracy.to_json()},
+            "reference": None if self.reference_accuracy is None else {
+                "name": self.reference_name, "accuracy": self.reference_accuracy.to_json()},
             "models": [m.to_json() for m in self.models], "peak_rss_mb": self.peak_rss_mb,
             "wall_s": self.wall_s, "max_drop_exceeded": self.max_drop_exceeded}
 
@@ -404,11 +433,14 @@ def parse_result(doc: Any, source: str) -> DeviceResult:
     labels = top.texts("labels", MAX_LABELS)
     if not labels:
         top.fail("is empty", "labels")
-    reference = top.sub("reference")
-    reference_accuracy = _proportion(reference, "accuracy", n_images)
+    bundle = _bundle(top.sub("bundle"))
+    reference = top.sub("reference", nullable=bundle.sweep is not None)
+    if bundle.sweep is not None and reference is not None:
+        top.fail("is not null, but a sweep's result has a reference per candidate", "reference")
+    reference_accuracy = None if reference is None else _proportion(reference, "accuracy", n_images)
     rows = top.items("models", MAX_ROWS)
     models = tuple(_model(_Fields(row, f"models[{i}]", source), settings, n_images, reference_accuracy,
-                          version) for i, row in enumerate(rows))
+                          version, sweep=bundle.sweep is not None) for i, row in enumerate(rows))
     _check_rows(top, models, settings)
     load = top.items("load_average", 3, nullable=True)
     if load is not None and len(load) != 3:
@@ -417,8 +449,8 @@ def parse_result(doc: Any, source: str) -> DeviceResult:
         tlx=top.text("tlx"), date=top.text("date"), machine=_machine(top.sub("machine")),
         load_average=None if load is None else tuple(
             top.check_number(v, f"load_average[{i}]", 0, 1e6) for i, v in enumerate(load)),
-        emulated=top.text("emulated", nullable=True), bundle=_bundle(top.sub("bundle")), settings=settings,
-        labels=labels, n_images=n_images, reference_name=reference.text("name"),
+        emulated=top.text("emulated", nullable=True), bundle=bundle, settings=settings,
+        labels=labels, n_images=n_images, reference_name=None if reference is None else reference.text("name"),
         reference_accuracy=reference_accuracy, models=models,
         peak_rss_mb=top.number("peak_rss_mb", 0, MAX_MB, nullable=True),
         wall_s=top.number("wall_s", 0, MAX_SECONDS), format_version=version)
@@ -533,9 +565,26 @@ def _host(f: Optional[_Fields], n: int, backend: str) -> Optional[HostComparison
                           steps=counts)
 
 
-def _model(f: _Fields, settings: Settings, n: int, reference: Proportion, version: int) -> ModelResult:
+def _candidate(f: _Fields, n: int) -> SweepCandidate:
+    run, reference = f.sub("run"), f.sub("reference")
+    backbone, size = f.text("backbone"), f.integer("image_size", 8, 1 << 16)
+    candidate = SweepCandidate(backbone=backbone, image_size=size, run=_run(run),
+                               reference_name=reference.text("name"),
+                               reference_accuracy=_proportion(reference, "accuracy", n))
+    if candidate.run.name != f"{backbone}-{size}":
+        run.fail(f"is {_shown(candidate.run.name)}, not <backbone>-<image size>", "name")
+    return candidate
+
+
+def _model(f: _Fields, settings: Settings, n: int, reference: Optional[Proportion], version: int,
+           sweep: bool = False) -> ModelResult:
     from tlx.bench.bench import model_name
 
+    candidate = _candidate(f.sub("candidate"), n) if sweep else None
+    if not sweep and f.get("candidate", nullable=True, missing=None) is not None:
+        f.fail("names a sweep candidate, but the bundle is a single run's", "candidate")
+    if candidate is not None:
+        reference = candidate.reference_accuracy
     name, backend, file = f.text("name"), f.text("backend"), f.text("file")
     if not name or name != model_name(Path(file)):
         f.fail(f"is {_shown(name)}, not the name of its file {_shown(file)}", "name")
@@ -557,7 +606,8 @@ def _model(f: _Fields, settings: Settings, n: int, reference: Proportion, versio
         latency={t: _latency(latency, str(t), settings.runs) for t in settings.threads},
         cold_start=None if cold is None else ColdStart(cold.number("first_output_s", 0, MAX_SECONDS),
                                                        cold.number("peak_rss_mb", 0, MAX_MB)),
-        failures=tuple(_failure(_Fields(v, f"{f.where}.failures[{i}]", f.source)) for i, v in enumerate(failures)))
+        failures=tuple(_failure(_Fields(v, f"{f.where}.failures[{i}]", f.source)) for i, v in enumerate(failures)),
+        candidate=candidate)
 
 
 def _failure(f: _Fields) -> tuple[str, str]:
@@ -566,14 +616,21 @@ def _failure(f: _Fields) -> tuple[str, str]:
 
 def _check_rows(top: _Fields, models: tuple[ModelResult, ...], settings: Settings) -> None:
     """The device runs every model on every backend, in that order: nothing dropped or doubled."""
-    names = list(dict.fromkeys(m.name for m in models))
+    names = list(dict.fromkeys(_row_model(m) for m in models))
     expected = [(name, backend) for name in names for backend in settings.backends]
-    if [(m.name, m.backend) for m in models] != expected or not models:
+    if [(_row_model(m), m.backend) for m in models] != expected or not models:
         top.fail("are not every model on every backend of settings.backends, once each", "models")
-    files = {}
+    files, candidates = {}, {}
     for m in models:
-        if files.setdefault(m.name, (m.file, m.size_bytes, m.sha256)) != (m.file, m.size_bytes, m.sha256):
+        if files.setdefault(_row_model(m), (m.file, m.size_bytes, m.sha256)) != (m.file, m.size_bytes, m.sha256):
             top.fail(f"give the model {_shown(m.name)} two different files", "models")
+        if m.candidate and candidates.setdefault(m.candidate.run.name, m.candidate) != m.candidate:
+            top.fail(f"describe the candidate {_shown(m.candidate.run.name)} in two ways", "models")
+
+
+def _row_model(m: ModelResult) -> tuple[str, str]:
+    """A model's identity in a result: its candidate's run (in a sweep's) and its name."""
+    return (m.candidate.run.name if m.candidate else "", m.name)
 
 
 def parse_machine(obj: Any, source: str, advice: str = _AGAIN) -> Machine:
@@ -595,9 +652,18 @@ def _machine(f: _Fields) -> Machine:
 
 
 def _bundle(f: _Fields) -> BundleRecord:
-    run = f.sub("run")
+    sweep = f.sub("sweep", nullable=True) if f.get("sweep", nullable=True, missing=None) is not None else None
+    run = f.sub("run", nullable=sweep is not None)
+    if (run is None) == (sweep is None):
+        f.fail("names both a run and a sweep" if run else "names neither a run nor a sweep", "run")
     return BundleRecord(file=f.text("file"), sha256=f.sha256("sha256"),
-                        run=RunRecord(name=run.text("name"), run_id=run.text("run_id", nullable=True),
-                                      model_sha256=run.sha256("model_sha256")),
+                        run=None if run is None else _run(run),
                         created=f.text("created", nullable=True), tlx=f.text("tlx", nullable=True),
-                        host_machine=_machine(f.sub("host_machine")))
+                        host_machine=_machine(f.sub("host_machine")),
+                        sweep=None if sweep is None else {"name": sweep.text("name"),
+                                                          "split_sha256": sweep.sha256("split_sha256")})
+
+
+def _run(run: _Fields) -> RunRecord:
+    return RunRecord(name=run.text("name"), run_id=run.text("run_id", nullable=True),
+                     model_sha256=run.sha256("model_sha256"))

@@ -22,9 +22,10 @@ _DEFAULTS = BundleConfig(run_dir=Path("."))
 @command(short_help="Pack a run into one file to benchmark on a device.")
 def bundle(
     run_dir: Annotated[Path, typer.Argument(
-        metavar="RUN_DIR", help="A `tlx train` run folder with `tlx export` output.", show_default=False)],
+        metavar="RUN_DIR", help="A `tlx train` run folder with `tlx export` output, or a `tlx sweep` folder "
+                                "(every finished candidate).", show_default=False)],
     out: Annotated[Optional[Path], options.out_option(
-        "The bundle file to write. Default: <run folder name>-bundle.zip here.", metavar="FILE")]
+        "The bundle file to write. Default: <folder name>-bundle.zip here.", metavar="FILE")]
         = _DEFAULTS.out,
     max_images: Annotated[Optional[int], typer.Option(
         min=1, help="At most this many test photos, a class-stratified subset. Fewer photos: a "
@@ -38,19 +39,23 @@ def bundle(
     Holds the exported .tflite files, the run's held-out test photos (the original files),
     the labels, and a manifest with the Keras model's probabilities on each photo and every
     model's outputs on every interpreter backend installed here, with SHA-256 hashes.
-    On the device: `tlx bench BUNDLE` (no TensorFlow needed).
+    On the device: `tlx bench BUNDLE` (no TensorFlow needed). Given a `tlx sweep` folder:
+    every finished candidate's models, the shared test photos once.
 
-    --json prints the summary: "path" (the bundle), "size_bytes", "models" (their names),
-    "images" (the test photos in it), "host_backends" (the backends whose outputs it holds) and
-    "skipped" (photos left out: "path" and "reason").
+    --json prints the summary: "path" (the bundle), "size_bytes", "models" (their names;
+    <run>/<name> for a sweep folder), "images" (the test photos in it), "host_backends" (the
+    backends whose outputs it holds) and "skipped" (photos left out: "path" and "reason").
 
     Exit codes: 0 written; 1 an error, no bundle written; 130 interrupted by Ctrl-C (143:
     SIGTERM)."""
     from tlx.bundle.make import make_bundle
+    from tlx.sweep.bundle import is_sweep_dir, make_sweep_bundle
 
     config = BundleConfig(run_dir=run_dir, out=out, max_images=max_images, data_dir=data_dir)
     with user_errors():
-        summary = make_bundle(config, log=say)
+        # A `tlx sweep` folder: every finished candidate, the shared test photos once.
+        summary = (make_sweep_bundle(run_dir, out, max_images, data_dir=data_dir, log=say)
+                   if is_sweep_dir(run_dir) else make_bundle(config, log=say))
     for path, reason in summary.skipped:
         typer.secho(printable(f"Warning: left out {path}: {reason}"), fg=typer.colors.YELLOW, err=True)
     if as_json:
