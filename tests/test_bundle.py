@@ -434,7 +434,7 @@ def test_image_size_of_ten_gigapixels_is_refused_without_allocating(bundle, tmp_
     print(f"image_size [100000, 100000]: refused, peak RSS {peak:.0f} MB")
 
 
-def test_duplicate_manifest_is_bench_fails(bundle, tmp_path):
+def test_duplicate_manifest_is_refused(bundle, tmp_path):
     members = members_of(bundle)
     doc = manifest_of(bundle)
     doc["images"][0]["label"] = (doc["images"][0]["label"] + 1) % len(doc["labels"])
@@ -443,14 +443,14 @@ def test_duplicate_manifest_is_bench_fails(bundle, tmp_path):
     _bench_fails(twice, tmp_path, "two members named 'manifest.json'")
 
 
-def test_any_duplicate_member_is_bench_fails(bundle, tmp_path):
+def test_any_duplicate_member_is_refused(bundle, tmp_path):
     members = members_of(bundle)
     photo = next(m for m in members if m[0].startswith("images/"))
     twice = write_zip(tmp_path / "twice.zip", members[:1] + [photo] + members[1:])
     _bench_fails(twice, tmp_path, "two members named", photo[0])
 
 
-def test_swapped_models_with_recomputed_hashes_are_bench_fails(bundle, tmp_path):
+def test_swapped_models_with_recomputed_hashes_are_refused(bundle, tmp_path):
     members = dict(members_of(bundle))
     doc = manifest_of(bundle)
     members["models/model_float32.tflite"], members["models/model_int8.tflite"] = (
@@ -486,12 +486,12 @@ def test_photo_named_like_a_model_does_not_replace_it_in_the_cold_start(bundle, 
 
 @pytest.mark.parametrize("name", ["../manifest.json", "images/../models/model_int8.tflite", "/etc/passwd",
                                   "images\\0000-x.png", "images/sub/0000-x.png", "other.txt"])
-def test_member_names_outside_the_layout_are_bench_fails(bundle, tmp_path, name):
+def test_member_names_outside_the_layout_are_refused(bundle, tmp_path, name):
     bad = write_zip(tmp_path / "names.zip", members_of(bundle) + [(name, b"x")])
     _bench_fails(bad, tmp_path, "outside a bundle's layout")
 
 
-def test_image_entry_with_dot_dot_is_bench_fails(bundle, tmp_path):
+def test_image_entry_with_dot_dot_is_refused(bundle, tmp_path):
     members, doc = members_of(bundle), manifest_of(bundle)
     old = doc["images"][0]["file"]
     doc["images"][0]["file"] = "images/../models/model_int8.tflite"
@@ -504,14 +504,14 @@ def test_image_entry_with_dot_dot_is_bench_fails(bundle, tmp_path):
                                           (-1, "images[0].label: -1 is outside 0..2"),
                                           (True, "images[0].label: must be a whole number"),
                                           (1.0, "images[0].label: must be a whole number")])
-def test_labels_out_of_range_are_bench_fails(bundle, tmp_path, label, words):
+def test_labels_out_of_range_are_refused(bundle, tmp_path, label, words):
     doc = manifest_of(bundle)
     doc["images"][0]["label"] = label
     _bench_fails(write_zip(tmp_path / "label.zip", members_of(bundle), doc), tmp_path, words)
 
 
 @pytest.mark.parametrize("times", [20, 20_000])
-def test_one_photo_listed_many_times_is_bench_fails(bundle, tmp_path, times):
+def test_one_photo_listed_many_times_is_refused(bundle, tmp_path, times):
     doc = manifest_of(bundle)
     doc["images"] = [doc["images"][0]] * times
     doc["reference"]["probabilities"] = [doc["reference"]["probabilities"][0]] * times
@@ -523,7 +523,7 @@ def test_one_photo_listed_many_times_is_bench_fails(bundle, tmp_path, times):
 
 
 @pytest.mark.parametrize("reshape", ["drop a column", "drop a row", "add a row", "flat"])
-def test_host_scores_of_the_wrong_shape_are_bench_fails(bundle, tmp_path, reshape):
+def test_host_scores_of_the_wrong_shape_are_refused(bundle, tmp_path, reshape):
     doc = manifest_of(bundle)
     scores = doc["host"]["results"][0]["scores"]
     doc["host"]["results"][0]["scores"] = {
@@ -539,7 +539,7 @@ def test_host_scores_of_the_wrong_shape_are_bench_fails(bundle, tmp_path, reshap
     (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
     (b'\xff\xfe', "not valid JSON"),
 ])
-def test_hostile_json_is_bench_fails(bundle, tmp_path, text, words):
+def test_hostile_json_is_refused(bundle, tmp_path, text, words):
     members = [(n, d) for n, d in members_of(bundle) if n != MANIFEST] + [(MANIFEST, text)]
     _bench_fails(write_zip(tmp_path / "json.zip", members), tmp_path, words)
 
@@ -556,7 +556,7 @@ def test_hostile_json_is_bench_fails(bundle, tmp_path, text, words):
     (lambda d: d["run"].update(model_sha256="0" * 64), "made from another model.keras"),
     (lambda d: d["images"][0].update(file="images/0000-\u202egpj.exe"), "holds a control character"),
 ])
-def test_hostile_fields_are_bench_fails(bundle, tmp_path, edit, words):
+def test_hostile_fields_are_refused(bundle, tmp_path, edit, words):
     doc = manifest_of(bundle)
     edit(doc)
     _bench_fails(write_zip(tmp_path / "field.zip", members_of(bundle), doc), tmp_path, words)
