@@ -26,6 +26,7 @@ connects them.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import inspect
 import os
@@ -92,7 +93,23 @@ def _connect_workers(peer_timeout: float, log: Log):
             faulthandler.cancel_dump_traceback_later()
             signal.signal(signal.SIGINT, previous)
     signal.signal(signal.SIGTERM, _interrupt)
+    atexit.register(_terminate_thread_pools)
     return made
+
+
+def _terminate_thread_pools() -> None:
+    """TensorFlow's collective all-reduce maps over a multiprocessing ThreadPool per step
+    (cross_device_ops.py). A Ctrl-C or SIGTERM inside that map leaves the pool running;
+    collected during interpreter shutdown, after its queue's pipe was closed, it prints
+    "Exception ignored in Pool.__del__ ... Bad file descriptor" with a traceback (seen
+    under load in test_sigterm_during_training_stops_the_chief_like_ctrl_c). Terminated at
+    exit, before the shutdown, it has nothing left to do."""
+    import gc
+    import multiprocessing.pool
+
+    for obj in gc.get_objects():
+        if isinstance(obj, multiprocessing.pool.Pool):
+            obj.terminate()
 
 
 def _interrupt(_signum, _frame):
