@@ -176,7 +176,9 @@ def test_sigterm_during_training_stops_the_chief_like_ctrl_c(tmp_path, tiny_back
     run = tmp_path / "run"
     ports = free_ports(2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
-    args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "12", "--phase2-epochs", "0")
+    # Epochs the run cannot finish before the signal, however busy the machine: the signal
+    # follows the first checkpoint (an event), and the work is still running then.
+    args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "10000", "--phase2-epochs", "0")
     procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env={**env, "TF_CONFIG": _tf_config(ports, i)})
              for i in range(2)]
