@@ -114,3 +114,11 @@ def user_cache_dir() -> Path:
     pretrained weights, the pixel cache)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tlx"
+
+
+def read_bounded(path: Path, limit: int) -> bytes | None:
+    """A file's bytes, or None when it holds more than `limit` (never read past limit + 1,
+    so a huge file from elsewhere costs no memory). OSError as open() raises it."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return None if len(data) > limit else data

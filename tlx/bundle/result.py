@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
+from tlx import files
 from tlx.drop import DropGate, drop_exceeded
 from tlx.errors import TlxError
 from tlx.machine import Machine
@@ -274,13 +275,12 @@ def read_result(path: str | Path) -> DeviceResult:
     """A device result file, parsed and checked whole (ResultError, a TlxError, otherwise)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_RESULT_BYTES + 1)
+        data = files.read_bounded(path, MAX_RESULT_BYTES)
     except FileNotFoundError:
         raise ResultError(f"{path}: no such file. Pass the .json that `tlx bench BUNDLE` wrote.") from None
     except OSError as exc:
         raise ResultError(f"{path}: cannot read it ({exc.strerror or exc}). {_AGAIN}") from None
-    if len(data) > MAX_RESULT_BYTES:
+    if data is None:
         raise ResultError(f"{path} is larger than {MAX_RESULT_BYTES >> 20} MB: no device result is. {_AGAIN}")
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant)

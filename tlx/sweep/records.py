@@ -113,13 +113,12 @@ class _Bad(ValueError):
 
 def read_bounded_json(path: Path, limit: int, what: str):
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        data = files.read_bounded(path, limit)
     except FileNotFoundError:
         raise TlxError(f"{path} is missing ({what}).") from None
     except OSError as exc:
         raise TlxError(f"Cannot read {path} ({exc.strerror or exc}).") from None
-    if len(data) > limit:
+    if data is None:
         raise TlxError(f"{path} is larger than {limit:,} bytes: not a file tlx sweep wrote ({what}).")
     try:
         return json.loads(data.decode("utf-8"))
