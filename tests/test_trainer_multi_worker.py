@@ -115,10 +115,19 @@ def test_multi_worker_without_tf_config_is_a_message(tmp_path, tiny_backbone, mo
     assert cached.exit_code == 1 and "--cache-features" in cached.output
 
 
+def _wait_for_the_first_checkpoint(state, chief, timeout: float = 300) -> None:
+    """Until the chief's state.json lists an epoch (the event the tests signal after)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (state.is_file() and '"epochs_done"' in state.read_text()):
+        assert time.monotonic() < deadline and chief.poll() is None, chief.communicate()[1][-3000:]
+        time.sleep(0.2)
+
+
 @pytest.mark.multi_worker
 def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_path, tiny_backbone):
     import signal
-    import time
 
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
@@ -134,10 +143,7 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
     procs = [start(args, i) for i in range(2)]
     try:
         state = run / "checkpoints" / "state.json"
-        deadline = time.monotonic() + 300
-        while not (state.is_file() and '"epochs_done"' in state.read_text()):
-            assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
-            time.sleep(0.2)
+        _wait_for_the_first_checkpoint(state, procs[0])
         procs[1].send_signal(signal.SIGKILL)
         _, err = procs[0].communicate(timeout=300)
     finally:
@@ -170,7 +176,6 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
 def test_sigterm_during_training_stops_the_chief_like_ctrl_c(tmp_path, tiny_backbone):
     """TensorFlow takes SIGTERM for a preemption notice that stops nothing; tlx gives it back."""
     import signal
-    import time
 
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
@@ -184,10 +189,7 @@ def test_sigterm_during_training_stops_the_chief_like_ctrl_c(tmp_path, tiny_back
              for i in range(2)]
     try:
         state = run / "checkpoints" / "state.json"
-        deadline = time.monotonic() + 300
-        while not (state.is_file() and '"epochs_done"' in state.read_text()):
-            assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
-            time.sleep(0.2)
+        _wait_for_the_first_checkpoint(state, procs[0])
         procs[0].send_signal(signal.SIGTERM)
         out0, err0 = procs[0].communicate(timeout=300)
         out1, err1 = procs[1].communicate(timeout=300)
