@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from tests.conftest import make_image_folder
 from tests.trainer_support import TINY, TINY_SPEC
 from tlx.cli import app
+from tlx.imaging import PREPROCESSING_VERSION
 
 runner = CliRunner()
 FAST = ["--threads", "1", "--runs", "5", "--warmup", "1"]
@@ -128,16 +129,16 @@ def test_model_with_other_class_count_is_refused(exported_run, tmp_path):
 
 
 def test_model_with_other_preprocessing_version_is_refused(exported_run, tmp_path):
-    """The run was trained (and exported) with version 2; a config.json from before versions
-    existed means version 1: the models then belong to another run."""
+    """The run was trained (and exported) with the current version; a config.json from before
+    versions existed means version 1: the models then belong to another run."""
     run = tmp_path / "run"
     shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench", "checkpoints"))
     config = json.loads((run / "config.json").read_text())
-    assert config["options"]["preprocessing"] == 2
+    assert config["options"]["preprocessing"] == PREPROCESSING_VERSION
     del config["options"]["preprocessing"]
     (run / "config.json").write_text(json.dumps(config))
     result = _bench(run, "--no-keras", "--no-cold-start")
-    assert result.exit_code == 1 and "version 2 but the run was trained with version 1" in result.output
+    assert result.exit_code == 1 and f"version {PREPROCESSING_VERSION} but the run was trained with version 1" in result.output
     assert "Traceback" not in result.output
 
 

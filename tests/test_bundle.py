@@ -23,6 +23,7 @@ from tlx.bundle.archive import MANIFEST, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.device import DeviceBenchConfig, bench_bundle
 from tlx.bundle.make import BundleConfig, make_bundle, stratified_subset
 from tlx.cli import app
+from tlx.imaging import PREPROCESSING_VERSION
 
 runner = CliRunner()
 FAST = ["--threads", "1", "--runs", "3", "--warmup", "1", "--no-cold-start"]
@@ -70,7 +71,7 @@ def test_bundle_holds_models_photos_reference_and_host_results(bundle, exported_
             ("int8", "litert"), ("int8", "litert-builtin"), ("float32", "litert")}
         assert manifest.host_machine["architecture"]
         # The run's preprocessing version travels with the photos (the device decodes with it).
-        assert manifest.preprocessing == opened.preprocessing == 2
+        assert manifest.preprocessing == opened.preprocessing == PREPROCESSING_VERSION
         # The photos are the original files, byte for byte.
         first = manifest.images[0]
         from tlx.run_dir import RunDir

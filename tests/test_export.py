@@ -23,6 +23,7 @@ except ImportError:  # tests/ not a package
     from conftest import make_image_folder
 from tlx import files
 from tlx.errors import TlxError
+from tlx.imaging import PREPROCESSING_VERSION
 from tlx.run_dir import RunConfig, RunDir, Split
 from tlx.run_config import TrainConfig
 
@@ -316,8 +317,8 @@ def test_metadata_readable_from_the_file_alone(run2, export2):
         assert info["input"]["height"] == SIZE[0] and info["input"]["width"] == SIZE[1]
         assert info["preprocessing"]["function"] == "tlx.imaging.load_image"
         # The run's preprocessing version, which the runtime then uses.
-        assert info["preprocessing"]["version"] == 2 and Classifier.from_file(
-            run2 / "export" / f"model_{name}.tflite").preprocessing == 2
+        assert info["preprocessing"]["version"] == PREPROCESSING_VERSION and Classifier.from_file(
+            run2 / "export" / f"model_{name}.tflite").preprocessing == PREPROCESSING_VERSION
         assert info["preprocessing"]["in_graph"]["normalization"]["offset"] == -1.0
         assert info["run_id"] == "test-mobilenet_v2-2"
         assert info["format"] == name

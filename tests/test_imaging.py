@@ -199,6 +199,56 @@ def test_version_2_reads_only_the_kept_pixels_of_a_frame():
     assert (load_image(frame, 160, version=2) == 200).all()
 
 
+# --- version 3: arrays box-averaged before the final resize; everything else as version 2 ----
+
+def _version3_array_by_hand(array, size):
+    """Version 2's kept pixels, then Image.reduce by the whole factors that keep at least the
+    input size, then bilinear from the reduced image (the same geometry: its box in the
+    reduced image's coordinates)."""
+    fy, fx = (max(1, int(array.shape[a] / size[a] / 2.0)) for a in (0, 1))
+    kept = array[fy // 2::fy, fx // 2::fx][:array.shape[0] // fy, :array.shape[1] // fx]
+    image = imaging.to_rgb(Image.fromarray(np.ascontiguousarray(kept)))
+    ry, rx = max(1, image.height // size[0]), max(1, image.width // size[1])
+    reduced = image.reduce((rx, ry)) if (rx, ry) != (1, 1) else image
+    return np.asarray(reduced.resize((size[1], size[0]), Image.Resampling.BILINEAR,
+                                     box=(0, 0, image.width / rx, image.height / ry)))
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (720, 1280, 3), (480, 640, 3), (320, 448, 3),
+                                   (481, 641, 4), (333, 777), (50, 60, 3)])
+@pytest.mark.parametrize("size", [(16, 16), (24, 40), (160, 160)])
+def test_version_3_array_is_version_2s_kept_pixels_box_averaged_then_bilinear(shape, size):
+    array = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    assert np.array_equal(load_image(array, size, version=3), _version3_array_by_hand(array, size))
+
+
+def test_version_3_files_bytes_and_pil_images_are_version_2s_pixels(tmp_path):
+    """Training reads files: a version 3 run sees exactly version 2's pixels."""
+    photo = _smooth_photo(1280, 960, seed=5)
+    for name, options in (("big.jpg", {"quality": 90}), ("big.png", {})):
+        path = _save(tmp_path, name, Image.fromarray(photo), **options)
+        for source in (path, path.read_bytes(), Image.open(path)):
+            assert np.array_equal(load_image(source, 160, version=3), load_image(source, 160, version=2))
+
+
+def test_version_3_changes_nothing_for_arrays_under_twice_the_input():
+    photo = _smooth_photo(300, 200)
+    assert np.array_equal(load_image(photo, 160, version=3), load_image(photo, 160, version=2))
+
+
+def test_version_3_close_to_version_1_on_real_camera_frames():
+    """Measured on these frames: mean 0.7-2.6 levels from the exact path, max 11-61 at sharp
+    edges (version 2: mean 0-1.7, max 0-40): a 2x3 box where version 1 has a wider triangle.
+    What that does to predictions: benchmarks/results/preprocess_speed.md."""
+    for frame in _real_frames():
+        diff = np.abs(load_image(frame, 160, version=3).astype(int) - load_image(frame, 160, version=1))
+        assert diff.mean() < 3.0 and diff.max() <= 80, (frame.shape, diff.mean(), diff.max())
+
+
+def test_new_runs_use_version_3():
+    assert imaging.PREPROCESSING_VERSION == 3 and imaging.check_version(3) == 3
+
+
 def test_version_2_keeps_exif_rotation_and_transparency(tmp_path):
     image = Image.new("RGB", (800, 400), (0, 0, 0))
     image.paste((255, 255, 255), (0, 0, 400, 400))  # left half white

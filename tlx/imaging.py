@@ -47,14 +47,23 @@ PREPROCESSING_VERSIONS = {
     2: "reduced: JPEG files decoded at 1/2, 1/4 or 1/8 scale (never below the input size), "
        "then large images box-averaged (Image.reduce) and arrays subsampled by whole pixels, "
        "both only down to twice the input size (REDUCE_GAP); then the same bilinear resize",
+    3: "as version 2 for files, bytes and PIL images (the same pixels: training is unchanged); "
+       "arrays (camera and video frames) subsampled as in version 2, then box-averaged by whole "
+       "factors down to the input size (reducing_gap ARRAY_REDUCE_GAP) before the bilinear resize",
 }
 #: The version new runs are trained with.
-PREPROCESSING_VERSION = 2
+PREPROCESSING_VERSION = 3
 #: Version 2 reduces an image only while it stays at least this many times the model's input
 #: in each direction (Pillow's `reducing_gap`): the final bilinear resize still averages over
 #: 2+ source pixels per output pixel (what keeps it close to version 1), and its cost stops
 #: growing with the camera's resolution.
 REDUCE_GAP = 2.0
+#: Version 3's final resize of a subsampled array: Pillow box-averages it by whole factors
+#: (Image.reduce, one cheap pass) while it stays at least this many times the input, so the
+#: bilinear pass that follows has 2-3 taps instead of 4-5. It costs about a third of version
+#: 2's resize (benchmarks/results/preprocess_speed.md), the difference between tlx and a
+#: raw invoke on a camera frame; the accuracy record is in the same file.
+ARRAY_REDUCE_GAP = 1.0
 
 
 def is_image_file(path: Path) -> bool:
@@ -147,13 +156,21 @@ def load_image(source: ImageInput, size: int | tuple[int, int] | None,
         if target is not None:
             height, width = target
             if rgb.size != (width, height):
-                rgb = rgb.resize((width, height), RESAMPLE, reducing_gap=REDUCE_GAP if reduced else None)
+                rgb = rgb.resize((width, height), RESAMPLE, reducing_gap=_reducing_gap(version, source, reduced))
         pixels = np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(name, f"cannot decode image ({exc})") from None
     return pixels
+
+
+def _reducing_gap(version: int, source: ImageInput, reduced: bool) -> float | None:
+    """Pillow's reducing_gap for the final resize: none in version 1, REDUCE_GAP in version
+    2, and for arrays ARRAY_REDUCE_GAP from version 3 on."""
+    if not reduced:
+        return None
+    return ARRAY_REDUCE_GAP if version >= 3 and isinstance(source, np.ndarray) else REDUCE_GAP
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, name) -> None:

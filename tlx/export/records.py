@@ -16,7 +16,7 @@ from tlx.export import parity as par
 from tlx.export.fallback import FallbackResult
 from tlx.drop import DropGate, drop_exceeded, gated_value
 from tlx.export.formats import FormatSpec, OutputType, Quantization, is_int8_model
-from tlx.imaging import PREPROCESSING_VERSIONS, REDUCE_GAP, RESAMPLE
+from tlx.imaging import ARRAY_REDUCE_GAP, PREPROCESSING_VERSIONS, REDUCE_GAP, RESAMPLE
 
 
 def common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normalization,
@@ -37,6 +37,7 @@ def common_tlx_info(run_id, model_sha, backbone_name, labels, image_size, normal
             "version": preprocessing,
             "description": PREPROCESSING_VERSIONS[preprocessing],
             **({"reduce_gap": REDUCE_GAP} if preprocessing >= 2 else {}),
+            **({"array_reduce_gap": ARRAY_REDUCE_GAP} if preprocessing >= 3 else {}),
             "exif_transpose": True,
             "alpha": "composited on white",
             "resize": RESAMPLE.name.lower(),
