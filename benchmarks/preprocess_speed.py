@@ -12,17 +12,18 @@ to the size with mild sensor noise, and that frame saved as a quality-90 JPEG), 
 that call every method once, all in one process:
 - raw `invoke()` of the same model (the floor);
 - tlx `classify(array)` and `classify(path)` with the model's preprocessing version;
-- the previous array route (`before`: the kept pixels copied by numpy, then again by
-  Image.fromarray), same pixels (checked on every frame), to show what the one-pass gather saves;
+- the previous version's array route (`before`: version 2's pixels from the same frame, then
+  the same model), to show what the model's version saves;
 - MediaPipe `classify(mp.Image(array))` and `classify(mp.Image.create_from_file(path))`.
 Each is timed as wall time and as process CPU time (all threads of this process: robust to
 other jobs on a shared machine, and it counts MediaPipe's graph threads too).
 Then classify(array) step by step (gather of the kept pixels, Pillow's resize, to an array,
 set + invoke + get, top-k), each step timed alone in interleaved rounds.
 Also: top-1 agreement of the two on the run's test photos (both given the same full-size RGB
-pixels), the pixel difference of version 2 against version 1 per frame, and the run's accuracy
-on its test photos with each version (and OLD_RUN_DIR's recorded accuracy: a model trained with
-version 1, before/after). Writes benchmarks/results/preprocess_speed.md.
+pixels), the pixel difference of the model's version against version 1 per frame, and the run's
+accuracy on its test photos with each version, from the files and as 1280x720 camera frames
+(and OLD_RUN_DIR's recorded accuracy: a model trained with version 1, before/after). Writes
+benchmarks/results/preprocess_speed.md.
 """
 
 from __future__ import annotations
@@ -63,24 +64,21 @@ MAX_ARRAY_VS_MEDIAPIPE = 1.0
 MAX_FILE_VS_MEDIAPIPE = 0.6
 
 
-def previous_array_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Version 2's array route before the one-pass gather: the kept pixels copied by numpy
-    (3-byte items), copied again by Image.fromarray, then the same resize."""
-    reduced = Image.fromarray(imaging._subsample_array(frame, size))
-    resized = reduced.resize((size[1], size[0]), imaging.RESAMPLE, reducing_gap=imaging.REDUCE_GAP)
-    return np.asarray(resized, dtype=np.uint8)
+#: The version whose array route the model's is compared with (the `before` column).
+PREVIOUS_VERSION = 2
 
 
 def step_times(clf, frame: np.ndarray, rounds: int) -> dict[str, float]:
     """Median wall ms of each step of classify(array), each step timed alone."""
     size = clf.input_size
+    gap = imaging._reducing_gap(clf.preprocessing, frame, True)
     reduced = imaging._reduced_image(frame, size)
-    resized = reduced.resize((size[1], size[0]), imaging.RESAMPLE, reducing_gap=imaging.REDUCE_GAP)
+    resized = reduced.resize((size[1], size[0]), imaging.RESAMPLE, reducing_gap=gap)
     pixels = np.asarray(resized, dtype=np.uint8)
     scores = clf.run(pixels)
     times = time_rounds({
         "gather": lambda: imaging._reduced_image(frame, size),
-        "resize": lambda: reduced.resize((size[1], size[0]), imaging.RESAMPLE, reducing_gap=imaging.REDUCE_GAP),
+        "resize": lambda: reduced.resize((size[1], size[0]), imaging.RESAMPLE, reducing_gap=gap),
         "to array": lambda: np.asarray(resized, dtype=np.uint8),
         "set + invoke + get": lambda: clf.run(pixels),
         "top-k": lambda: clf.top(scores, 1),
@@ -94,9 +92,14 @@ def camera_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
     and decode unrealistically well)."""
     from skimage import data
 
-    photo = Image.fromarray(data.chelsea()).resize((width, height), Image.Resampling.LANCZOS)
+    return photo_frame(data.chelsea(), width, height, seed)
+
+
+def photo_frame(photo: np.ndarray, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """`photo` (RGB) scaled to a camera frame, with sensor-like noise (sigma 3)."""
+    scaled = Image.fromarray(photo).resize((width, height), Image.Resampling.LANCZOS)
     noise = np.random.default_rng(seed).normal(0, 3.0, (height, width, 3))
-    return np.ascontiguousarray(np.clip(np.asarray(photo) + noise, 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(np.clip(np.asarray(scaled) + noise, 0, 255).astype(np.uint8))
 
 
 class MediaPipe:
@@ -173,9 +176,9 @@ def measure(run: RunDir, rounds: int, scratch: Path) -> dict:
     mediapipe = MediaPipe(model)
 
     def before(frame):
-        return clf.top(clf.run(previous_array_pixels(frame, size)), 1)
+        return clf.top(clf.run(load_image(frame, size, version=PREVIOUS_VERSION)), 1)
 
-    rows, pixels, steps, identical = [], [], {}, {}
+    rows, pixels, steps = [], [], {}
     try:
         for width, height in (*SIZES, CAMERA_SIZE):
             frame = camera_frame(width, height)
@@ -194,8 +197,6 @@ def measure(run: RunDir, rounds: int, scratch: Path) -> dict:
             }, rounds)
             rows.append({"size": f"{width}x{height}", "jpeg_bytes": path.stat().st_size, "samples": times})
             steps[f"{width}x{height}"] = step_times(clf, frame, max(20, rounds // 2))
-            identical[f"{width}x{height}"] = bool(np.array_equal(clf.preprocess(frame),
-                                                                 previous_array_pixels(frame, size)))
             for kind, source in (("array", frame), ("file", path)):
                 diff = np.abs(load_image(source, size, version=clf.preprocessing).astype(int)
                               - load_image(source, size, version=1))
@@ -206,9 +207,11 @@ def measure(run: RunDir, rounds: int, scratch: Path) -> dict:
         agreement = test_photo_agreement(run, clf, mediapipe)
     finally:
         mediapipe.close()
-    accuracy = {version: run_accuracy(run, clf, version) for version in (1, 2)}
+    accuracy = {version: run_accuracy(run, clf, version) for version in imaging.PREPROCESSING_VERSIONS}
+    frame_accuracy = {version: run_accuracy(run, clf, version, as_frame=(1280, 720))
+                      for version in imaging.PREPROCESSING_VERSIONS}
     return {"rows": rows, "pixels": pixels, "agreement": agreement, "accuracy": accuracy,
-            "steps": steps, "identical": identical,
+            "frame_accuracy": frame_accuracy, "steps": steps,
             "backend": backend, "model": model, "input_size": size, "preprocessing": clf.preprocessing,
             "mp_cpu_per_wall": mp_threads, "tlx_cpu_per_wall": tlx_threads}
 
@@ -227,10 +230,14 @@ def test_photo_agreement(run: RunDir, clf, mediapipe: MediaPipe) -> dict:
     return {"array": same, "file": file_same, "n": total}
 
 
-def run_accuracy(run: RunDir, clf, version: int) -> tuple[int, int]:
+def run_accuracy(run: RunDir, clf, version: int, as_frame: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Correct top-1 on the run's test photos through `version`'s pixels: from the files, or
+    (`as_frame`: width, height) from the photo scaled to that camera frame as an array."""
     test = run.read_split().test
-    correct = sum(int(clf.top(clf.run(load_image(path, clf.input_size, version=version)), 1)[0].index == label)
-                  for path, label in test)
+    correct = 0
+    for seed, (path, label) in enumerate(test):
+        source = path if as_frame is None else photo_frame(load_image(path, None), *as_frame, seed)
+        correct += int(clf.top(clf.run(load_image(source, clf.input_size, version=version)), 1)[0].index == label)
     return correct, len(test)
 
 
@@ -279,7 +286,7 @@ def report(result: dict, here: machine.Machine, load_before, load_after, args, c
         "within a round (wall) / ratio of the CPU medians",
         "",
         "| frame | raw invoke | tlx classify(array) | MediaPipe classify(array) | tlx classify(file) | "
-        "MediaPipe classify(file) | tlx array, previous route | tlx preprocess only "
+        f"MediaPipe classify(file) | tlx array, version {PREVIOUS_VERSION}'s route | tlx preprocess only "
         "array / file (wall) | array: tlx / invoke | array: tlx / MediaPipe | file: tlx / MediaPipe |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -330,9 +337,8 @@ def report(result: dict, here: machine.Machine, load_before, load_after, args, c
         "## classify(array) step by step",
         "",
         "Median wall ms of each step timed alone (interleaved rounds); `gather` is the one-pass copy "
-        "of the kept pixels into the memory Pillow resizes from. Same pixels as the previous route "
-        "on every frame above: "
-        + ", ".join(f"{k} {'identical' if v else 'DIFFERENT'}" for k, v in result["identical"].items()) + ".",
+        "of the kept pixels into the memory Pillow resizes from, `resize` the model's version's "
+        f"resize of them (version {result['preprocessing']}).",
         "",
         "| frame | " + " | ".join(step_names) + " |",
         "|---|" + "---|" * len(step_names),
@@ -354,7 +360,7 @@ def report(result: dict, here: machine.Machine, load_before, load_after, args, c
         f"{_verdict(ok_agree)} ({agree['array']}/{agree['n']} from the same array; tlx from the file "
         f"against MediaPipe from the array: {agree['file']}/{agree['n']})",
         "",
-        "## What version 2 changes in the pixels",
+        f"## What version {result['preprocessing']} changes in the pixels",
         "",
         "Absolute difference of the model input (0..255, all pixels and channels) between the "
         "model's version and version 1 (the exact path), on the frames above:",
@@ -363,15 +369,18 @@ def report(result: dict, here: machine.Machine, load_before, load_after, args, c
         "|---|---|---|---|",
     ]
     lines += [f"| {p['size']} | {p['input']} | {p['mean']:.2f} | {p['max']} |" for p in result["pixels"]]
-    (c1, n1), (c2, n2) = result["accuracy"][1], result["accuracy"][2]
     lines += [
         "",
-        f"Accuracy of this model on its {n1} test photos through version 1 pixels: {c1}/{n1}; "
-        f"through version 2 pixels: {c2}/{n2}.",
+        f"Accuracy of this model on its {result['accuracy'][1][1]} test photos, through each version's pixels:",
+        "",
+        "| version | from the files | as 1280x720 camera frames (arrays) |",
+        "|---:|---:|---:|",
     ]
+    lines += [f"| {v} | {c}/{n} | {result['frame_accuracy'][v][0]}/{result['frame_accuracy'][v][1]} |"
+              for v, (c, n) in result["accuracy"].items()]
     if compare:
         lines += [f"Before/after (two demo runs, same data and seed): trained with version 1: {compare}; "
-                  f"trained with version 2: {recorded_accuracy(Path(args.run))}."]
+                  f"trained with version {result['preprocessing']}: {recorded_accuracy(Path(args.run))}."]
     return "\n".join(lines) + "\n"
 
 
