@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_image_folder
-from tests.trainer_support import TINY, TINY_SPEC
+from tests.support.trainer import TINY, TINY_SPEC
 from tlx.cli import app
 from tlx.imaging import PREPROCESSING_VERSION
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.runtime_support import models_folder
+from tests.support.runtime import models_folder
 from tlx.cli.app import app
 from tlx.imaging import REDUCE_GAP
 from tlx.runtime import Classifier

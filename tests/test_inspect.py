@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.tflite_support import convert_float_and_int8
+from tests.support.tflite import convert_float_and_int8
 from tlx.cli import app
 from tlx.export.metadata_writer import with_metadata
 from tlx.inspect import inspect_bytes, inspect_model

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import synthetic_image
-from tests.tflite_support import convert_float_and_int8
+from tests.support.tflite import convert_float_and_int8
 from tlx.export.metadata_writer import with_metadata
 from tlx.metadata_codec import METADATA_FIELD_NAME, decode, encode, metadata_buffer, \
     read_model_metadata
@@ -250,7 +250,7 @@ def test_mediapipe_image_classifier_agrees_with_litert(annotated, tmp_path):
     # Its own process: MediaPipe and TensorFlow each load their own native libraries.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("mediapipe_check.py")),
+        [sys.executable, str(Path(__file__).parent / "support" / "mediapipe_check.py"),
          str(tmp_path / "images.npy"), *map(str, paths.values())],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tests.conftest import make_image_folder
-from tests.trainer_support import tiny_args, tiny_backbone  # noqa: F401  (fixture)
+from tests.support.trainer import tiny_args, tiny_backbone  # noqa: F401  (fixture)
 from tlx.cli import app
 from tlx.run_dir import RunDir
 from tlx.runtime.associated_files import read_tlx_metadata

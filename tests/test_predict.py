@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.runtime_support import colour_image, models_folder
+from tests.support.runtime import colour_image, models_folder
 from tlx.cli import app
 from tlx.runtime.backends import interpreter_class
 

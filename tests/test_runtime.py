@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime_support import LABELS, MODELS, SIZE, colour_image, models_folder
+from tests.support.runtime import LABELS, MODELS, SIZE, colour_image, models_folder
 from tlx.errors import ImageError, MissingDependencyError, TlxError
 from tlx.imaging import load_image
 from tlx.runtime import Classifier, ModelError, Prediction, validate_model
@@ -137,7 +137,7 @@ def _awkward_images(folder: Path) -> dict[str, Path]:
 
 def _with_preprocessing(models, tmp_path, version) -> Path:
     """The int8 test model, its tlx.json naming preprocessing `version` as the exporter writes it."""
-    from tests.runtime_support import annotate
+    from tests.support.runtime import annotate
     path = tmp_path / f"v{version}.tflite"
     path.write_bytes((models / "int8_nometa.tflite").read_bytes())
     return annotate(path, info={"image_size": [SIZE, SIZE], "labels": LABELS,
@@ -266,7 +266,7 @@ def test_model_that_is_not_an_image_classifier(models):
 
 
 def test_labels_that_do_not_match_outputs(models, tmp_path):
-    from tests.runtime_support import annotate
+    from tests.support.runtime import annotate
     path = tmp_path / "m.tflite"
     path.write_bytes((models / "int8_nometa.tflite").read_bytes())
     annotate(path, labels=["a", "b"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.runtime_support import models_folder
+from tests.support.runtime import models_folder
 
 #: Mutants per seed model. Loading a tiny model takes milliseconds.
 MUTANTS = 150

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime_support import REPO, colour_image, models_folder
+from tests.support.runtime import REPO, colour_image, models_folder
 
 pytestmark = pytest.mark.venv
 

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.runtime_support import models_folder
+from tests.support.runtime import models_folder
 from tlx.cli.app import app
 from tlx.errors import TlxError
 from tlx.imaging import load_image

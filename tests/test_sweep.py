@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.conftest import make_image_folder
-from tests.trainer_support import TINY, TINY_SPEC
+from tests.support.trainer import TINY, TINY_SPEC
 from tlx.cli import app
 from tlx.errors import TlxError
 from tlx.sweep import records

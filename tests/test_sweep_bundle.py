@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import make_image_folder
 from tests.test_sweep import TRAINING
-from tests.trainer_support import TINY, TINY_SPEC
+from tests.support.trainer import TINY, TINY_SPEC
 from tlx.bench.options import MeasureOptions
 from tlx.bundle.archive import open_bundle
 from tlx.bundle.device import DeviceBenchConfig, bench_bundle, write_result

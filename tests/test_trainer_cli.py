@@ -10,10 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
-except ImportError:
-    from trainer_support import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+from tests.support.trainer import REPO, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 
 runner = CliRunner()

@@ -11,10 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import make_image_folder, tiny_args, tiny_backbone  # noqa: F401
-except ImportError:
-    from trainer_support import make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+from tests.support.trainer import make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 from tlx.errors import ImageError
 from tlx.imaging import load_image

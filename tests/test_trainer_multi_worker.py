@@ -11,10 +11,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
-except ImportError:
-    from trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+from tests.support.trainer import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 from tlx.errors import TlxError
 from tlx.run_config import Strategy

@@ -18,10 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
-except ImportError:
-    from trainer_support import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
+from tests.support.trainer import LAUNCH, REPO, free_ports, make_image_folder, tiny_args, tiny_backbone  # noqa: F401
 from tlx.cli import app
 from tlx.errors import TlxError
 from tlx.trainer import distribute, peer_wait, tf_config

@@ -13,10 +13,7 @@ import signal
 import pytest
 from typer.testing import CliRunner
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import TINY, TINY_SPEC, make_image_folder, tiny_args, tiny_config
-except ImportError:
-    from trainer_support import TINY, TINY_SPEC, make_image_folder, tiny_args, tiny_config
+from tests.support.trainer import TINY, TINY_SPEC, make_image_folder, tiny_args, tiny_config
 from tlx.cli import app
 from tlx.run_dir import RunDir
 from tlx.trainer import backbones, checkpoints

@@ -1,4 +1,4 @@
-"""The two phases through the library, on the tiny test backbone (see trainer_support)."""
+"""The two phases through the library, on the tiny test backbone (see tests/support/trainer.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.trainer_support import TINY, TINY_SPEC, make_image_folder, tiny_config
-except ImportError:
-    from trainer_support import TINY, TINY_SPEC, make_image_folder, tiny_config
+from tests.support.trainer import TINY, TINY_SPEC, make_image_folder, tiny_config
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 from tlx.trainer import backbones

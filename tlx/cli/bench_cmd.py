@@ -85,16 +85,22 @@ def bench(
     if out is not None or emulated is not None:
         raise typer.BadParameter("--out and --emulated are for a bundle; a run folder's report goes "
                                  "to RUN_DIR/bench.")
+    _bench_run_folder(BenchConfig(run_dir=run_dir, measurement=measurement, backend=backend,
+                                  compare_backends=compare_backends, include_keras=keras,
+                                  data_dir=data_dir), as_json=as_json)
+
+
+def _bench_run_folder(config: BenchConfig, as_json: bool) -> None:
+    """`tlx bench RUN_DIR`: measure, write RUN_DIR/bench, show the result; exit 3 when the
+    --max-drop gate fails."""
     from tlx.bench.bench import run_bench
     from tlx.bench.report import cpu_lines, text_table, write
     from tlx.run_dir import RunDir
     from tlx.text import printable
 
-    config = BenchConfig(run_dir=run_dir, measurement=measurement, backend=backend,
-                         compare_backends=compare_backends, include_keras=keras, data_dir=data_dir)
     with user_errors():
         result = run_bench(config, log=say)
-        written = write(result, RunDir(run_dir).bench)
+        written = write(result, RunDir(config.run_dir).bench)
     if result.unreadable:
         shown = "".join(f"\n  {printable(path)}: {printable(reason)}" for path, reason in result.unreadable[:5])
         more = f"\n  ... all {len(result.unreadable)} in bench.json" if len(result.unreadable) > 5 else ""
@@ -109,7 +115,8 @@ def bench(
             typer.echo("\n" + printable(line[2:]))
         typer.echo(f"\nReport: {printable(written['markdown'])}")
     if result.failed_drop:
-        typer.secho(f"int8 lost more than {gate_text(max_drop, max_drop_on)} against "
-                    f"{printable(result.reference)}.",
+        measurement = config.measurement
+        typer.secho(f"int8 lost more than {gate_text(measurement.max_drop, measurement.max_drop_on)} "
+                    f"against {printable(result.reference)}.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_QUALITY_GATE)

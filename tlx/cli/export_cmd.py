@@ -10,7 +10,7 @@ import typer
 from tlx.cli import options
 from tlx.cli.app import command
 from tlx.cli.common import EXIT_QUALITY_GATE, print_json, progress_bar, user_errors
-from tlx.drop import drop_text, gate_text
+from tlx.drop import DropGate, drop_text, gate_text
 from tlx.export.export import ExportConfig
 from tlx.export.fallback import FallbackMode
 from tlx.export.formats import ExportFormat, OutputType, describe_formats
@@ -70,7 +70,6 @@ def export(
     """
     with user_errors():
         from tlx.export.export import export_run
-        from tlx.export.parity import format_table
 
         names = tuple(f.value for f in formats) if formats else _DEFAULTS.formats
         config = ExportConfig(run_dir=run_dir, formats=names, out_dir=out, output_type=output_type,
@@ -78,30 +77,37 @@ def export(
                               max_drop_on=max_drop_on,
                               fallback=fallback, data_dir=data_dir)
         log = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
-        result = export_run(config, progress=progress_bar, log=log)
+        _print_result(export_run(config, progress=progress_bar, log=log), as_json=as_json,
+                      max_drop_on=max_drop_on)
 
-        if as_json:
-            print_json(result.summary)
-        else:
-            for name, path in result.files.items():
-                typer.echo(f"{name:8} {path}  ({path.stat().st_size / 1e6:.2f} MB)")
-            if result.fallback is not None:
-                typer.echo(_fallback_table(result.fallback))
-            if result.parity is not None:
-                typer.echo(format_table(result.parity))
-            typer.echo(f"Details: {result.out_dir / 'export.json'}")
-        for warning in result.warnings:
-            typer.secho(f"Warning: {warning}", fg=typer.colors.YELLOW, err=True)
-        if not result.passed:
-            gate = result.summary["max_drop"]
-            drop = gate["int8_drop_points"]
-            what = ("no test image was readable, so the int8 drop is unknown" if drop is None else
-                    f"int8 accuracy is {drop_text(result.parity.get(gate['measured_on']).drop)} points "
-                    "below Keras (in brackets: the paired 95% interval)")
-            limit = gate_text(gate["limit_points"], max_drop_on)
-            typer.secho(f"--max-drop {limit}: {what}. The files are kept and "
-                        "marked in export.json.", fg=typer.colors.RED, err=True)
-            raise typer.Exit(EXIT_QUALITY_GATE)
+
+def _print_result(result, as_json: bool, max_drop_on: DropGate) -> None:
+    """What `tlx export` prints of its result: the files, the fallback's steps and the parity
+    table (or --json: export.json's content), warnings; exit 3 when the --max-drop gate failed."""
+    from tlx.export.parity import format_table
+
+    if as_json:
+        print_json(result.summary)
+    else:
+        for name, path in result.files.items():
+            typer.echo(f"{name:8} {path}  ({path.stat().st_size / 1e6:.2f} MB)")
+        if result.fallback is not None:
+            typer.echo(_fallback_table(result.fallback))
+        if result.parity is not None:
+            typer.echo(format_table(result.parity))
+        typer.echo(f"Details: {result.out_dir / 'export.json'}")
+    for warning in result.warnings:
+        typer.secho(f"Warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    if not result.passed:
+        gate = result.summary["max_drop"]
+        drop = gate["int8_drop_points"]
+        what = ("no test image was readable, so the int8 drop is unknown" if drop is None else
+                f"int8 accuracy is {drop_text(result.parity.get(gate['measured_on']).drop)} points "
+                "below Keras (in brackets: the paired 95% interval)")
+        limit = gate_text(gate["limit_points"], max_drop_on)
+        typer.secho(f"--max-drop {limit}: {what}. The files are kept and "
+                    "marked in export.json.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_QUALITY_GATE)
 
 
 def _fallback_table(result) -> str:

@@ -17,6 +17,18 @@ from tlx.runtime.stream import StreamConfig
 
 _STREAM = StreamConfig()
 
+_CAMERA_SIZE_HELP = ("With --camera: the frame size to ask the camera for, e.g. 1280x720 for a sharper "
+                     "--annotate video (a USB camera gives its smallest mode at least that large; the Pi "
+                     "camera scales to it). Default: what the model needs, twice its input at 4:3 "
+                     "(448x320 for a 160 px model).")
+_ANNOTATE_HELP = ("Streams: write the classified frames with the top label, score and "
+                  "FPS drawn to this video (.mp4 .avi .mkv .mov), for one source "
+                  "(several: run once per source). Checked before any work: its folder "
+                  "must exist, it must not be an input (also through a link), nor an "
+                  "existing file without --overwrite. It takes its name only once "
+                  "complete and verified; a failed write (a full disk) is an error. "
+                  "Default: none.")
+
 
 @command("predict", short_help="Classify images, videos, streams or a camera with a .tflite.")
 def predict(
@@ -56,20 +68,9 @@ def predict(
                            "the model has no time for, as with a camera (default: every frame, "
                            "in order).")] = _STREAM.realtime,
     camera_size: Annotated[Optional[str], typer.Option(
-        "--camera-size", metavar="WxH",
-        help="With --camera: the frame size to ask the camera for, e.g. 1280x720 for a sharper "
-             "--annotate video (a USB camera gives its smallest mode at least that large; the Pi "
-             "camera scales to it). Default: what the model needs, twice its input at 4:3 "
-             "(448x320 for a 160 px model).", show_default=False)] = None,
+        "--camera-size", metavar="WxH", help=_CAMERA_SIZE_HELP, show_default=False)] = None,
     annotate: Annotated[Optional[Path], typer.Option(
-        "--annotate", metavar="VIDEO", help="Streams: write the classified frames with the top label, score and "
-                           "FPS drawn to this video (.mp4 .avi .mkv .mov), for one source "
-                           "(several: run once per source). Checked before any work: its folder "
-                           "must exist, it must not be an input (also through a link), nor an "
-                           "existing file without --overwrite. It takes its name only once "
-                           "complete and verified; a failed write (a full disk) is an error. "
-                           "Default: none.",
-        show_default=False)] = None,
+        "--annotate", metavar="VIDEO", help=_ANNOTATE_HELP, show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="With --annotate: replace an existing output file (once the new "
                             "video is complete).")] = False,
@@ -88,25 +89,10 @@ def predict(
     during start-up (143: SIGTERM).
     """
     with user_errors():
-        # Imports and the model load take a Ctrl-C when they are done, not in the middle: a
-        # KeyboardInterrupt inside an import can come out as another error (a RuntimeError
-        # from numpy's class set-up was seen), with a traceback.
-        with interrupts.deferred():
-            from tlx.runtime import Classifier
-
-            images = images or []
-            asked_size = _camera_size(camera_size, camera)
-            streams = _stream_inputs(images, camera, every=every, max_frames=max_frames,
-                                     duration=duration, realtime=realtime, annotate=annotate,
-                                     overwrite=overwrite)
-            num_threads = options.thread_counts(threads, one=True)[0] if threads is not None else None
-            clf = Classifier.from_file(model, num_threads=num_threads,
-                                       backend=options.backend_names(backend, one=True)[0],
-                                       fast_decode=fast_jpeg)
-            if camera:
-                from tlx.runtime.sources import CameraSpec
-
-                streams = [CameraSpec(streams[0], asked_size or clf.camera_frame_size)]
+        images = images or []
+        clf, streams = _load(model, images, camera=camera, camera_size=camera_size, threads=threads,
+                             backend=backend, fast_jpeg=fast_jpeg, every=every, max_frames=max_frames,
+                             duration=duration, realtime=realtime, annotate=annotate, overwrite=overwrite)
         if streams is not None:
             from tlx.cli.predict_stream import classify_streams
 
@@ -116,25 +102,56 @@ def predict(
                                 overwrite=overwrite):
                 raise typer.Exit(1)
             return
-        failed = total = 0
-        results = []
-        for result in clf.classify_files(images, top_k=top_k):
-            total += 1
-            if not result.ok:
-                failed += 1
-            if as_json:
-                results.append(result.to_json())
-            else:
-                _print_table(result)
+        _classify_images(clf, model, images, top_k=top_k, as_json=as_json)
+
+
+def _load(model: Path, images: list[str], *, camera: bool, camera_size: str | None,
+          threads: str | None, backend: str, fast_jpeg: bool, annotate: Path | None,
+          overwrite: bool, **stream_options):
+    """The options checked and the model loaded: (the Classifier, the sources to stream or
+    None for images)."""
+    # Imports and the model load take a Ctrl-C when they are done, not in the middle: a
+    # KeyboardInterrupt inside an import can come out as another error (a RuntimeError
+    # from numpy's class set-up was seen), with a traceback.
+    with interrupts.deferred():
+        from tlx.runtime import Classifier
+
+        asked_size = _camera_size(camera_size, camera)
+        streams = _stream_inputs(images, camera, annotate=annotate, overwrite=overwrite,
+                                 **stream_options)
+        num_threads = options.thread_counts(threads, one=True)[0] if threads is not None else None
+        clf = Classifier.from_file(model, num_threads=num_threads,
+                                   backend=options.backend_names(backend, one=True)[0],
+                                   fast_decode=fast_jpeg)
+        if camera:
+            from tlx.runtime.sources import CameraSpec
+
+            streams = [CameraSpec(streams[0], asked_size or clf.camera_frame_size)]
+    return clf, streams
+
+
+def _classify_images(clf, model: Path, images: list[str], top_k: int, as_json: bool) -> None:
+    """A table per image (or one --json document); exit 1 when no image was found or any
+    file failed."""
+    failed = total = 0
+    results = []
+    for result in clf.classify_files(images, top_k=top_k):
+        total += 1
+        if not result.ok:
+            failed += 1
         if as_json:
-            print_json({"model": str(model), "backend": clf.backend,
-                        "labels": clf.labels is not None, "results": results})
-        if total == 0:
-            typer.secho("No images found in the given folders.", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1)
-        if failed:
-            typer.secho(f"{failed} file(s) failed.", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1)
+            results.append(result.to_json())
+        else:
+            _print_table(result)
+    if as_json:
+        print_json({"model": str(model), "backend": clf.backend,
+                    "labels": clf.labels is not None, "results": results})
+    if total == 0:
+        typer.secho("No images found in the given folders.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    if failed:
+        typer.secho(f"{failed} file(s) failed.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 def _camera_size(text: str | None, camera: bool) -> tuple[int, int] | None:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LABELS = ["red", "green", "blue"]
 SIZE = 32
 

@@ -5,7 +5,7 @@ Metadata alone.
 Run in its own process (tests/test_metadata.py does that), because MediaPipe and TensorFlow
 each bring their own native libraries:
 
-    python tests/mediapipe_check.py IMAGES.npy MODEL.tflite [MODEL.tflite ...]
+    python tests/support/mediapipe_check.py IMAGES.npy MODEL.tflite [MODEL.tflite ...]
 
 IMAGES.npy holds uint8 RGB images (N, H, W, 3). Prints JSON: for each model path a list, per
 image, of the top categories as {"index", "category_name", "score"}, best first.

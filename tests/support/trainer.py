@@ -14,10 +14,7 @@ import pytest
 
 from tlx.trainer import backbones
 
-try:  # tests/ imported as a package, or as a folder on sys.path
-    from tests.conftest import REPO, make_image_folder  # noqa: F401
-except ImportError:
-    from conftest import REPO, make_image_folder  # noqa: F401
+from tests.conftest import REPO, make_image_folder  # noqa: F401
 from tlx.trainer.backbones import MINUS_ONE_TO_ONE, BackboneSpec
 from tlx.trainer.weights import load_weights_file
 
@@ -70,11 +67,13 @@ def tiny_config(data: Path, out: Path, **changes):
 
 
 #: `tlx` with the tiny test backbone registered, for `python -c LAUNCH ARGS...`: a worker
-#: subprocess cannot see a monkeypatch.
+#: subprocess cannot see a monkeypatch. The repository goes first on sys.path, as pytest puts
+#: it for the test process (tests/ is a package), so `tests.support.trainer` and `tlx` import
+#: from the same place in the worker as in the test, from any working directory.
 LAUNCH = (
     "import sys\n"
-    f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-    "from trainer_support import TINY, TINY_SPEC\n"
+    f"sys.path.insert(0, {str(REPO)!r})\n"
+    "from tests.support.trainer import TINY, TINY_SPEC\n"
     "from tlx.trainer import backbones\n"
     "backbones.BACKBONES[TINY] = TINY_SPEC\n"
     "from tlx.cli import app\n"
