@@ -86,10 +86,12 @@ TRAINING_OPTIONS = (
         help="Processes that decode images (small folders: this one). Default: one per core.",
         show_default=False)], _DEFAULTS.workers),
     _option("preprocessing", Annotated[int, typer.Option(
-        metavar="1|2",
+        metavar="1|2|3",
         help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "
              "(JPEG decoded at a reduced scale, large images reduced to twice the input size "
-             "first: fast at camera resolutions). Stored with the run and its models.")],
+             "first: fast at camera resolutions), 3 = as 2 for files, camera arrays box-averaged "
+             "before the last resize (a third of 2's cost per frame). Stored with the run and its "
+             "models.")],
         _DEFAULTS.preprocessing),
 )
 
