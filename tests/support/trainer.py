@@ -66,6 +66,57 @@ def tiny_config(data: Path, out: Path, **changes):
     return TrainConfig(**options)
 
 
+#: Environment variable naming a FIFO: a LAUNCH process given it stops after its first
+#: checkpoint is saved until the test opens the FIFO for writing and closes it (an event the
+#: test controls, however slow the machine: the run cannot finish meanwhile).
+HOLD_FIFO = "TLX_TEST_HOLD_AFTER_FIRST_CHECKPOINT"
+
+
+def hold_after_first_checkpoint() -> None:
+    """In a LAUNCH process with HOLD_FIFO set: the first CheckpointStore.save returns only once
+    the test has opened and closed the FIFO (a read of it ends at the writer's close)."""
+    import os
+
+    from tlx.trainer import checkpoints
+
+    fifo, save = os.environ.get(HOLD_FIFO), checkpoints.CheckpointStore.save
+    if not fifo:
+        return
+
+    def save_then_hold(self, *args, **kwargs):
+        nonlocal fifo
+        result = save(self, *args, **kwargs)
+        if fifo:
+            path, fifo = fifo, None
+            with open(path) as held:
+                held.read()
+        return result
+    checkpoints.CheckpointStore.save = save_then_hold
+
+
+def release_hold(fifo: Path, process, before_release=lambda: None, timeout: float = 300) -> None:
+    """Wait until `process` holds after its first checkpoint (it has opened `fifo` for reading),
+    call `before_release`, then let it go on. Fails if the process ends first."""
+    import errno
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until a reader has it open
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    try:
+        before_release()
+    finally:
+        os.close(writer)
+
+
 #: `tlx` with the tiny test backbone registered, for `python -c LAUNCH ARGS...`: a worker
 #: subprocess cannot see a monkeypatch. The repository goes first on sys.path, as pytest puts
 #: it for the test process (tests/ is a package), so `tests.support.trainer` and `tlx` import
@@ -73,9 +124,10 @@ def tiny_config(data: Path, out: Path, **changes):
 LAUNCH = (
     "import sys\n"
     f"sys.path.insert(0, {str(REPO)!r})\n"
-    "from tests.support.trainer import TINY, TINY_SPEC\n"
+    "from tests.support.trainer import TINY, TINY_SPEC, hold_after_first_checkpoint\n"
     "from tlx.trainer import backbones\n"
     "backbones.BACKBONES[TINY] = TINY_SPEC\n"
+    "hold_after_first_checkpoint()\n"
     "from tlx.cli import app\n"
     "app(sys.argv[1:], prog_name='tlx')\n"
 )
