@@ -250,7 +250,7 @@ def _sweep_figures(result: dict) -> dict:
                 "run": {k: v for k, v in c["run"].items() if k != "run_id"}}
 
     return {(m["candidate"]["run"]["name"], m["name"], m["backend"]): {
-        **{k: m[k] for k in ("size_bytes", "accuracy", "drop", "agreement_reference", "host", "failures")},
+        **{k: m[k] for k in ("size_bytes", "accuracy", "drop", "agreement", "host", "failures")},
         "candidate": candidate(m["candidate"])} for m in result["models"]}
 
 
