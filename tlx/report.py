@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tlx
 from tlx import files
-from tlx.bench.rows import ModelRow, read_bench_rows
+from tlx.bench.rows import ModelRow, read_bench
 from tlx.drop import drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir, confusion_name
@@ -164,9 +164,8 @@ def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Pa
     sections = [_dataset_section(run), _training_section(run)]
     bench, rows = None, ()
     if run.bench_json.is_file():
-        bench = files.read_json(run.bench_json)
         # The rows through their schema first: a damaged or hostile file is refused by it.
-        rows = read_bench_rows(bench, str(run.bench_json))
+        bench, rows = read_bench(run.bench_json)
         run.require_bench_of_this_model(bench)
         sections.insert(0, _headline(bench, rows))
         sections.append(_bench_section(run, bench, rows))

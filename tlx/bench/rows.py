@@ -519,6 +519,34 @@ BENCH_VERSION = 2
 _BENCH_AGAIN = "Measure the run again with `tlx bench RUN_DIR`."
 
 
+#: Read at most this much of a bench.json: its confusion matrices grow with the square of the
+#: labels (1000 labels, 4 models: about 40 MB as tlx writes it, indented).
+MAX_BENCH_BYTES = 64 << 20
+
+
+def read_bench(path) -> tuple[dict, tuple[ModelRow, ...]]:
+    """A bench.json read below MAX_BENCH_BYTES and parsed, and its rows through
+    read_bench_rows; ResultError (a TlxError naming the file and what to do) otherwise."""
+    import json
+
+    from tlx import files
+
+    try:
+        data = files.read_bounded(path, MAX_BENCH_BYTES)
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read it ({exc.strerror or exc}). {_BENCH_AGAIN}") from None
+    if data is None:
+        raise ResultError(f"{path} is larger than {MAX_BENCH_BYTES >> 20} MB: no bench.json is. {_BENCH_AGAIN}")
+    try:
+        # NaN is read (an older bench.json wrote a cold start that printed nothing so); the
+        # row schema refuses it anywhere else.
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ResultError(f"{path} is not a bench.json: not JSON ({printable(str(exc))[:200]}). "
+                          f"{_BENCH_AGAIN}") from None
+    return doc, read_bench_rows(doc, str(path))
+
+
 def read_bench_rows(doc: Any, source: str) -> tuple[ModelRow, ...]:
     """The model rows of a parsed bench.json (format 2, or 1 read under today's names), each
     checked against the file's photo count, labels, settings and reference; ResultError
@@ -543,9 +571,11 @@ def read_bench_rows(doc: Any, source: str) -> tuple[ModelRow, ...]:
     names = [e.get("name") if isinstance(e, dict) else None for e in entries]
     if reference_name not in names:
         top.fail(f"{shown(reference_name)} names no row of models", "reference")
+    if len(set(map(str, names))) != len(names):
+        top.fail("name a model twice", "models")
     first = names.index(reference_name)
     context = RowContext(n=n, n_labels=len(labels), threads=threads, runs=runs, reference=None,
-                         max_failures=n, may_be_untimed=True)
+                         max_failures=n, may_be_untimed=True, sha256_optional=version < 2)
     reference = read_row(Fields(entries[first], f"models[{first}]", source, _BENCH_AGAIN, "bench.json"), context)
     context = replace(context, reference=reference.accuracy)
     return tuple(reference if i == first else
