@@ -168,3 +168,21 @@ def test_any_mutation_of_a_bench_json_is_refused_or_read_exactly(bench_doc, data
     written = [{k: v for k, v in m.items() if k in ROW_KEYS}
                for m in (bench_doc if kind == "extra" else doc)["models"]]
     assert _same([row.to_json() for row in rows], written), (path, kind, value)
+
+
+def test_a_sweep_reads_a_candidates_bench_json_through_the_same_rows(genuine, bench_doc, tmp_path):  # noqa: F811
+    from tlx.errors import TlxError
+    from tlx.sweep.records import models_from_bench
+
+    models = models_from_bench(genuine["run"] / "bench" / "bench.json")
+    rows = {row.name: row for row in read_bench_rows(bench_doc, "bench.json")}
+    assert [m.format for m in models] == ["float32", "int8"]
+    for m in models:
+        assert (m.accuracy, m.latency_ms, m.size_bytes) == (
+            rows[m.format].accuracy.value, rows[m.format].latency[1].p50, rows[m.format].size_bytes)
+    damaged = json.loads(json.dumps(bench_doc))
+    damaged["models"][1]["accuracy"]["successes"] += 1
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(damaged))
+    with pytest.raises(TlxError, match=r"models\[1\]\.accuracy\.value .* sweep measures it again"):
+        models_from_bench(path)
