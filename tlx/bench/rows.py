@@ -30,19 +30,19 @@ from tlx.text import printable
 
 #: Longest error message kept per failed photo: the files stay small.
 MAX_ERROR_CHARS = 1000
+#: Longest text value (a name, a CPU string, an error message).
 MAX_TEXT = 4096
 MAX_LABELS = 100_000
 MAX_IMAGES = 10_000_000
 MAX_ROWS = 1024
 MAX_THREADS = 64
-MAX_FEATURES = 64
-MAX_VERSIONS = 64
 #: A latency or cold start beyond these is no measurement of an image classifier.
 MAX_MS = 1e7
 MAX_SECONDS = 1e7
 MAX_MB = 1e7
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
 
 class ResultError(TlxError):
     """A file of measurements from elsewhere (a device result, a bench.json) that cannot be

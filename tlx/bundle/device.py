@@ -29,9 +29,9 @@ import tlx
 from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.options import MeasureOptions
+from tlx.bench.rows import HostComparison, ModelRow, RunRecord, SweepCandidate, cold_start_of, failures_of
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
-from tlx.bench.rows import HostComparison, ModelRow, RunRecord, SweepCandidate, cold_start_of, failures_of
 from tlx.bundle.result import (BundleRecord, DeviceResult, MAX_FAILURES, ResultError, Settings, parse_machine,
                                parse_result)
 from tlx.drop import check_max_drop, drop_text, gate_text
