@@ -116,6 +116,8 @@ def test_a_bench_json_of_format_1_is_still_read_and_reported(genuine, bench_doc,
     (lambda doc: doc["models"][0].pop("file"), r"models\[0\]\.file is missing"),
     (lambda doc: doc["models"][2]["confusion"][0].append(0), r"confusion row 0 is not 3 counts"),
     (lambda doc: doc["models"][2]["drop"].update(points=50.0), r"models\[2\]\.drop\.points is 50"),
+    (lambda doc: doc.update(environment="x86"), "environment is 'x86', not a JSON object"),
+    (lambda doc: doc["environment"].update(cpu_features=[1]), r"environment\.cpu_features\[0\] is 1, not text"),
 ])
 def test_a_damaged_bench_json_is_refused_naming_the_place(bench_doc, damage, words):
     doc = json.loads(json.dumps(bench_doc))
@@ -137,7 +139,7 @@ def test_a_bench_json_that_is_no_json_or_too_large_is_refused(tmp_path):
 
 
 #: Where a mutation can reach what the row reader reads.
-_READ = ("models", "n_test", "labels", "settings", "reference", "format_version", "kind")
+_READ = ("models", "n_test", "labels", "settings", "reference", "format_version", "kind", "date", "environment")
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -36,6 +36,8 @@ MAX_LABELS = 100_000
 MAX_IMAGES = 10_000_000
 MAX_ROWS = 1024
 MAX_THREADS = 64
+#: Entries of a machine record's CPU features.
+MAX_FEATURES = 64
 #: A latency or cold start beyond these is no measurement of an image classifier.
 MAX_MS = 1e7
 MAX_SECONDS = 1e7
@@ -461,7 +463,7 @@ def read_row(f: Fields, ctx: RowContext) -> ModelRow:
     """One row of a bench.json or device result, checked against `ctx` (ResultError otherwise)."""
     n, reference = ctx.n, ctx.reference
     candidate = read_candidate(f.sub("candidate"), n) if ctx.sweep else None
-    if not ctx.sweep and f.get("candidate", nullable=True, missing=None) is not None:
+    if not ctx.sweep and f.get("candidate", nullable=True) is not None:
         f.fail("names a sweep candidate, but the file is not a sweep's", "candidate")
     if candidate is not None:
         reference = candidate.reference_accuracy
@@ -562,6 +564,7 @@ def read_bench_rows(doc: Any, source: str) -> tuple[ModelRow, ...]:
     version = top.check_integer(version, "format_version", 1, BENCH_VERSION)
     if version >= 2 and top.text("kind") != BENCH_KIND:
         top.fail(f"is not {BENCH_KIND!r}", "kind")
+    _check_environment(top)
     n, labels = top.integer("n_test", 1, MAX_IMAGES), top.texts("labels", MAX_LABELS)
     settings = top.sub("settings")
     threads = tuple(settings.check_integer(v, f"threads[{i}]", 1, 1024)
@@ -581,3 +584,17 @@ def read_bench_rows(doc: Any, source: str) -> tuple[ModelRow, ...]:
     return tuple(reference if i == first else
                  read_row(Fields(e, f"models[{i}]", source, _BENCH_AGAIN, "bench.json"), context)
                  for i, e in enumerate(entries))
+
+
+def _check_environment(top: Fields) -> None:
+    """The text of the machine record that reports show beside the rows (tlx report, the
+    host row of `tlx report --device`): text where text is shown, or the file is refused."""
+    top.text("date")
+    env = top.sub("environment")
+    for key in ("date", "cpu", "python"):
+        env.text(key)
+    env.text("architecture", nullable=True, missing=None)
+    # Records written before tlx.machine have neither; a newer one has both.
+    if env.get("cpu_features", nullable=True, missing=None) is not None:
+        env.texts("cpu_features", MAX_FEATURES)
+        env.text("int8_expectation")

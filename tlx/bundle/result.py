@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 from tlx import files
-from tlx.bench.rows import (MAX_IMAGES, MAX_LABELS, MAX_MB, MAX_ROWS, MAX_SECONDS, MAX_THREADS, Fields as _Fields,
-                            ModelRow, ResultError, RowContext, RunRecord, read_proportion, read_row,
-                            read_run as _run, renamed, shown as _shown)
+from tlx.bench.rows import (MAX_FEATURES, MAX_IMAGES, MAX_LABELS, MAX_MB, MAX_ROWS, MAX_SECONDS, MAX_THREADS,
+                            Fields as _Fields, ModelRow, ResultError, RowContext, RunRecord, read_proportion,
+                            read_row, read_run as _run, renamed, shown as _shown)
 from tlx.drop import DropGate, drop_exceeded
 from tlx.machine import Machine
 from tlx.stats import Proportion
@@ -59,8 +59,7 @@ RESULT_VERSION = 3
 MAX_RESULT_BYTES = 1 << 20
 #: Failed photos listed per row (the first ones; accuracy counts them all as wrong).
 MAX_FAILURES = 20
-#: Entries of a machine record's CPU features and package versions.
-MAX_FEATURES = 64
+#: Entries of a machine record's package versions.
 MAX_VERSIONS = 64
 _AGAIN = ("Pass the .json that `tlx bench BUNDLE` wrote, unchanged; if it was damaged on the "
           "way, copy it again or bench the bundle again on the device.")
