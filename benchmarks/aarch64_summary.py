@@ -115,7 +115,7 @@ def main(bundle_path: str, result_paths: list[str], notes_from: str | None = Non
             out.append(f"| {board} | {os_name}, Python {md(result.machine.python)}, numpy "
                        f"{md(versions.get('numpy', '?'))}, Pillow {md(versions.get('pillow', '?'))} | {install} | "
                        f"{md(m.name)} | {md(m.backend)} | {_pct(m.accuracy)} | "
-                       f"{drop.points:+.1f}{interval} | {100 * m.agreement_reference.value:.1f} | "
+                       f"{drop.points:+.1f}{interval} | {100 * m.agreement.value:.1f} | "
                        f"{same} | {_steps(h)} | {_predict(path)} |")
     notes = ""
     if notes_from and Path(notes_from).is_file():

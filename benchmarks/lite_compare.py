@@ -97,7 +97,7 @@ def _row(record: dict, latency: dict) -> str:
     result = record["result"]
     name = record["setting"].backbone
     keras, f32, i8 = (result.model(name) for name in ("keras", "float32", "int8"))
-    drop, low, high = paired_drop(record["truth"], keras.predicted, i8.predicted)
+    drop, low, high = paired_drop(record["truth"], result.predicted["keras"], result.predicted["int8"])
     drop += 0.0  # no "-0.00"
     interval = "" if low != low else f" [{low:+.2f}, {high:+.2f}]"  # NaN: no image changed
     acc = keras.accuracy
@@ -116,12 +116,12 @@ def _verdict(records: dict[str, dict]) -> str:
     for name in BACKBONES[1:]:
         if name not in records:
             continue
-        other = records[name]["result"].model("keras")
+        other = records[name]["result"].predicted["keras"]
         if records[name]["truth"] != base["truth"]:
             lines.append(f"- {name}: tested on other images than Lite0 (not comparable pairwise).")
             continue
         # paired_drop(reference, other) = reference minus other: Lite0 minus the bigger model.
-        d, low, high = paired_drop(base["truth"], base["result"].model("keras").predicted, other.predicted)
+        d, low, high = paired_drop(base["truth"], base["result"].predicted["keras"], other)
         gain, g_low, g_high = -d + 0.0, -high + 0.0, -low + 0.0  # + 0.0: no "-0.00"
         if g_low > 0:
             word = "beats Lite0"

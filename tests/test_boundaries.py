@@ -22,7 +22,7 @@ LIGHT_MODULES = (
     "tlx", "tlx.cli", "tlx.errors", "tlx.files", "tlx.text", "tlx.progress", "tlx.imaging",
     "tlx.machine", "tlx.run_dir", "tlx.run_config", "tlx.pixels.cache", "tlx.inspect", "tlx.metadata_codec", "tlx.drop",
     "tlx.export.formats", "tlx.stats", "tlx.bundle.archive", "tlx.bundle.device",
-    "tlx.bundle.compare",
+    "tlx.bundle.compare", "tlx.bench.rows",
     *(f"tlx.runtime.{m.name}" for m in pkgutil.iter_modules(tlx.runtime.__path__)),
 )
 
@@ -43,7 +43,7 @@ def test_light_module_imports_nothing_heavy(module):
 
 #: Shared infrastructure and the device side: nothing of the trainer package.
 BELOW_THE_TRAINER = ("tlx.run_dir", "tlx.run_config", "tlx.pixels.cache", "tlx.pixels.parallel_decode",
-                     "tlx.bench.bench", "tlx.bench.evaluate", "tlx.bundle.make", "tlx.bundle.device",
+                     "tlx.bench.bench", "tlx.bench.evaluate", "tlx.bench.rows", "tlx.bundle.make", "tlx.bundle.device",
                      "tlx.export.parity", "tlx.runtime")
 
 

@@ -567,7 +567,7 @@ def figures(result: dict) -> dict:
     """What a device result claims about accuracy and agreement (not timings or machine)."""
     return {"n": result["n_images"], "reference": result["reference"]["accuracy"],
             "models": {(m["name"], m["backend"]): {k: m[k] for k in (
-                "size_bytes", "accuracy", "drop", "agreement_reference", "host", "failures")}
+                "size_bytes", "accuracy", "drop", "agreement", "host", "failures")}
                 for m in result["models"]}}
 
 

@@ -211,7 +211,7 @@ def test_any_mutation_of_a_device_result_is_refused_or_shows_the_genuine_figures
 
 
 #: Where the figures of the report's device rows come from.
-_FIGURE_KEYS = {"accuracy", "drop", "agreement_reference", "host", "latency", "n_images", "reference",
+_FIGURE_KEYS = {"accuracy", "drop", "agreement", "host", "latency", "n_images", "reference",
                 "threads"}
 
 
@@ -428,8 +428,39 @@ def test_the_device_never_writes_a_result_the_report_would_refuse(genuine, tmp_p
     assert not list(tmp_path.glob("odd.*")), "nothing written"
 
 
+def _as_format_2(doc: dict) -> None:
+    """A result as tlx wrote it before the one row type (format 2), by hand: the agreement
+    named "agreement_reference", no "confusion", "candidate" only in a sweep's rows."""
+    doc["format_version"] = 2
+    for row in doc["models"]:
+        row["agreement_reference"] = row.pop("agreement")
+        del row["confusion"]
+        if row["candidate"] is None:
+            del row["candidate"]
+
+
+def test_a_version_2_result_is_still_read_with_the_same_rows(genuine):
+    """Results of format 2 are on devices already: read, their rows under today's names."""
+    device = _edit(genuine, _as_format_2)
+    assert "agreement_reference" in device.read_text() and '"agreement"' not in device.read_text()
+    old, new = read_result(device), read_result(genuine["path"])
+    assert old.format_version == 2 and old.models == new.models
+    result = _report(genuine["run"], device)
+    assert result.exit_code == 0, result.output
+    assert _device_rows((genuine["run"] / REPORT).read_text()) == genuine["rows"]
+
+
+def test_a_version_3_row_with_an_old_field_name_is_refused(genuine):
+    """Format 3 has one name per field: the old one alone is a damaged row, named as such."""
+    def renamed_back(doc):
+        doc["models"][0]["agreement_reference"] = doc["models"][0].pop("agreement")
+    with pytest.raises(ResultError, match=r"models\[0\]\.agreement is missing\. Pass the \.json"):
+        read_result(_edit(genuine, renamed_back))
+
+
 def test_a_version_1_result_without_model_hashes_is_still_read(genuine):
     def older(doc):
+        _as_format_2(doc)
         doc["format_version"] = 1
         for row in doc["models"]:
             del row["sha256"]
@@ -452,7 +483,7 @@ def test_a_drop_with_an_interval_is_read_and_a_lopsided_interval_refused(genuine
     for row in doc["models"][2:]:
         row["accuracy"] = wilson(reference - 1, n).to_json()
         row["drop"] = paired_difference(truth, ref, worse).to_json()
-        row["agreement_reference"] = wilson(n - 1, n).to_json()
+        row["agreement"] = wilson(n - 1, n).to_json()
     parsed = parse_result(json.loads(json.dumps(doc)), "edited")
     assert parsed.models[2].drop.points == pytest.approx(100 / n) and parsed.models[2].drop.low < 0
     doc["models"][2]["drop"]["ci95"][1] += 1.0
@@ -466,8 +497,12 @@ def test_the_gate_mode_is_read_checked_and_defaults_to_the_point(genuine):
     from tlx.drop import DropGate
 
     assert read_result(genuine["path"]).settings.max_drop_on is DropGate.POINT
-    older = read_result(_edit(genuine, lambda doc: doc["settings"].pop("max_drop_on")))
+    # Format 2 came before the option (and before its bump): no mode there is the point.
+    older = read_result(_edit(genuine, lambda doc: (_as_format_2(doc), doc["settings"].pop("max_drop_on"))))
     assert older.settings.max_drop_on is DropGate.POINT
+    # Format 3 always writes it: without it the file is damaged.
+    with pytest.raises(ResultError, match=r"settings\.max_drop_on is missing"):
+        read_result(_edit(genuine, lambda doc: doc["settings"].pop("max_drop_on")))
     with pytest.raises(ResultError, match=r"settings\.max_drop_on is 'sideways', not one of point, upper"):
         read_result(_edit(genuine, lambda doc: doc["settings"].update(max_drop_on="sideways")))
 
@@ -480,7 +515,7 @@ def test_the_gate_mode_is_read_checked_and_defaults_to_the_point(genuine):
             if row["name"] == "int8":
                 row["accuracy"] = wilson(reference - 1, n).to_json()
                 row["drop"] = paired_difference(truth, ref, [1] + ref[1:]).to_json()
-                row["agreement_reference"] = wilson(n - 1, n).to_json()
+                row["agreement"] = wilson(n - 1, n).to_json()
         # Over the drop (100 / n points), under its upper bound.
         doc["settings"].update(max_drop=100 / n + 1, max_drop_on="upper")
         doc["max_drop_exceeded"] = True

@@ -105,7 +105,15 @@ def test_values_from_bench_json_are_html_escaped(benched_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(benched_run, run, ignore=shutil.ignore_patterns("checkpoints", REPORT))
     bench = json.loads((run / "bench" / "bench.json").read_text())
-    bench["n_test"] = "<script>alert(1)</script>"
+    bench["environment"]["cpu"] = "<script>alert(1)</script>"
     (run / "bench" / "bench.json").write_text(json.dumps(bench))
     html = write_report(run).read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # A figure that is text is no figure: refused by bench.json's row schema, with what to do.
+    bench["n_test"] = "<script>alert(1)</script>"
+    (run / "bench" / "bench.json").write_text(json.dumps(bench))
+    (run / REPORT).unlink(missing_ok=True)
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "n_test is '<script>" in result.output and "tlx bench RUN_DIR" in result.output
+    assert not (run / REPORT).exists()

@@ -128,6 +128,25 @@ def test_the_report_draws_each_devices_front_and_picks(sweep_dir, device_results
             assert pick in device.front and pick.latency_ms <= budget.max_latency_ms
 
 
+def test_a_sweep_result_of_format_2_is_still_read_and_reported(sweep_dir, device_results, tmp_path):
+    """A sweep's result written before the one row type (by hand: "agreement_reference", no
+    "confusion"): the same rows, the same report."""
+    from tlx.bundle.result import read_result
+
+    _, first, _ = device_results
+    doc = json.loads(first.read_text())
+    doc["format_version"] = 2
+    for row in doc["models"]:
+        row["agreement_reference"] = row.pop("agreement")
+        del row["confusion"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    assert read_result(old).models == read_result(first).models
+    result = runner.invoke(app, ["report", str(sweep_dir), "--device", str(old)])
+    assert result.exit_code == 0, result.output
+    assert (sweep_dir / "report.html").read_text().count("<h2>Device: ") == 1
+
+
 def test_report_json_of_a_sweep_folder_names_the_report(sweep_dir, device_results):
     _, first, _ = device_results
     result = runner.invoke(app, ["report", str(sweep_dir), "--device", str(first), "--json"])
@@ -250,7 +269,7 @@ def _sweep_figures(result: dict) -> dict:
                 "run": {k: v for k, v in c["run"].items() if k != "run_id"}}
 
     return {(m["candidate"]["run"]["name"], m["name"], m["backend"]): {
-        **{k: m[k] for k in ("size_bytes", "accuracy", "drop", "agreement_reference", "host", "failures")},
+        **{k: m[k] for k in ("size_bytes", "accuracy", "drop", "agreement", "host", "failures")},
         "candidate": candidate(m["candidate"])} for m in result["models"]}
 
 

@@ -61,17 +61,6 @@ def drop_text(drop: PairedDifference, digits: int = 2) -> str:
     return f"{drop.points:+.{digits}f} [{drop.low:+.{digits}f}, {drop.high:+.{digits}f}]"
 
 
-def bench_drop_text(model: dict) -> str:
-    """drop_text of a model row of bench.json: "-" for the reference; the point alone for a
-    bench.json written before rows carried the interval ("drop_points" only)."""
-    drop = model.get("drop")
-    if drop is None:
-        points = model.get("drop_points")
-        return "-" if points is None else f"{points:+.2f}"
-    low, high = drop["ci95"] or (math.nan, math.nan)
-    return drop_text(PairedDifference(drop["points"], low, high, drop["n"]))
-
-
 def gate_text(max_drop: float, on: DropGate) -> str:
     """How the limit reads in messages: 'X points' or 'X points (upper 95% bound)'."""
     return f"{max_drop:g} points" + (" (upper bound of the 95% interval)"

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import math
 from collections import Counter
 from pathlib import Path
 
 import tlx
 from tlx import files
-from tlx.drop import bench_drop_text
+from tlx.bench.rows import ModelRow, read_bench
+from tlx.drop import drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir, confusion_name
 from tlx.text import html_text
@@ -78,38 +80,39 @@ def _training_section(run: RunDir) -> str:
     return "".join(parts)
 
 
-def _headline(bench: dict) -> str:
+def _drop_text(m: ModelRow) -> str:
+    return "-" if m.drop is None else drop_text(m.drop)
+
+
+def _headline(bench: dict, rows: tuple[ModelRow, ...]) -> str:
     """One sentence with what most readers came for: what int8 costs and buys."""
-    models = {m["name"]: m for m in bench["models"]}
+    models = {m.name: m for m in rows}
     int8, reference = models.get("int8"), models.get(bench["reference"])
     if int8 is None or reference is None or int8 is reference:
         return ""
-    def p50(m):
-        first = next(iter(m["latency"].values()), None)
-        return first["p50_ms"] if first else None
     float32 = models.get("float32")
     faster = ""
-    if float32 and p50(float32) and p50(int8):
-        faster = f", {p50(float32) / p50(int8):.1f}x faster than float32 ({p50(int8):.1f} ms per image)"
-    smaller = f", {float32['size_bytes'] / int8['size_bytes']:.1f}x smaller" if float32 else ""
-    interval = "; in brackets its paired 95% interval" if (int8.get("drop") or {}).get("ci95") else ""
-    return (f'<p class="headline">int8: top-1 {100 * int8["accuracy"]["value"]:.1f}% against '
-            f'{100 * reference["accuracy"]["value"]:.1f}% for {html_text(reference["name"])} '
-            f'({html_text(bench_drop_text(int8))} points drop on {html_text(str(bench["n_test"]))} '
+    if float32 and float32.first_p50 and int8.first_p50:
+        faster = (f", {float32.first_p50 / int8.first_p50:.1f}x faster than float32 "
+                  f"({int8.first_p50:.1f} ms per image)")
+    smaller = f", {float32.size_bytes / int8.size_bytes:.1f}x smaller" if float32 else ""
+    interval = "; in brackets its paired 95% interval" if int8.drop and not math.isnan(int8.drop.low) else ""
+    return (f'<p class="headline">int8: top-1 {100 * int8.accuracy.value:.1f}% against '
+            f'{100 * reference.accuracy.value:.1f}% for {html_text(reference.name)} '
+            f'({html_text(_drop_text(int8))} points drop on {html_text(str(bench["n_test"]))} '
             f'test images{interval}){smaller}{faster}.</p>')
 
 
-def _bench_section(run: RunDir, bench: dict) -> str:
+def _bench_section(run: RunDir, bench: dict, models: tuple[ModelRow, ...]) -> str:
     rows = []
-    for m in bench["models"]:
-        acc = m["accuracy"]
-        first = next(iter(m["latency"].values()), None)
+    for m in models:
+        acc = m.accuracy
         rows.append([
-            m["name"], f"{m['size_bytes'] / 1e6:.2f}",
-            f"{100 * acc['value']:.1f} [{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]",
-            bench_drop_text(m),
-            "-" if first is None else f"{first['p50_ms']:.2f}",
-            "-" if m["cold_start"] is None else f"{m['cold_start']['first_output_s']:.2f}",
+            m.name, f"{m.size_bytes / 1e6:.2f}",
+            f"{100 * acc.value:.1f} [{100 * acc.low:.1f}, {100 * acc.high:.1f}]",
+            _drop_text(m),
+            "-" if m.first_p50 is None else f"{m.first_p50:.2f}",
+            "-" if m.cold_start is None else f"{m.cold_start.first_output_s:.2f}",
         ])
     env = bench["environment"]
     parts = [
@@ -123,10 +126,10 @@ def _bench_section(run: RunDir, bench: dict) -> str:
                 "cold start s"], rows),
         _image(run.bench_chart, "Accuracy against latency"),
     ]
-    for m in bench["models"]:
-        path = run.bench / confusion_name(m["name"])
+    for m in models:
+        path = run.bench / confusion_name(m.name)
         if path.is_file():
-            parts.append(_image(path, f"Confusion matrix: {m['name']}"))
+            parts.append(_image(path, f"Confusion matrix: {m.name}"))
     return "".join(parts)
 
 
@@ -137,10 +140,10 @@ def missing_parts(run: RunDir) -> list[str]:
     return [name for name, path in wanted.items() if not path.is_file()]
 
 
-def _devices_section(bench: dict | None, results: list[dict]) -> str:
+def _devices_section(bench: dict | None, host: tuple[ModelRow, ...], results: list) -> str:
     from tlx.bundle.compare import comparison
 
-    header, rows = comparison(bench, results)
+    header, rows = comparison(bench, host, results)
     return ("<h2>Host and devices</h2><p>The same models on the host (<code>tlx bench RUN_DIR</code>) and "
             "on each device (<code>tlx bench BUNDLE</code>, the bundle's test photos). Drop and agreement "
             "are against the Keras model; <i>outputs = host's</i> counts the photos whose output equals "
@@ -159,14 +162,15 @@ def write_report(run_dir: Path, title: str = "tlx run report", devices=()) -> Pa
     device_results = read_device_results(run, list(devices))
     missing = missing_parts(run)
     sections = [_dataset_section(run), _training_section(run)]
-    bench = None
+    bench, rows = None, ()
     if run.bench_json.is_file():
-        bench = files.read_json(run.bench_json)
+        # The rows through their schema first: a damaged or hostile file is refused by it.
+        bench, rows = read_bench(run.bench_json)
         run.require_bench_of_this_model(bench)
-        sections.insert(0, _headline(bench))
-        sections.append(_bench_section(run, bench))
+        sections.insert(0, _headline(bench, rows))
+        sections.append(_bench_section(run, bench, rows))
     if device_results:
-        sections.append(_devices_section(bench, device_results))
+        sections.append(_devices_section(bench, rows, device_results))
     banner = ""
     if missing:
         banner = ('<p class="incomplete"><b>Incomplete run.</b> Missing: ' + html_text(", ".join(missing))

@@ -4,22 +4,23 @@ installed) on the run's held-out test split, through tlx.runtime."""
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 import tlx
-from tlx import machine
+from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.options import MeasureOptions
+from tlx.bench.rows import BENCH_KIND, BENCH_VERSION, ModelRow, cold_start_of, failures_of
 from tlx.drop import check_max_drop, drop_exceeded
 from tlx.errors import TlxError
 from tlx.imaging import check_image_size
 from tlx.progress import Log, silent
 from tlx.run_dir import RunDir, require_present, require_same_photos
-from tlx.stats import PairedDifference, Proportion, confusion_matrix, paired_difference, wilson
+from tlx.stats import confusion_matrix, paired_difference, wilson
 
 KERAS = "keras"
 
@@ -44,60 +45,27 @@ class BenchConfig:
 
 
 @dataclass
-class ModelResult:
-    name: str
-    path: str
-    backend: Optional[str]
-    size_bytes: int
-    accuracy: Proportion
-    #: Predicted class per test image (-1 where the model failed on it).
-    predicted: np.ndarray
-    confusion: np.ndarray
-    failures: list = field(default_factory=list)
-    agreement: Optional[Proportion] = None
-    #: The reference's accuracy minus this model's, in points, paired (None: the reference).
-    drop: Optional[PairedDifference] = None
-    latency: dict = field(default_factory=dict)  # threads -> Latency
-    cold_start: Optional[measure.ProcessCost] = None
-
-    @property
-    def drop_points(self) -> Optional[float]:
-        return None if self.drop is None else self.drop.points
-
-    def to_json(self) -> dict:
-        return {
-            "name": self.name, "path": self.path, "backend": self.backend, "size_bytes": self.size_bytes,
-            "accuracy": self.accuracy.to_json(),
-            # "drop" as in the device result; "drop_points" (its points) for older readers.
-            "drop": self.drop and self.drop.to_json(),
-            "drop_points": self.drop_points,
-            "agreement": self.agreement.to_json() if self.agreement else None,
-            "latency": {str(t): lat.to_json() for t, lat in self.latency.items()},
-            "cold_start": self.cold_start.to_json() if self.cold_start else None,
-            "failures": [{"path": p, "error": e} for p, e in self.failures],
-            "confusion": self.confusion.tolist(),
-        }
-
-
-@dataclass
 class BenchResult:
     config: BenchConfig
     labels: list[str]
     n_test: int
     unreadable: list
     reference: Optional[str]
-    models: list[ModelResult]
+    models: list[ModelRow]
     environment: dict
     failed_drop: bool = False
     #: SHA-256 of the run's model.keras the exported files were checked against (None without it).
     model_sha256: Optional[str] = None
+    #: Predicted class per test image (-1 where the model failed on it), by row name; not written.
+    predicted: dict = field(default_factory=dict)
 
-    def model(self, name: str) -> ModelResult:
+    def model(self, name: str) -> ModelRow:
         return next(m for m in self.models if m.name == name)
 
     def to_json(self) -> dict:
         measurement = self.config.measurement
         return {
+            "kind": BENCH_KIND, "format_version": BENCH_VERSION,
             "run_dir": str(self.config.run_dir),
             "date": self.environment["date"],
             "environment": self.environment,
@@ -177,10 +145,10 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     log(f"Decoding {len(split.test)} test images")
     images = evaluate.load_test_images(split.test, tuple(split.image_size), preprocessing)
 
-    results: list[ModelResult] = []
+    measured: list[tuple[ModelRow, np.ndarray]] = []
     if config.include_keras and evaluate.tensorflow_available() and run.model.is_file():
         log("Evaluating the Keras model")
-        results.append(_bench_keras(run.model, labels, images, config))
+        measured.append(_bench_keras(run.model, labels, images, config))
 
     backends = [resolve_name(config.backend)]
     if config.compare_backends:
@@ -188,30 +156,32 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
     for path in tflite_paths:
         for backend in backends:
             name = model_name(path) if len(backends) == 1 else f"{model_name(path)} ({backend})"
-            results.append(_bench_tflite(name, path, backend, labels, images, config, log,
-                                         run, preprocessing))
+            measured.append(_bench_tflite(name, path, backend, labels, images, config, log,
+                                          run, preprocessing))
 
     # The drop is measured against Keras when it ran, else against the first .tflite.
-    reference = results[0]
-    for result in results[1:]:
-        result.agreement = wilson(int(np.sum(result.predicted == reference.predicted)), len(images.paths))
-        result.drop = paired_difference(images.labels, reference.predicted, result.predicted)
+    reference, reference_predicted = measured[0]
+    results = [reference] + [
+        replace(row, agreement=wilson(int(np.sum(predicted == reference_predicted)), len(images.paths)),
+                drop=paired_difference(images.labels, reference_predicted, predicted))
+        for row, predicted in measured[1:]]
     failed = drop_exceeded(((r.name, r.drop) for r in results), config.measurement.max_drop,
                            config.measurement.max_drop_on)
     return BenchResult(config, labels, len(images.paths), images.skipped, reference.name, results,
-                       environment(), failed, model_sha256=model_sha)
+                       environment(), failed, model_sha256=model_sha,
+                       predicted={row.name: predicted for row, predicted in measured})
 
 
-def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> ModelResult:
+def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> tuple[ModelRow, np.ndarray]:
     predictions = evaluate.keras_predictions(model_path, len(labels), images)
-    result = _model_result(KERAS, model_path, None, labels, images, predictions)
+    cold_start = None
     if config.measurement.cold_start:
-        result.cold_start = measure.keras_cold_start(model_path, images.paths[0], len(labels))
-    return result
+        cold_start = cold_start_of(measure.keras_cold_start(model_path, images.paths[0], len(labels)))
+    return _model_row(KERAS, model_path, None, labels, images, predictions, {}, cold_start), predictions.predicted
 
 
 def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig, log: Log,
-                  run: RunDir, preprocessing: int) -> ModelResult:
+                  run: RunDir, preprocessing: int) -> tuple[ModelRow, np.ndarray]:
     from tlx.runtime import Classifier
 
     log(f"Evaluating {name}")
@@ -224,23 +194,27 @@ def _bench_tflite(name, path: Path, backend, labels, images, config: BenchConfig
                      "the run's split.json", "Re-export it with `tlx export`.")
     run.require_preprocessing(path, classifier.preprocessing, preprocessing)
     predictions = evaluate.tflite_predictions(classifier, images)
-    result = _model_result(name, path, classifier.backend, labels, images, predictions)
+    latency = {}
     for threads in options.threads:
         log(f"Timing {name}, {threads} thread(s)")
         # The evaluation's interpreter already has the first thread count.
         timed = classifier if threads == options.threads[0] else Classifier.from_file(
             path, num_threads=threads, backend=backend)
-        result.latency[threads] = measure.interpreter_latency(timed, images.pixels[0], options.runs,
-                                                              options.warmup)
+        latency[threads] = measure.interpreter_latency(timed, images.pixels[0], options.runs, options.warmup)
+    cold_start = None
     if options.cold_start:
         log(f"Cold start of `tlx predict` with {name}")
-        result.cold_start = measure.predict_cold_start(path, images.paths[0], classifier.backend)
-    return result
+        cold_start = cold_start_of(measure.predict_cold_start(path, images.paths[0], classifier.backend))
+    row = _model_row(name, path, classifier.backend, labels, images, predictions, latency, cold_start)
+    return row, predictions.predicted
 
 
-def _model_result(name, path: Path, backend, labels, images, predictions) -> ModelResult:
-    return ModelResult(
-        name, str(path), backend, path.stat().st_size,
-        wilson(predictions.correct(images.labels), len(images.paths)), predictions.predicted,
-        confusion_matrix(images.labels, predictions.predicted, len(labels)),
-        failures=predictions.failures)
+def _model_row(name, path: Path, backend, labels, images, predictions, latency, cold_start) -> ModelRow:
+    """The row of a model measured here; agreement and drop are set once the reference is known."""
+    confusion = confusion_matrix(images.labels, predictions.predicted, len(labels))
+    return ModelRow(
+        name=name, backend=backend, file=str(path), size_bytes=path.stat().st_size,
+        sha256=files.sha256_file(path), accuracy=wilson(predictions.correct(images.labels), len(images.paths)),
+        drop=None, agreement=None, host=None, latency=latency, cold_start=cold_start,
+        failures=failures_of(predictions.failures),
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion))

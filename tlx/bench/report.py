@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from tlx import files
 from tlx.bench import plots
 from tlx.drop import drop_text, gate_text
@@ -128,6 +130,6 @@ def write(result, out_dir: Path) -> dict[str, Path]:
     plots.accuracy_vs_latency(points, written["chart"])
     for m in result.models:
         path = out_dir / confusion_name(m.name)
-        plots.confusion(m.confusion, result.labels, f"{m.name}: top-1 {100 * m.accuracy.value:.1f}%", path)
+        plots.confusion(np.asarray(m.confusion), result.labels, f"{m.name}: top-1 {100 * m.accuracy.value:.1f}%", path)
         written[f"confusion {m.name}"] = path
     return written

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from tlx import files
+from tlx.bench.rows import ModelRow
 from tlx.bundle.result import DeviceResult, read_result
-from tlx.drop import bench_drop_text, drop_text
+from tlx.drop import drop_text
 from tlx.errors import TlxError
 from tlx.run_dir import RunDir
 from tlx.text import printable
@@ -83,11 +84,6 @@ def _pct(value: float, low: float, high: float) -> str:
     return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def _first_p50(latency: dict) -> Optional[float]:
-    first = next(iter(latency.values()), None)
-    return first["p50_ms"] if first else None
-
-
 def _ratios(rows: list[tuple[str, str, Optional[float]]]) -> dict[str, Optional[float]]:
     """int8 p50 / float32 p50 per backend, from (model, backend, p50)."""
     p50 = {(model, backend): value for model, backend, value in rows}
@@ -99,19 +95,18 @@ def _ratios(rows: list[tuple[str, str, Optional[float]]]) -> dict[str, Optional[
     return out
 
 
-def host_rows(bench: dict) -> list[list[str]]:
+def host_rows(bench: dict, models: tuple[ModelRow, ...]) -> list[list[str]]:
+    """The host's rows: bench.json's model rows (read by tlx.bench.rows) and its machine."""
     env = bench["environment"]
     where = f"host ({bench['date']})"
     machine = _machine(env.get("cpu"), env.get("architecture"), env.get("cpu_features"))
-    models = [m for m in bench["models"]]
-    plain = [(m["name"].split(" (")[0], m["backend"] or "keras", _first_p50(m["latency"])) for m in models]
+    plain = [(m.name.split(" (")[0], m.backend or "keras", m.first_p50) for m in models]
     ratios = _ratios(plain)
     rows = []
     for m, (name, backend, p50) in zip(models, plain):
-        acc = m["accuracy"]
-        rows.append([where, machine, name, backend, _pct(acc["value"], *acc["ci95"]),
-                     bench_drop_text(m),
-                     "-" if m["agreement"] is None else f"{100 * m['agreement']['value']:.1f}",
+        rows.append([where, machine, name, backend, _pct(m.accuracy.value, m.accuracy.low, m.accuracy.high),
+                     "-" if m.drop is None else drop_text(m.drop),
+                     "-" if m.agreement is None else f"{100 * m.agreement.value:.1f}",
                      "(host)", "-" if p50 is None else f"{p50:.2f}",
                      f"{ratios[backend]:.2f}" if name == "int8" and backend in ratios else "-"])
     return rows
@@ -129,7 +124,7 @@ def device_rows(result: DeviceResult) -> list[list[str]]:
                                                           if host.max_steps is not None else ""))
         p50 = m.first_p50
         rows.append([where, machine, m.name, m.backend, _pct(m.accuracy.value, m.accuracy.low, m.accuracy.high),
-                     drop_text(m.drop), f"{100 * m.agreement_reference.value:.1f}",
+                     drop_text(m.drop), f"{100 * m.agreement.value:.1f}",
                      same or "-",
                      "not a device figure" if emulated else "-" if p50 is None else f"{p50:.2f}",
                      "-" if emulated or m.name != "int8" or m.backend not in ratios
@@ -137,8 +132,10 @@ def device_rows(result: DeviceResult) -> list[list[str]]:
     return rows
 
 
-def comparison(bench: Optional[dict], results: list[DeviceResult]) -> tuple[list[str], list[list[str]]]:
-    rows = host_rows(bench) if bench else []
+def comparison(bench: Optional[dict], host: tuple[ModelRow, ...],
+               results: list[DeviceResult]) -> tuple[list[str], list[list[str]]]:
+    """The table: the host's rows (bench.json and its rows; none without it), then each device's."""
+    rows = host_rows(bench, host) if bench else []
     for result in results:
         rows += device_rows(result)
     return HEADER, rows

@@ -29,10 +29,10 @@ import tlx
 from tlx import files, machine
 from tlx.bench import evaluate, measure
 from tlx.bench.options import MeasureOptions
+from tlx.bench.rows import HostComparison, ModelRow, RunRecord, SweepCandidate, cold_start_of, failures_of
 from tlx.bundle.archive import Bundle, BundleError, open_bundle, sha256_bytes
 from tlx.bundle.manifest import MAX_PHOTO_PIXELS, Manifest, ModelEntry, remake
-from tlx.bundle.result import (BundleRecord, ColdStart, DeviceResult, HostComparison, ModelResult,
-                               MAX_FAILURES, ResultError, RunRecord, Settings, SweepCandidate, parse_machine,
+from tlx.bundle.result import (BundleRecord, DeviceResult, MAX_FAILURES, ResultError, Settings, parse_machine,
                                parse_result)
 from tlx.drop import check_max_drop, drop_text, gate_text
 from tlx.errors import TlxError
@@ -40,9 +40,6 @@ from tlx.progress import Log, silent
 from tlx.imaging import check_image_size, load_image
 from tlx.stats import paired_difference, wilson
 from tlx.text import markdown_text, printable
-
-#: Longest error message kept per failed photo: the result file stays small.
-MAX_ERROR_CHARS = 1000
 
 #: When the host did not run a backend, the host backend with the same kernels to compare
 #: against: tflite-runtime runs int8 on the builtin kernels, as ai-edge-litert does without
@@ -166,7 +163,7 @@ def _photos(bundle: Bundle, part: Manifest) -> tuple[np.ndarray, np.ndarray, lis
 
 
 def _bench_model(bundle, part: Manifest, entry, content, backend, pixels, truth, names, config,
-                 log: Log, candidate: Optional[SweepCandidate] = None) -> ModelResult:
+                 log: Log, candidate: Optional[SweepCandidate] = None) -> ModelRow:
     from tlx.runtime import Classifier
 
     options = config.measurement
@@ -203,19 +200,16 @@ def _bench_model(bundle, part: Manifest, entry, content, backend, pixels, truth,
             suffix = Path(image).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", Path(image).suffix) else ""
             image_path = Path(scratch) / f"photo{suffix}"
             image_path.write_bytes(bundle.read(image))
-            cost = measure.predict_cold_start(model_path, image_path, classifier.backend)
-        # A `tlx predict` that printed nothing has no start-up time (NaN): not measured.
-        if np.isfinite(cost.first_output_s) and np.isfinite(cost.peak_rss_mb):
-            cold_start = ColdStart(cost.first_output_s, cost.peak_rss_mb)
-    return ModelResult(
+            cold_start = cold_start_of(measure.predict_cold_start(model_path, image_path, classifier.backend))
+    return ModelRow(
         name=entry.name, backend=classifier.backend, file=entry.file, size_bytes=entry.size_bytes,
         sha256=sha256_bytes(content),
         accuracy=wilson(int(np.sum(predicted == truth)), len(truth)),
         drop=paired_difference(truth, reference, predicted),
-        agreement_reference=wilson(int(np.sum(predicted == reference)), len(truth)),
+        agreement=wilson(int(np.sum(predicted == reference)), len(truth)),
         host=_against_host(part, entry, classifier, scores, predicted),
         latency=latency, cold_start=cold_start,
-        failures=tuple((str(n), str(e)[:MAX_ERROR_CHARS]) for n, e in failures[:MAX_FAILURES]),
+        failures=failures_of(failures, MAX_FAILURES),
         candidate=candidate)
 
 
@@ -276,7 +270,7 @@ def _vs_host(h: Optional[HostComparison]) -> str:
     return f"{h.identical}/{h.n} identical, max diff {largest}{same}"
 
 
-def row_name(m: ModelResult) -> str:
+def row_name(m: ModelRow) -> str:
     """The model's name in a table: <run>/<name> in a sweep's result."""
     return f"{m.candidate.run.name}/{m.name}" if m.candidate else m.name
 
@@ -290,7 +284,7 @@ def table_rows(result: DeviceResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for m in result.models:
         row = [row_name(m), m.backend, _pct(m.accuracy), drop_text(m.drop),
-               f"{100 * m.agreement_reference.value:.1f}", _vs_host(m.host)]
+               f"{100 * m.agreement.value:.1f}", _vs_host(m.host)]
         for t in threads:
             lat = m.latency.get(t)
             row.append("emulated" if emulated else f"{lat.p50:.2f}/{lat.p90:.2f}/{lat.p99:.2f}" if lat else "-")

@@ -20,7 +20,8 @@ from typing import Optional
 import tlx
 from tlx import files
 from tlx.bundle.compare import run_id_of
-from tlx.bundle.result import DeviceResult, ModelResult, read_result
+from tlx.bench.rows import ModelRow
+from tlx.bundle.result import DeviceResult, read_result
 from tlx.drop import drop_text
 from tlx.errors import TlxError
 from tlx.report import STYLE, table
@@ -88,7 +89,7 @@ def not_of_this_sweep(sweep_dir: Path, record: SweepRecord, result: DeviceResult
     return list(dict.fromkeys(problems))
 
 
-def row_id(m: ModelResult, several_backends: bool) -> str:
+def row_id(m: ModelRow, several_backends: bool) -> str:
     base = f"{m.candidate.run.name}/{m.name}"
     return f"{base} ({m.backend})" if several_backends else base
 

@@ -248,28 +248,29 @@ BENCH_THREADS = 1
 
 
 def models_from_bench(path: Path) -> tuple[ModelRecord, ...]:
-    """The .tflite models of a run's bench.json (not the Keras reference): accuracy on the test
-    split, p50 latency at BENCH_THREADS, file size."""
-    obj = read_bounded_json(path, MAX_SWEEP_BYTES, "the candidate's measurements")
+    """The .tflite models of a run's bench.json (not the Keras reference), read through the
+    one row schema (tlx.bench.rows): accuracy on the test split, p50 latency at
+    BENCH_THREADS, file size."""
+    from tlx.bench.rows import ResultError, read_bench
+
+    again = "The sweep measures it again when you run it again."
     try:
-        entries = _get(obj, "models", list, "bench.json")
-        if len(entries) > MAX_MODELS + 1:
-            raise _Bad(f"it lists {len(entries)} models")
+        _, rows = read_bench(path)
+        if len(rows) > MAX_MODELS + 1:
+            raise _Bad(f"it lists {len(rows)} models")
         models = []
-        for i, entry in enumerate(entries):
-            where = f"models[{i}]"
-            name = _get(entry, "name", str, where)
-            if name == "keras":
+        for i, row in enumerate(rows):
+            if row.name == "keras":
                 continue
-            latency = _get(_get(entry, "latency", dict, where), str(BENCH_THREADS), dict, f"{where}.latency")
-            models.append(_model({"format": name, "size_bytes": _get(entry, "size_bytes", int, where),
-                                  "accuracy": _get(_get(entry, "accuracy", dict, where), "value",
-                                                   (int, float), f"{where}.accuracy"),
-                                  "latency_ms": _get(latency, "p50_ms", (int, float), f"{where}.latency")},
-                                 where))
+            latency = row.latency.get(BENCH_THREADS)
+            if latency is None:
+                raise _Bad(f"models[{i}] has no {BENCH_THREADS}-thread latency")
+            models.append(_model({"format": row.name, "size_bytes": row.size_bytes,
+                                  "accuracy": row.accuracy.value, "latency_ms": latency.p50}, f"models[{i}]"))
+    except ResultError as exc:
+        raise TlxError(f"{exc} {again}") from None
     except _Bad as exc:
-        raise TlxError(f"{path} is not a bench.json with {BENCH_THREADS}-thread latencies ({exc}). "
-                       "The sweep measures it again when you run it again.") from None
+        raise TlxError(f"{path} is not a bench.json with {BENCH_THREADS}-thread latencies ({exc}). {again}") from None
     if not models:
         raise TlxError(f"{path} holds no .tflite model.")
     return tuple(models)
