@@ -288,7 +288,7 @@ def _real_frames():
 def test_version_2_real_frames_identical_to_the_two_copy_route(size):
     target = imaging.image_size_tuple(size)
     for frame in _real_frames():
-        assert imaging._packed_rgb(frame)
+        assert imaging._packed_order(frame) == "RGB"
         assert np.array_equal(load_image(frame, size, version=2), _centre_subsample_by_hand(frame, target)), \
             (frame.shape, size)
 
@@ -308,6 +308,26 @@ def test_version_2_gather_identical_on_random_frames_and_crops(height, width, pa
     assert np.array_equal(load_image(frame, target, version=2), _centre_subsample_by_hand(frame, target))
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(height=st.integers(1, 500), width=st.integers(1, 700), pad_left=st.integers(0, 5),
+       pad_right=st.integers(0, 5), top=st.integers(0, 3), target_h=st.integers(1, 200),
+       target_w=st.integers(1, 200), version=st.sampled_from(sorted(imaging.PREPROCESSING_VERSIONS)),
+       seed=st.integers(0, 2**32 - 1))
+def test_a_bgr_frames_reversed_view_gives_the_pixels_of_its_rgb_copy(height, width, pad_left, pad_right, top,
+                                                                   target_h, target_w, version, seed):
+    """tlx.runtime hands OpenCV's BGR frames on as `bgr[..., ::-1]` (no whole-frame
+    conversion): every version reads the same pixels from that view as from a packed copy,
+    whole frames and crops of them, any size and target."""
+    rng = np.random.default_rng(seed)
+    parent = rng.integers(0, 256, (height + top, width + pad_left + pad_right, 3), dtype=np.uint8)
+    for bgr in (parent, parent[top:, pad_left:pad_left + width]):
+        view = bgr[..., ::-1]
+        assert imaging._packed_order(view) == "BGR"
+        target = (target_h, target_w)
+        assert np.array_equal(load_image(view, target, version=version),
+                              load_image(np.ascontiguousarray(view), target, version=version))
+
+
 def test_version_2_gather_falls_back_to_copying_with_the_same_pixels(monkeypatch):
     frame = next(_real_frames())
     expected = load_image(frame, 160, version=2)
@@ -324,7 +344,7 @@ import ctypes, mmap, sys
 import numpy as np
 from tlx.imaging import load_image
 
-height, width, target, control = (int(v) for v in sys.argv[1:5])
+height, width, target, control, bgr = (int(v) for v in sys.argv[1:6])
 page = mmap.PAGESIZE
 size = height * width * 3
 pages = -(-size // page) + 1
@@ -338,13 +358,15 @@ frame = np.frombuffer(region, np.uint8, count=size, offset=(pages - 1) * page - 
 frame[:] = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
 if control:
     ctypes.string_at(address + (pages - 1) * page, 1)  # one byte past the frame
-pixels = load_image(frame, target, version=2)
-print("ok", int(pixels.sum()))
+view = frame[..., ::-1] if bgr else frame  # an OpenCV frame handed on as RGB
+pixels = [load_image(view, target, version=version) for version in (2, 3)]
+print("ok", sum(int(p.sum()) for p in pixels))
 """
 
 
+@pytest.mark.parametrize("bgr", [0, 1])
 @pytest.mark.parametrize("height, width, target", [(480, 640, 160), (64, 64, 16), (720, 1280, 160), (3, 5, 1)])
-def test_version_2_gather_never_reads_past_the_frame(height, width, target):
+def test_version_2_gather_never_reads_past_the_frame(height, width, target, bgr):
     """The frame ends right before a page no process may read: reading one byte past it kills
     the child (the control run shows the guard works), the reduction does not."""
     import subprocess
@@ -352,9 +374,9 @@ def test_version_2_gather_never_reads_past_the_frame(height, width, target):
 
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     args = [sys.executable, "-c", _GUARD_CHILD, str(height), str(width), str(target)]
-    control = subprocess.run(args + ["1"], capture_output=True, text=True, env=env)
+    control = subprocess.run(args + ["1", str(bgr)], capture_output=True, text=True, env=env)
     assert control.returncode < 0, control.stderr  # killed by SIGSEGV
-    run = subprocess.run(args + ["0"], capture_output=True, text=True, env=env)
+    run = subprocess.run(args + ["0", str(bgr)], capture_output=True, text=True, env=env)
     assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr
 
 

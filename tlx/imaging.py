@@ -190,15 +190,20 @@ def _reduced_image(array: np.ndarray, target: tuple[int, int]) -> Image.Image:
     centre pixel of each fy x fx cell (_subsample_array). An RGB frame with packed pixels
     (any camera's, a crop of one) goes through _gather_rgbx: one pass, one copy, of the kept
     pixels only, straight into the memory Pillow resizes from. Same pixels either way."""
-    if _packed_rgb(array):  # also with nothing to leave out: a camera asked for 2x (448x320)
-        return _gather_rgbx(array, *_subsample_steps(array.shape, target))
+    order = _packed_order(array)
+    if order:  # also with nothing to leave out: a camera asked for 2x (448x320)
+        return _gather_rgbx(array, *_subsample_steps(array.shape, target), order)
     return _from_array(_subsample_array(array, target))
 
 
-def _packed_rgb(array: np.ndarray) -> bool:
-    """HxWx3 with each pixel's 3 bytes together and rows in order (no BGR view, no flip)."""
-    return (array.ndim == 3 and array.shape[2] == 3 and array.strides[2] == 1
-            and array.strides[1] == 3 and array.strides[0] >= 3 * array.shape[1])
+def _packed_order(array: np.ndarray) -> str | None:
+    """"RGB" for HxWx3 with each pixel's 3 bytes together and rows in order; "BGR" for the
+    channel-reversed view of such memory (`bgr[..., ::-1]`: how tlx.runtime hands on OpenCV's
+    frames, as RGB without a copy); None for anything else (a flip, a channel subset, RGBA)."""
+    if not (array.ndim == 3 and array.shape[2] == 3 and array.strides[1] == 3
+            and array.strides[0] >= 3 * array.shape[1]):
+        return None
+    return {1: "RGB", -1: "BGR"}.get(array.strides[2])
 
 
 class _Words:
@@ -213,25 +218,34 @@ class _Words:
                                     "data": (array.__array_interface__["data"][0] + offset, True)}
 
 
-def _gather_rgbx(array: np.ndarray, fy: int, fx: int) -> Image.Image:
-    """The kept pixels of a packed RGB frame as a Pillow RGB image, in one copy.
+def _gather_rgbx(array: np.ndarray, fy: int, fx: int, order: str = "RGB") -> Image.Image:
+    """The kept pixels of a packed RGB frame, or of a BGR frame's reversed view (`order`), as
+    a Pillow RGB image, in one copy of the kept pixels only.
 
     Pillow keeps an RGB image as 4 bytes per pixel (R, G, B, padding). Each kept pixel is
-    read as one 4-byte word starting at its R: its 3 bytes and the next byte, which lands in
-    the padding. Copying 4-byte items is what numpy's strided copy does fastest (3-byte
-    items: about 4x slower here, byte by byte: 8x), and the buffer is then handed to Pillow
-    as it is (Image.frombuffer's own no-copy route, asked for mode RGB). The one word that
-    could reach past the frame's last byte, the frame's last pixel, is copied by bytes."""
+    read as one 4-byte word starting at its first byte in memory: its 3 bytes and the next
+    byte, which lands in the padding. Copying 4-byte items is what numpy's strided copy does
+    fastest (3-byte items: about 4x slower here, byte by byte: 8x). RGB words are handed to
+    Pillow as they are (Image.frombuffer's own no-copy route, asked for mode RGB); BGR words
+    go through Pillow's BGRX unpacker, a copy of the small image (so the reader of a video
+    never converts whole frames: less memory traffic beside the model, a faster stream). The
+    one word that could reach past the frame's last byte, the frame's last pixel, is copied
+    by bytes."""
     height, width = array.shape[0] // fy, array.shape[1] // fx
     row_step, top, left = array.strides[0], fy // 2, fx // 2
     last_row, last_col = top + (height - 1) * fy, left + (width - 1) * fx
     # Every word ends inside the frame unless it starts at the frame's very last pixel.
     full_rows = height - 1 if (last_row, last_col) == (array.shape[0] - 1, array.shape[1] - 1) else height
     out = np.empty((height, width, 4), np.uint8)
-    words = np.asarray(_Words(array, top * row_step + left * 3, (full_rows, width), (fy * row_step, fx * 3)))
+    # A reversed view's [0, 0, 0] (R) is the third byte of the pixel in memory (B, G, R).
+    start = top * row_step + left * 3 - (2 if order == "BGR" else 0)
+    words = np.asarray(_Words(array, start, (full_rows, width), (fy * row_step, fx * 3)))
     np.copyto(out.view(np.uint32).reshape(height, width)[:full_rows], words)
     if full_rows < height:
-        out[-1, :, :3] = array[last_row, left::fx][:width]
+        last = array[last_row, left::fx][:width]
+        out[-1, :, :3] = last if order == "RGB" else last[:, ::-1]
+    if order == "BGR":
+        return Image.frombuffer("RGB", (width, height), out, "raw", "BGRX", 0, 1)
     return _map_rgb(out)
 
 
@@ -335,6 +349,10 @@ def _check_array(array: np.ndarray, name) -> np.ndarray:
 def _from_array(array: np.ndarray) -> Image.Image:
     # Pillow reads a C-contiguous array in one pass; a strided view (a crop) goes through
     # numpy's tobytes first. Either way one copy: in version 2, of the kept pixels only.
+    # The reversed view of a whole BGR frame: Pillow's BGR unpacker reads the memory as it is
+    # (numpy's tobytes of the view copies byte by byte, 50x slower).
+    if _packed_order(array) == "BGR" and array[..., ::-1].flags.c_contiguous:
+        return Image.frombuffer("RGB", (array.shape[1], array.shape[0]), array[..., ::-1], "raw", "BGR", 0, 1)
     return Image.fromarray(array)
 
 

@@ -96,9 +96,14 @@ def draw(frame_rgb: np.ndarray, lines: list[str]) -> np.ndarray:
     cv2 = import_cv2()
     if frame_rgb.ndim == 3 and frame_rgb.shape[2] == 1:
         frame_rgb = frame_rgb[:, :, 0]
-    code = {2: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}[
-        frame_rgb.shape[2] if frame_rgb.ndim == 3 else 2]
-    bgr = cv2.cvtColor(frame_rgb, code)
+    if frame_rgb.ndim == 3 and frame_rgb.shape[2] == 3 and frame_rgb.strides[2] < 0:
+        # OpenCV's own BGR frame, handed on as its reversed view (tlx.runtime.sources): the
+        # BGR memory is right there; draw on a copy, the caller's frame stays as it was.
+        bgr = np.array(frame_rgb[..., ::-1])
+    else:
+        code = {2: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}[
+            frame_rgb.shape[2] if frame_rgb.ndim == 3 else 2]
+        bgr = cv2.cvtColor(frame_rgb, code)
     height = bgr.shape[0]
     scale = max(0.4, height / 800)
     thickness = max(1, round(scale * 2))

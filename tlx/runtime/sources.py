@@ -208,10 +208,12 @@ class OpenCVSource(FrameSource):
         if not ok or frame is None:
             return None
         stamp = self._stamp()
-        # OpenCV decodes to BGR; the model was trained on RGB. cvtColor is the one copy: a
-        # contiguous RGB array in 0.09 ms for 640x480 here, where handing Pillow the reversed
-        # view frame[..., ::-1] made it copy element by element (4.8 ms).
-        return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB), stamp
+        # OpenCV decodes to BGR; the model was trained on RGB. The reversed view is RGB
+        # without a copy: tlx.imaging reads the kept pixels straight from the BGR memory, so
+        # no whole frame is converted (a 1280x720 stream ran at 0.96x the invoke-bound rate
+        # instead of 0.89x with cvtColor: benchmarks/results/stream_speed.md). Callers that
+        # need packed RGB memory call np.ascontiguousarray on it.
+        return frame[..., ::-1], stamp
 
     def end_error(self, frames_read: int) -> StreamError | None:
         if self.live:

@@ -78,7 +78,9 @@ class FrameResult:
     fps: float
     #: Frames skipped so far because the model was busy (live sources only).
     dropped: int
-    #: The RGB frame (HxWx3 uint8) as the source gave it, or None.
+    #: The RGB frame (HxWx3 uint8) as the source gave it, or None. From OpenCV (video files,
+    #: URLs, USB cameras) it is the reversed view of OpenCV's BGR frame, not a converted copy:
+    #: `frame[..., ::-1]` is that BGR frame again, np.ascontiguousarray(frame) a packed RGB one.
     frame: np.ndarray | None = None
 
     def to_json(self) -> dict:
