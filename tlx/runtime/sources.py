@@ -210,9 +210,10 @@ class OpenCVSource(FrameSource):
         stamp = self._stamp()
         # OpenCV decodes to BGR; the model was trained on RGB. The reversed view is RGB
         # without a copy: tlx.imaging reads the kept pixels straight from the BGR memory, so
-        # no whole frame is converted (a 1280x720 stream ran at 0.96x the invoke-bound rate
-        # instead of 0.89x with cvtColor: benchmarks/results/stream_speed.md). Callers that
-        # need packed RGB memory call np.ascontiguousarray on it.
+        # no whole frame is converted or written again beside the model's invoke (at
+        # 1280x720, 2.7 MB read and written per frame less; the stream's rate against
+        # cvtColor: benchmarks/results/stream_speed.md). Callers that need packed RGB memory
+        # call np.ascontiguousarray on it.
         return frame[..., ::-1], stamp
 
     def end_error(self, frames_read: int) -> StreamError | None:
