@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,15 @@ if "TLX_PIXEL_CACHE_DIR" not in os.environ:
     _PIXEL_CACHE = tempfile.mkdtemp(prefix="tlx-test-pixels-")
     os.environ["TLX_PIXEL_CACHE_DIR"] = _PIXEL_CACHE
     atexit.register(shutil.rmtree, _PIXEL_CACHE, ignore_errors=True)
+
+# Tests send Ctrl-C and SIGTERM to tlx processes, and tlx keeps a signal ignored that its
+# process was started with ignored (nohup, a background job). A suite started from a
+# background job (where the shell ignores SIGINT, and the processes it starts inherit that)
+# would see those tests fail: start every child as a terminal would, with the signals live.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 REPO = Path(__file__).resolve().parent.parent
 
