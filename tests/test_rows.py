@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from tests.test_bench import exported_run  # noqa: F401  (module-scoped fixture)
 from tests.test_device_result import _at, _mutate, _mutations, _paths, genuine  # noqa: F401
-from tlx.bench.rows import (BENCH_VERSION, MAX_BENCH_BYTES, Fields, ModelRow, ResultError, RowContext,
-                            read_bench, read_bench_rows, read_row)
+from tlx.bench.rows import (BENCH_VERSION, MAX_BENCH_BYTES, MAX_BENCH_CONTAINERS, MAX_BENCH_VALUES, Fields,
+                            ModelRow, ResultError, RowContext, read_bench, read_bench_rows, read_row)
 from tlx.bundle.result import RESULT_VERSION, read_result
 from tlx.cli import app
 from tlx.run_dir import REPORT
@@ -136,6 +136,63 @@ def test_a_bench_json_that_is_no_json_or_too_large_is_refused(tmp_path):
         f.truncate(MAX_BENCH_BYTES + 1)
     with pytest.raises(ResultError, match="larger than 64 MB"):
         read_bench(path)
+
+
+_READ_IN_FRESH_PROCESS = r"""
+import sys
+from tlx.bench.rows import ResultError, read_bench
+try:
+    read_bench(sys.argv[1])
+    print("read")
+except ResultError as exc:
+    print("refused:", str(exc)[:300])
+print("PEAK_RSS_KB", next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+"""
+
+
+def _read_bench_in_fresh_process(path: Path) -> tuple[str, float]:
+    """read_bench(path) in a new process: (its first line of output, its peak RSS in MB)."""
+    import os
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("peak RSS is read from /proc (Linux)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _READ_IN_FRESH_PROCESS, str(path)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines and lines[-1].startswith("PEAK_RSS_KB"), done.stderr[-3000:]
+    return lines[0], int(lines[-1].split()[1]) / 1024
+
+
+#: Peak RSS of a process that imports the row reader and reads the costliest bench.json the
+#: bounds let through (measured: 428 MB, five million short strings; the same process
+#: reading a file of "[]," before the bounds: over 1 GB).
+MAX_READ_RSS_MB = 600
+
+
+@pytest.mark.parametrize("dense", [b"{}", b"[]", b"1e1", b'""'])
+def test_a_dense_bench_json_under_the_byte_cap_is_refused_before_parsing(tmp_path, dense):
+    """60 MB of "[]," would be 20 million Python lists, over 1 GB."""
+    path = tmp_path / "bench.json"
+    path.write_bytes(b"[" + (dense + b",") * (60_000_000 // (len(dense) + 1)) + dense + b"]")
+    assert path.stat().st_size < MAX_BENCH_BYTES
+    first, peak = _read_bench_in_fresh_process(path)
+    assert first.startswith("refused:") and "objects and lists" in first, first
+    assert peak < MAX_READ_RSS_MB, peak
+
+
+def test_the_densest_bench_json_within_the_counts_stays_within_the_memory_bound(tmp_path):
+    lists = MAX_BENCH_CONTAINERS - 3  # and the outer object and its two lists
+    strings = b",".join([b'"ab"'] * (MAX_BENCH_VALUES - lists - 3))  # a short str costs most
+    path = tmp_path / "bench.json"
+    path.write_bytes(b'{"kind": "tlx-bench", "a": [' + strings + b'], "b": [' + b",".join([b"[]"] * lists) + b"]}")
+    assert path.stat().st_size < MAX_BENCH_BYTES
+    first, peak = _read_bench_in_fresh_process(path)
+    assert first.startswith("refused:") and "objects and lists" not in first, first  # parsed, then refused
+    assert peak < MAX_READ_RSS_MB, peak
+    print(f"densest bench.json within the counts: parsed, refused, peak RSS {peak:.0f} MB")
 
 
 #: Where a mutation can reach what the row reader reads.

@@ -116,6 +116,14 @@ def user_cache_dir() -> Path:
     return Path(base) / "tlx"
 
 
+def json_nodes(raw: bytes) -> tuple[int, int]:
+    """(objects and lists, values) in JSON text, counted in the raw bytes before a parser
+    builds anything: a JSON value costs Python 30-60 bytes against its 2-4 bytes of text, so a
+    file's size alone does not bound the memory its parse takes. Brackets and commas inside
+    strings count too: an over-count only errs on the safe side."""
+    return raw.count(b"{") + raw.count(b"["), raw.count(b",")
+
+
 def read_bounded(path: Path, limit: int) -> bytes | None:
     """A file's bytes, or None when it holds more than `limit` (never read past limit + 1,
     so a huge file from elsewhere costs no memory). OSError as open() raises it."""

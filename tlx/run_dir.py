@@ -364,9 +364,12 @@ class RunDir:
         return self.export_json.stat().st_mtime >= self.model.stat().st_mtime
 
     def has_current_bench(self) -> bool:
-        """bench/bench.json exists, parses, and was measured on this model.keras."""
+        """bench/bench.json exists, reads through the one bench.json reader (bounded, its rows
+        checked), and was measured on this model.keras."""
+        from tlx.bench.rows import read_bench
+
         try:
-            self.require_bench_of_this_model(files.read_json(self.bench_json))
+            self.require_bench_of_this_model(read_bench(self.bench_json)[0])
         except (OSError, TlxError, ValueError, AttributeError):
             return False
         return True

@@ -524,6 +524,12 @@ _BENCH_AGAIN = "Measure the run again with `tlx bench RUN_DIR`."
 #: Read at most this much of a bench.json: its confusion matrices grow with the square of the
 #: labels (1000 labels, 4 models: about 40 MB as tlx writes it, indented).
 MAX_BENCH_BYTES = 64 << 20
+#: Objects and lists, and values, a bench.json may hold (counted before parsing: within the
+#: byte cap, a file of nothing but "[]," would be 21 million Python lists, over 1 GB). A
+#: genuine one has a few hundred objects plus one list per label per row, and its values are
+#: mostly the confusion matrices' (1000 labels, 4 models: 4 million).
+MAX_BENCH_CONTAINERS = 300_000
+MAX_BENCH_VALUES = 5_000_000
 
 
 def read_bench(path) -> tuple[dict, tuple[ModelRow, ...]]:
@@ -539,6 +545,10 @@ def read_bench(path) -> tuple[dict, tuple[ModelRow, ...]]:
         raise ResultError(f"{path}: cannot read it ({exc.strerror or exc}). {_BENCH_AGAIN}") from None
     if data is None:
         raise ResultError(f"{path} is larger than {MAX_BENCH_BYTES >> 20} MB: no bench.json is. {_BENCH_AGAIN}")
+    containers, values = files.json_nodes(data)
+    if containers > MAX_BENCH_CONTAINERS or values > MAX_BENCH_VALUES:
+        raise ResultError(f"{path} holds {containers} objects and lists and {values} values; a bench.json "
+                          f"has at most {MAX_BENCH_CONTAINERS} and {MAX_BENCH_VALUES}. {_BENCH_AGAIN}")
     try:
         # NaN is read (an older bench.json wrote a cold start that printed nothing so); the
         # row schema refuses it anywhere else.

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tlx import files
 from tlx.errors import TlxError
 from tlx.text import printable
 
@@ -195,9 +196,7 @@ def parse_manifest(raw: bytes, source: str) -> "Manifest | SweepManifest":
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES >> 20} MB. "
                           f"{remake(source)}")
-    # Counted in the raw text (brackets and commas inside strings count too: an over-count
-    # only errs on the safe side) before the parser builds anything.
-    containers, values = raw.count(b"{") + raw.count(b"["), raw.count(b",")
+    containers, values = files.json_nodes(raw)
     if containers > MAX_CONTAINERS or values > MAX_VALUES:
         raise BundleError(f"{source}: {MANIFEST} holds {containers} objects and lists and {values} values; "
                           f"a bundle's has at most {MAX_CONTAINERS} and {MAX_VALUES}. {remake(source)}")
