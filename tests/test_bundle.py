@@ -207,6 +207,21 @@ def test_open_bundle_refuses_labels_file_that_disagrees(bundle, tmp_path):
         open_bundle(bad)
 
 
+def test_photos_the_device_would_refuse_are_left_out_of_the_bundle(exported_run, tmp_path, monkeypatch):  # noqa: F811
+    """The device decodes at most MAX_PHOTO_PIXELS a photo: `tlx bundle` leaves out (and
+    lists) a photo over it instead of shipping one that fails there. Here every photo
+    (40 wide, 48 high) is one pixel over a lowered limit."""
+    monkeypatch.setattr(schema, "MAX_PHOTO_PIXELS", 48 * 40 - 1)
+    result = runner.invoke(app, ["bundle", str(exported_run), "-o", str(tmp_path / "b.zip")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "None of the test photos could be read" in result.output
+    assert "40x48 pixels is over the limit of 1,919" in result.output
+    assert not (tmp_path / "b.zip").exists()
+    monkeypatch.setattr(schema, "MAX_PHOTO_PIXELS", 48 * 40)
+    summary = make_bundle(BundleConfig(run_dir=exported_run, out=tmp_path / "b.zip", max_images=3))
+    assert summary.images == 3 and not summary.skipped
+
+
 def test_bundle_of_a_run_without_export(exported_run, tmp_path):  # noqa: F811
     import shutil
 

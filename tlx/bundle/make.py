@@ -35,6 +35,7 @@ import numpy as np
 import tlx
 from tlx import files, machine
 from tlx.bundle.archive import FORMAT, LABELS, MANIFEST, open_bundle, sha256_bytes
+from tlx.bundle import manifest as schema
 from tlx.bundle.manifest import SINGLE_RUN_VERSION
 from tlx.bundle.manifest import MAX_IMAGES, MAX_PIXEL_BYTES, MAX_SCORE_VALUES, image_member, model_member
 from tlx.errors import MissingDependencyError, TlxError
@@ -148,9 +149,12 @@ def run_part(run: RunDir, items, image_size: tuple[int, int], host_backends, log
                        scores_per_photo=len(labels) * (len(contents) * len(host_backends) + 1))
     log(f"Decoding {len(items)} test photos at {image_size[0]}x{image_size[1]}")
     preprocessing = run.preprocessing_version()
-    images = load_labelled(items, image_size, version=preprocessing)
+    # A photo the device would refuse (it decodes at most MAX_PHOTO_PIXELS) is left out here,
+    # with its reason in the manifest, rather than shipped to fail there.
+    images = load_labelled(items, image_size, version=preprocessing, max_pixels=schema.MAX_PHOTO_PIXELS)
     if not len(images):
-        raise TlxError("None of the test photos could be read: nothing to bundle.")
+        listed = "".join(f"\n  {path}: {reason}" for path, reason in images.skipped[:5])
+        raise TlxError(f"None of the test photos could be read: nothing to bundle.{listed}")
     log(f"Keras reference of {run.root.name} (TensorFlow)")
     reference = _keras_probabilities(run.model, len(labels), images)
     results = []

@@ -359,9 +359,10 @@ class LabelledImages:
 def load_labelled(items, size: int | tuple[int, int],
                   advance: Callable[[int], None] | None = None, *,
                   workers: int | None = None, cache_dir=None,
-                  version: int = PREPROCESSING_VERSION) -> LabelledImages:
-    """(path, label) pairs -> LabelledImages; an unreadable file is skipped, not fatal.
-    `advance(n)` as files are decoded drives a progress bar; `version` as in load_image.
+                  version: int = PREPROCESSING_VERSION, max_pixels: int = DEFAULT_MAX_PIXELS) -> LabelledImages:
+    """(path, label) pairs -> LabelledImages; an unreadable file is skipped, not fatal, and
+    so is one of more than `max_pixels`. `advance(n)` as files are decoded drives a progress
+    bar; `version` as in load_image.
 
     Decoded in parallel, once, into the on-disk pixel cache (`prepare`):
     `pixels` is memory-mapped from it, so a large split is not held in memory and the
@@ -372,8 +373,8 @@ def load_labelled(items, size: int | tuple[int, int],
     def progress(_label, _total):
         yield advance or (lambda _n: None)
 
-    cache = prepare([path for path, _ in items], size, workers=workers, cache_dir=cache_dir,
-                    progress=progress, preprocessing=version)
+    cache = prepare([path for path, _ in items], size, max_pixels=max_pixels, workers=workers,
+                    cache_dir=cache_dir, progress=progress, preprocessing=version)
     if advance is not None and len(items) > cache.decoded:
         advance(len(items) - cache.decoded)  # the ones read back from the cache
     kept = [(path, label) for path, label in items if path in cache.rows]
