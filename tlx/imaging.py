@@ -53,6 +53,10 @@ PREPROCESSING_VERSIONS = {
 }
 #: The version new runs are trained with.
 PREPROCESSING_VERSION = 3
+#: The version whose pixels each version gives for files, bytes and PIL images (what training
+#: decodes, and the decoded-pixel caches hold): version 3 changed arrays only, so a version 2
+#: cache serves a version 3 run.
+FILE_PIXELS = {1: 1, 2: 2, 3: 2}
 #: Version 2 reduces an image only while it stays at least this many times the model's input
 #: in each direction (Pillow's `reducing_gap`): the final bilinear resize still averages over
 #: 2+ source pixels per output pixel (what keeps it close to version 1), and its cost stops
