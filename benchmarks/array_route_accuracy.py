@@ -30,13 +30,14 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tlx import datasets, files, imaging, machine  # noqa: E402
+from tlx import datasets, imaging, machine  # noqa: E402
 from tlx.versions import installed  # noqa: E402
+
+import results_file  # noqa: E402  (benchmarks/, beside this script)
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 INPUT = 224
 RESULTS = REPO / "benchmarks" / "results" / "array_route_accuracy.md"
-MANUAL_MARKER = "<!-- manual notes below: kept by array_route_accuracy.py -->"
 
 
 def photos() -> list[tuple[str, np.ndarray]]:
@@ -120,10 +121,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     text = report(measure(), machine.current())
-    if args.out.is_file() and MANUAL_MARKER in args.out.read_text():
-        text += "\n" + MANUAL_MARKER + args.out.read_text().split(MANUAL_MARKER, 1)[1]
-    files.write_text(args.out, text)
-    print(text)
+    print(results_file.write_with_notes(args.out, text, "array_route_accuracy.py"))
 
 
 if __name__ == "__main__":

@@ -36,14 +36,14 @@ sys.path.insert(0, str(REPO))
 from tlx import files  # noqa: E402
 from tlx.bench.report import cpu_lines  # noqa: E402
 
+import results_file  # noqa: E402  (benchmarks/, beside this script)
+
 VENV = REPO / ".venvs" / "bench-backends"
 #: Both backends in one venv: tflite-runtime 2.14 needs numpy 1; ml_dtypes 0.5 needs numpy 2.
 REQUIREMENTS = ["-e", f"{REPO}[runtime,tflite]", "matplotlib", "numpy<2", "ml_dtypes<0.5"]
 DEFAULT_RUNS = ("fashion-mnist", "tuxpaint")
 RESULTS = REPO / "benchmarks" / "results" / "backends_threads.md"
 MAX_LATENCY_RATIO = 0.5
-#: Text after this line in the results file is kept when the script rewrites the file.
-MANUAL_MARKER = "<!-- manual notes below: kept by backends_threads.py -->"
 BACKEND_NAMES = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime"}
 
 
@@ -170,10 +170,7 @@ def main() -> int:
         data, seconds = bench(venv, copy, args.runs, log)
         measured.append((name, data, seconds))
     text = report(measured, args.runs)
-    if args.results.is_file() and MANUAL_MARKER in args.results.read_text():
-        text += "\n" + MANUAL_MARKER + args.results.read_text().split(MANUAL_MARKER, 1)[1]
-    files.write_text(args.results, text)
-    print(text)
+    print(results_file.write_with_notes(args.results, text, "backends_threads.py"))
     return 0
 
 

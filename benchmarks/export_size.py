@@ -28,13 +28,13 @@ sys.path.insert(0, str(REPO))
 
 from tlx import machine as tlx_machine  # noqa: E402
 
+import results_file  # noqa: E402  (benchmarks/, beside this script)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: The issue's limit: int8 at most this fraction of the float32 file.
 MAX_RATIO = 0.32
 NUM_CLASSES = 5
-#: Text after this line in the results file is kept when the script rewrites the file.
-MANUAL_MARKER = "<!-- manual notes below: kept by export_size.py -->"
 DEFAULT_BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 
 
@@ -138,13 +138,7 @@ def main() -> int:
         print(f"  {row['sizes']}  int8/float32 = {row['ratio']:.3f}", flush=True)
         rows.append(row)
     text = report(rows)
-    from tlx import files
-
-    out = Path(args.out)
-    if out.is_file() and MANUAL_MARKER in out.read_text():
-        text += "\n" + MANUAL_MARKER + out.read_text().split(MANUAL_MARKER, 1)[1]
-    files.write_text(out, text)
-    print(text)
+    print(results_file.write_with_notes(Path(args.out), text, "export_size.py"))
     return 0 if all(row["ratio"] <= MAX_RATIO for row in rows) else 1
 
 

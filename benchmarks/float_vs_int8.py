@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -43,6 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tlx import files  # noqa: E402
 from tlx.bench.report import cpu_lines  # noqa: E402
+
+import results_file  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = REPO / "benchmarks" / "results" / "float_vs_int8.md"
 #: Goals from issue 6.
@@ -292,25 +293,10 @@ miss is recorded as "not met".
 
 """
 ORDER = ("fashion-mnist", "tuxpaint")
-#: Text after this line in the results file is kept when the script rewrites the file.
-MANUAL_MARKER = "<!-- manual notes below: kept by float_vs_int8.py -->"
-SECTION = re.compile(r"<!-- section (\S+): .*? -->.*?<!-- end section \1 -->\n?", re.S)
 
 
 def write_results(path: Path, new_sections: dict[str, str]) -> str:
-    kept, notes = {}, ""
-    if path.is_file():
-        old = path.read_text(encoding="utf-8")
-        if MANUAL_MARKER in old:
-            old, notes = old.split(MANUAL_MARKER, 1)
-            notes = MANUAL_MARKER + notes
-        for match in SECTION.finditer(old):
-            kept[match.group(1)] = match.group(0).rstrip("\n") + "\n"
-    kept.update(new_sections)
-    names = [n for n in ORDER if n in kept] + sorted(n for n in kept if n not in ORDER)
-    text = HEADER + "\n".join(kept[n] for n in names) + ("\n" + notes if notes else "")
-    files.write_text(path, text)
-    return text
+    return results_file.write_sections(path, HEADER, list(ORDER), new_sections, "float_vs_int8.py")
 
 
 def main() -> int:

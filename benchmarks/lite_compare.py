@@ -26,22 +26,22 @@ A finished step in --out (default runs/lite_compare) is reused; --fresh redoes t
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from float_vs_int8 import REPO, Setting, _demo_setting, paired_drop, run_dataset  # noqa: E402
+from float_vs_int8 import REPO, Setting, _demo_setting, run_dataset  # noqa: E402
 
-from tlx import datasets, files  # noqa: E402
+from tlx import datasets  # noqa: E402
 from tlx.bench.report import cpu_lines  # noqa: E402
+from tlx.stats import paired_difference  # noqa: E402
+
+import results_file  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = REPO / "benchmarks" / "results" / "lite_compare.md"
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 ORDER = ("fashion-mnist", "tuxpaint")
-MANUAL_MARKER = "<!-- manual notes below: kept by lite_compare.py -->"
-SECTION = re.compile(r"<!-- section (\S+): .*? -->.*?<!-- end section \1 -->\n?", re.S)
 
 
 def settings() -> dict[str, Setting]:
@@ -97,7 +97,8 @@ def _row(record: dict, latency: dict) -> str:
     result = record["result"]
     name = record["setting"].backbone
     keras, f32, i8 = (result.model(name) for name in ("keras", "float32", "int8"))
-    drop, low, high = paired_drop(record["truth"], result.predicted["keras"], result.predicted["int8"])
+    d = paired_difference(result.truth, result.predicted["keras"], result.predicted["int8"])
+    drop, low, high = d.points, d.low, d.high
     drop += 0.0  # no "-0.00"
     interval = "" if low != low else f" [{low:+.2f}, {high:+.2f}]"  # NaN: no image changed
     acc = keras.accuracy
@@ -117,20 +118,20 @@ def _verdict(records: dict[str, dict]) -> str:
         if name not in records:
             continue
         other = records[name]["result"].predicted["keras"]
-        if records[name]["truth"] != base["truth"]:
+        if records[name]["result"].truth != base["result"].truth:
             lines.append(f"- {name}: tested on other images than Lite0 (not comparable pairwise).")
             continue
-        # paired_drop(reference, other) = reference minus other: Lite0 minus the bigger model.
-        d, low, high = paired_drop(base["truth"], base["result"].predicted["keras"], other)
-        gain, g_low, g_high = -d + 0.0, -high + 0.0, -low + 0.0  # + 0.0: no "-0.00"
+        # The paired difference is reference minus other: Lite0 minus the bigger model.
+        d = paired_difference(base["result"].truth, base["result"].predicted["keras"], other)
+        gain, g_low, g_high = -d.points + 0.0, -d.high + 0.0, -d.low + 0.0  # + 0.0: no "-0.00"
         if g_low > 0:
             word = "beats Lite0"
         elif g_high < 0:
             word = "is worse than Lite0"
         else:
             word = "does not differ from Lite0 beyond the interval"
-        interval = "no image changed correctness" if low != low else f"95% [{g_low:+.2f}, {g_high:+.2f}]"
-        lines.append(f"- {name} {word}: {gain:+.2f} points ({interval}, paired, n={other.accuracy.n})")
+        interval = "no image changed correctness" if d.low != d.low else f"95% [{g_low:+.2f}, {g_high:+.2f}]"
+        lines.append(f"- {name} {word}: {gain:+.2f} points ({interval}, paired, n={d.n})")
     return "\n".join(lines)
 
 
@@ -189,19 +190,8 @@ training settings, else say why.
 
 
 def write_results(path: Path, new_sections: dict[str, str]) -> str:
-    kept, notes = {}, ""
-    if path.is_file():
-        old = path.read_text(encoding="utf-8")
-        if MANUAL_MARKER in old:
-            old, notes = old.split(MANUAL_MARKER, 1)
-            notes = MANUAL_MARKER + notes
-        for match in SECTION.finditer(old):
-            kept[match.group(1)] = match.group(0).rstrip("\n") + "\n"
-    kept.update(new_sections)
-    names = [n for n in ORDER if n in kept] + sorted(n for n in kept if n not in ORDER)
-    text = HEADER + "\n".join(kept[n] for n in names) + "\n" + (notes or MANUAL_MARKER + "\n")
-    files.write_text(path, text)
-    return text
+    return results_file.write_sections(path, HEADER, list(ORDER), new_sections, "lite_compare.py",
+                                       always_marker=True)
 
 
 def main() -> int:

@@ -50,13 +50,13 @@ from tlx.imaging import load_image  # noqa: E402
 from tlx.run_dir import RunDir  # noqa: E402
 from tlx.versions import installed  # noqa: E402
 
+import results_file  # noqa: E402  (benchmarks/, beside this script)
+
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 #: The frame a camera is now asked for, for a 160 px model (tlx.runtime.sources.camera_frame_size):
 #: timed too, not judged by the goals (which are about the three sizes above).
 CAMERA_SIZE = (448, 320)
 RESULTS = REPO / "benchmarks" / "results" / "preprocess_speed.md"
-#: Text after this line in the results file is kept when the script rewrites the file.
-MANUAL_MARKER = "<!-- manual notes below: kept by preprocess_speed.py -->"
 #: The issue's goals: classify(array) at most this x raw invoke at 1920x1080, at most this x
 #: MediaPipe's from an array at every size; classify(file) at most this x MediaPipe's from a file.
 MAX_ARRAY_VS_INVOKE = 1.3
@@ -399,10 +399,7 @@ def main() -> None:
         result = measure(RunDir(args.run), args.rounds, Path(scratch))
     compare = recorded_accuracy(args.compare_run) if args.compare_run else None
     text = report(result, here, load_before, machine.load_average(), args, compare)
-    if args.out.is_file() and MANUAL_MARKER in args.out.read_text():
-        text += "\n" + MANUAL_MARKER + args.out.read_text().split(MANUAL_MARKER, 1)[1]
-    files.write_text(args.out, text)
-    print(text)
+    print(results_file.write_with_notes(args.out, text, "preprocess_speed.py"))
 
 
 if __name__ == "__main__":

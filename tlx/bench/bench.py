@@ -56,8 +56,10 @@ class BenchResult:
     failed_drop: bool = False
     #: SHA-256 of the run's model.keras the exported files were checked against (None without it).
     model_sha256: Optional[str] = None
-    #: Predicted class per test image (-1 where the model failed on it), by row name; not written.
+    #: Predicted class per test image (-1 where the model failed on it), by row name, and the
+    #: true class per test image in the same order (for paired comparisons); not written.
     predicted: dict = field(default_factory=dict)
+    truth: tuple = ()
 
     def model(self, name: str) -> ModelRow:
         return next(m for m in self.models if m.name == name)
@@ -169,7 +171,8 @@ def run_bench(config: BenchConfig, log: Log = silent) -> BenchResult:
                            config.measurement.max_drop_on)
     return BenchResult(config, labels, len(images.paths), images.skipped, reference.name, results,
                        environment(), failed, model_sha256=model_sha,
-                       predicted={row.name: predicted for row, predicted in measured})
+                       predicted={row.name: predicted for row, predicted in measured},
+                       truth=tuple(int(label) for label in images.labels))
 
 
 def _bench_keras(model_path: Path, labels, images, config: BenchConfig) -> tuple[ModelRow, np.ndarray]:
