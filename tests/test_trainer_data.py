@@ -269,7 +269,7 @@ def test_images_are_decoded_with_the_runs_preprocessing_version(tmp_path):
             Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(
                 data / name / f"{i}.png")
     path = str(data / "a" / "0.png")
-    for version in (1, 2, 3):  # one pixel cache entry per way of decoding files
+    for version in (1, 2, 3):  # one pixel cache entry per version
         images = load_data(data, image_size=8, seed=0, test_fraction=0.5, preprocessing=version)
         row = images.cache.rows_of([path])[0]
         np.testing.assert_array_equal(images.pixels[row], load_image(path, 8, version=version))

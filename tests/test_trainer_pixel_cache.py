@@ -53,17 +53,6 @@ def test_decoded_once_then_read_back_with_the_same_pixels(folder, tmp_path):
                    cache_dir=tmp_path / "cache").decoded == 13
 
 
-def test_versions_that_decode_files_alike_share_one_cache_entry(folder, tmp_path):
-    """Version 3 changed arrays only: a version 2 cache serves a version 3 run (no second
-    decode of a large folder after an upgrade); version 1 decodes files differently."""
-    v2 = _prepare(folder, tmp_path / "cache", preprocessing=2)
-    v3 = _prepare(folder, tmp_path / "cache", preprocessing=3)
-    assert v2.decoded == 13 and v3.decoded == 0 and v3.location == v2.location
-    for path in _paths(folder)[:3]:
-        np.testing.assert_array_equal(v3.pixels[v3.rows[str(path)]], load_image(path, 16, version=3))
-    assert _prepare(folder, tmp_path / "cache", preprocessing=1).decoded == 13
-
-
 def test_worker_processes_give_the_pixels_and_failures_of_one_process(folder, tmp_path, monkeypatch):
     one = _prepare(folder, tmp_path / "one", workers=1)
     # Small jobs stay in this process; here every chunk of 4 images goes to a worker.

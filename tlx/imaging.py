@@ -2,8 +2,10 @@
 
 Decode, apply EXIF orientation, convert to 8-bit RGB, resize. The trainer's data
 pipeline, the exporter's calibration data, tlx bench and tlx.runtime all call
-`load_image`, so the model sees identical pixels in training and on the device.
-Only numpy and pillow: this module runs on a Raspberry Pi.
+`load_image`, so the model sees identical pixels in training and on the device (from
+version 3 on also when the device's Pillow is another release than the host's: the resize's
+passes run in tlx's order, not the release's). Only numpy and pillow: this module runs on a
+Raspberry Pi.
 
 The pixels are versioned (PREPROCESSING_VERSIONS). A run stores the version it was trained
 with (config.json) and the exporter writes it into the model's tlx.json; every later reader
@@ -47,16 +49,14 @@ PREPROCESSING_VERSIONS = {
     2: "reduced: JPEG files decoded at 1/2, 1/4 or 1/8 scale (never below the input size), "
        "then large images box-averaged (Image.reduce) and arrays subsampled by whole pixels, "
        "both only down to twice the input size (REDUCE_GAP); then the same bilinear resize",
-    3: "as version 2 for files, bytes and PIL images (the same pixels: training is unchanged); "
-       "arrays (camera and video frames) subsampled as in version 2, then box-averaged by whole "
-       "factors down to the input size (reducing_gap ARRAY_REDUCE_GAP) before the bilinear resize",
+    3: "as version 2, with the bilinear resize's two passes in one order on every Pillow "
+       "(horizontal, then vertical: Pillow 13 runs some shapes the other way round), so a host and "
+       "a Pi with another Pillow see the same pixels; arrays (camera and video frames) subsampled as "
+       "in version 2, then box-averaged by whole factors down to the input size (reducing_gap "
+       "ARRAY_REDUCE_GAP) before that resize",
 }
 #: The version new runs are trained with.
 PREPROCESSING_VERSION = 3
-#: The version whose pixels each version gives for files, bytes and PIL images (what training
-#: decodes, and the decoded-pixel caches hold): version 3 changed arrays only, so a version 2
-#: cache serves a version 3 run.
-FILE_PIXELS = {1: 1, 2: 2, 3: 2}
 #: Version 2 reduces an image only while it stays at least this many times the model's input
 #: in each direction (Pillow's `reducing_gap`): the final bilinear resize still averages over
 #: 2+ source pixels per output pixel (what keeps it close to version 1), and its cost stops
@@ -160,7 +160,9 @@ def load_image(source: ImageInput, size: int | tuple[int, int] | None,
         if target is not None:
             height, width = target
             if rgb.size != (width, height):
-                rgb = rgb.resize((width, height), RESAMPLE, reducing_gap=_reducing_gap(version, source, reduced))
+                gap = _reducing_gap(version, source, reduced)
+                rgb = (_resize_in_order(rgb, (width, height), gap) if version >= 3
+                       else rgb.resize((width, height), RESAMPLE, reducing_gap=gap))
         pixels = np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
@@ -175,6 +177,25 @@ def _reducing_gap(version: int, source: ImageInput, reduced: bool) -> float | No
     if not reduced:
         return None
     return ARRAY_REDUCE_GAP if version >= 3 and isinstance(source, np.ndarray) else REDUCE_GAP
+
+
+def _resize_in_order(image: Image.Image, size: tuple[int, int], gap: float | None) -> Image.Image:
+    """Pillow's `image.resize(size, RESAMPLE, reducing_gap=gap)` with its two passes always in
+    the order Pillow 12 and earlier run them: horizontal, then vertical. Pillow 13 runs the
+    vertical pass first when the height shrinks much more than the width
+    (python-pillow/Pillow#9549); each pass rounds to 8 bits, so the order changes about one
+    value in ten by 1 on such images (Raspberry Pi OS Trixie ships Pillow 11.1: a model
+    trained on Pillow 13 would see other pixels on the Pi). Called pass by pass (a resize in
+    one direction is one pass), the order is tlx's on every Pillow. The reduction first is
+    Pillow's own: Image.reduce by the whole factors that keep `gap` x the size, then the
+    resize from the reduced image's box that covers the same area."""
+    box = (0.0, 0.0, float(image.width), float(image.height))
+    if gap is not None:
+        fx, fy = int(image.width / size[0] / gap) or 1, int(image.height / size[1] / gap) or 1
+        if fx > 1 or fy > 1:
+            image, box = image.reduce((fx, fy)), (0.0, 0.0, image.width / fx, image.height / fy)
+    across = image.resize((size[0], image.height), RESAMPLE, box=(box[0], 0, box[2], image.height))
+    return across.resize(size, RESAMPLE, box=(0, box[1], size[0], box[3]))
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, name) -> None:

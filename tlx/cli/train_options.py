@@ -89,7 +89,8 @@ TRAINING_OPTIONS = (
         metavar="1|2|3",
         help="Preprocessing version of the pixels: 1 = exact (full decode, one resize), 2 = reduced "
              "(JPEG decoded at a reduced scale, large images reduced to twice the input size "
-             "first: fast at camera resolutions), 3 = as 2 for files, camera arrays box-averaged "
+             "first: fast at camera resolutions), 3 = as 2, resized in one pass order on every Pillow "
+             "(a host and a Pi with another Pillow see the same pixels), camera arrays box-averaged "
              "before the last resize (a third of 2's cost per frame). Stored with the run and its "
              "models.")],
         _DEFAULTS.preprocessing),

@@ -41,7 +41,7 @@ import numpy as np
 
 from tlx import files
 from tlx.errors import TlxError
-from tlx.imaging import DEFAULT_MAX_PIXELS, FILE_PIXELS, PREPROCESSING_VERSION, check_version, image_size_tuple
+from tlx.imaging import DEFAULT_MAX_PIXELS, PREPROCESSING_VERSION, image_size_tuple
 from tlx.progress import Advance, Log, Progress
 from tlx.pixels.cache_index import (CACHE_FORMAT, MAX_INDEX_BYTES, CacheError, CacheIndex, CachedFile,
                                     FileStamp, SkippedFile)
@@ -101,8 +101,7 @@ def prepare(paths: Sequence[Path | str], image_size: int | tuple[int, int], *,
     """
     paths = [str(p) for p in paths]
     size = image_size_tuple(image_size)
-    # Keyed by the file pixels' version: runs of versions that decode files alike share it.
-    settings = {"format": CACHE_FORMAT, "preprocessing": FILE_PIXELS[check_version(int(preprocessing))],
+    settings = {"format": CACHE_FORMAT, "preprocessing": int(preprocessing),
                 "image_size": list(size), "max_pixels": int(max_pixels)}
     if key is None:
         key = {"paths": hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()}
