@@ -253,7 +253,7 @@ def _gather_rgbx(array: np.ndarray, fy: int, fx: int, order: str = "RGB") -> Ima
     fastest (3-byte items: about 4x slower here, byte by byte: 8x). RGB words are handed to
     Pillow as they are (Image.frombuffer's own no-copy route, asked for mode RGB); BGR words
     go through Pillow's BGRX unpacker, a copy of the small image (so the reader of a video
-    never converts whole frames: less memory traffic beside the model, a faster stream). The
+    never converts whole frames: less work and memory traffic beside the model). The
     one word that could reach past the frame's last byte, the frame's last pixel, is copied
     by bytes."""
     height, width = array.shape[0] // fy, array.shape[1] // fx
