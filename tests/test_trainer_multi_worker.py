@@ -11,7 +11,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.trainer import (HOLD_FIFO, LAUNCH, REPO, free_ports, make_image_folder, release_hold,  # noqa: F401
+from tests.support.trainer import (LAUNCH, REPO, CheckpointHold, free_ports, make_image_folder,  # noqa: F401
                                    tiny_args, tiny_backbone)
 from tlx.cli import app
 from tlx.errors import TlxError
@@ -32,13 +32,25 @@ def _tf_config(ports, index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-def _workers(args: list[str], tmp, count: int = 2, timeout: int = 420):
+def _start_workers(args: list[str], tmp, count: int = 2, hold: CheckpointHold | None = None):
+    """`count` LAUNCH workers on free ports; with `hold`, the chief holds after its first
+    checkpoint (CheckpointHold)."""
     ports = free_ports(count)
     # TMPDIR: the non-chief's temporary run folder (and what a killed worker leaves) stays in tmp.
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp)}
+    chief = {"env": hold.env(), "pass_fds": hold.pass_fds()} if hold else {"env": {}, "pass_fds": ()}
     procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**env, "TF_CONFIG": _tf_config(ports, i)}) for i in range(count)]
+                              stderr=subprocess.PIPE, text=True, pass_fds=chief["pass_fds"] if i == 0 else (),
+                              env={**env, "TF_CONFIG": _tf_config(ports, i), **(chief["env"] if i == 0 else {})})
+             for i in range(count)]
+    if hold:
+        hold.started()
+    return procs
+
+
+def _workers(args: list[str], tmp, count: int = 2, timeout: int = 420):
+    """Run `count` workers to their end: (returncode, stdout, stderr) of each."""
+    procs = _start_workers(args, tmp, count)
     results = []
     try:
         for proc in procs:
@@ -113,40 +125,23 @@ def test_multi_worker_without_tf_config_is_a_message(tmp_path, tiny_backbone, mo
     assert cached.exit_code == 1 and "--cache-features" in cached.output
 
 
-def _wait_for_the_first_checkpoint(state, chief, timeout: float = 300) -> None:
-    """Until the chief's state.json lists an epoch (the event the tests signal after)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (state.is_file() and '"epochs_done"' in state.read_text()):
-        assert time.monotonic() < deadline and chief.poll() is None, chief.communicate()[1][-3000:]
-        time.sleep(0.2)
-
-
 @pytest.mark.multi_worker
 def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_path, tiny_backbone):
     import signal
 
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
-    ports = free_ports(2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
-
-    def start(args, index, extra_env=None):
-        return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True,
-                                env={**env, "TF_CONFIG": _tf_config(ports, index), **(extra_env or {})})
-
     args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "12", "--phase2-epochs", "0")
     # The chief holds after its first checkpoint until the worker is dead: the kill lands in
     # the run, never after it, however slow the machine.
-    hold = tmp_path / "hold"
-    os.mkfifo(hold)
-    procs = [start(args, 0, {HOLD_FIFO: str(hold)}), start(args, 1)]
+    hold = CheckpointHold()
+    procs = _start_workers(args, tmp_path, hold=hold)
     try:
         state = run / "checkpoints" / "state.json"
-        release_hold(hold, procs[0], before_release=lambda: (procs[1].send_signal(signal.SIGKILL),
-                                                              procs[1].wait()))
+        hold.wait_held(procs[0])
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait()
+        hold.release()
         _, err = procs[0].communicate(timeout=300)
     finally:
         for proc in procs:
@@ -158,18 +153,9 @@ def test_a_worker_dies_then_every_worker_resumes_from_the_chiefs_checkpoint(tmp_
     done = json.loads(state.read_text())["checkpoints"][-1]["epochs_done"]
     assert done == 1  # the worker died while the chief held after its first checkpoint
 
-    ports = free_ports(2)
-    procs = [start(["train", "--resume", str(run), "--json"], i) for i in range(2)]
-    results = []
-    try:
-        for proc in procs:
-            results.append(proc.communicate(timeout=600))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert [p.returncode for p in procs] == [0, 0], results[1][1][-3000:] + results[0][1][-3000:]
-    assert f"after epoch {done} " in results[0][1]
+    results = _workers(["train", "--resume", str(run), "--json"], tmp_path, timeout=600)
+    assert [code for code, _, _ in results] == [0, 0], results[1][2][-3000:] + results[0][2][-3000:]
+    assert f"after epoch {done} " in results[0][2]
     history = json.loads((run / "history.json").read_text())
     assert len(history["phase1"]["loss"]) == 12 and json.loads(state.read_text())["finished"]
 
@@ -181,17 +167,15 @@ def test_sigterm_during_training_stops_the_chief_like_ctrl_c(tmp_path, tiny_back
 
     data = make_image_folder(tmp_path / "data", per_class=30)
     run = tmp_path / "run"
-    ports = free_ports(2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TMPDIR": str(tmp_path)}
     # Epochs the run cannot finish before the signal, however busy the machine: the signal
-    # follows the first checkpoint (an event), and the work is still running then.
+    # follows the first checkpoint (the chief holds there until the test lets it go on), and
+    # the work is still running then.
     args = tiny_args(data, run, "--strategy", "multi-worker", "--phase1-epochs", "10000", "--phase2-epochs", "0")
-    procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**env, "TF_CONFIG": _tf_config(ports, i)})
-             for i in range(2)]
+    hold = CheckpointHold()
+    procs = _start_workers(args, tmp_path, hold=hold)
     try:
-        state = run / "checkpoints" / "state.json"
-        _wait_for_the_first_checkpoint(state, procs[0])
+        hold.wait_held(procs[0])
+        hold.release()
         procs[0].send_signal(signal.SIGTERM)
         out0, err0 = procs[0].communicate(timeout=300)
         out1, err1 = procs[1].communicate(timeout=300)

@@ -218,24 +218,24 @@ def _in_thread(target, *args):
 def test_three_workers_meet_and_strangers_are_turned_away():
     ports = free_ports(3)
     chief_log: list[str] = []
-    chief, chief_outcome = _in_thread(peer_wait.wait_for_peers, place(ports, 0), 60, chief_log.append)
+    listening = threading.Event()
+
+    def log(message: str) -> None:  # the chief's first line comes once it listens
+        chief_log.append(message)
+        listening.set()
+
+    chief, chief_outcome = _in_thread(peer_wait.wait_for_peers, place(ports, 0), 60, log)
+    assert listening.wait(timeout=60), chief_outcome
     # Garbage, an endless line, then a worker of another cluster claiming index 1, at the
     # chief's port; each gets an answer or a closed connection.
     other = place([ports[0], ports[1], *free_ports(1)], 1)
     for payload in (b"GET / HTTP/1.1\r\n\r\n", b"\xff" * 3000, peer_wait.hello(other)):
-        while True:
+        with socket.create_connection(("127.0.0.1", ports[0]), timeout=30) as conn:
             try:
-                conn = socket.create_connection(("127.0.0.1", ports[0]), timeout=30)
-            except ConnectionRefusedError:      # the chief is not listening yet
-                time.sleep(0.05)
-                continue
-            with conn:
-                try:
-                    conn.sendall(payload)
-                    conn.recv(4096)
-                except ConnectionResetError:    # closed with the line unread
-                    pass
-            break
+                conn.sendall(payload)
+                conn.recv(4096)
+            except ConnectionResetError:    # closed with the line unread
+                pass
     # The chief keeps waiting, and meets the real workers.
     workers = [_in_thread(peer_wait.wait_for_peers, place(ports, i), 60, lambda _m: None) for i in (1, 2)]
     for thread, outcome in [*workers, (chief, chief_outcome)]:

@@ -8,6 +8,8 @@ fraction of the cost. One marked test runs the real MobileNetV2 end to end.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -66,55 +68,62 @@ def tiny_config(data: Path, out: Path, **changes):
     return TrainConfig(**options)
 
 
-#: Environment variable naming a FIFO: a LAUNCH process given it stops after its first
-#: checkpoint is saved until the test opens the FIFO for writing and closes it (an event the
-#: test controls, however slow the machine: the run cannot finish meanwhile).
-HOLD_FIFO = "TLX_TEST_HOLD_AFTER_FIRST_CHECKPOINT"
+#: Environment variable of a LAUNCH process that holds after its first checkpoint: "READY,RELEASE",
+#: two pipe ends it inherited (CheckpointHold). Events both ways, never a poll: the test's read
+#: of READY ends when the process holds (a byte) or dies (end of file), and the process goes on
+#: when the test closes its end of RELEASE. The run cannot finish meanwhile, however slow the
+#: machine.
+HOLD_FDS = "TLX_TEST_HOLD_AFTER_FIRST_CHECKPOINT"
 
 
 def hold_after_first_checkpoint() -> None:
-    """In a LAUNCH process with HOLD_FIFO set: the first CheckpointStore.save returns only once
-    the test has opened and closed the FIFO (a read of it ends at the writer's close)."""
-    import os
-
+    """In a LAUNCH process with HOLD_FDS set: the first CheckpointStore.save says so on READY
+    and returns only once RELEASE ends."""
     from tlx.trainer import checkpoints
 
-    fifo, save = os.environ.get(HOLD_FIFO), checkpoints.CheckpointStore.save
-    if not fifo:
+    fds, save = os.environ.get(HOLD_FDS), checkpoints.CheckpointStore.save
+    if not fds:
         return
+    ready, release = (int(fd) for fd in fds.split(","))
 
     def save_then_hold(self, *args, **kwargs):
-        nonlocal fifo
+        nonlocal fds
         result = save(self, *args, **kwargs)
-        if fifo:
-            path, fifo = fifo, None
-            with open(path) as held:
-                held.read()
+        if fds:
+            fds = None
+            os.write(ready, b"h")
+            os.read(release, 1)  # end of file when the test lets go
         return result
     checkpoints.CheckpointStore.save = save_then_hold
 
 
-def release_hold(fifo: Path, process, before_release=lambda: None, timeout: float = 300) -> None:
-    """Wait until `process` holds after its first checkpoint (it has opened `fifo` for reading),
-    call `before_release`, then let it go on. Fails if the process ends first."""
-    import errno
-    import os
-    import time
+class CheckpointHold:
+    """The test's side of HOLD_FDS: start the process with `env()` and `pass_fds()`, call
+    `started()`, then `wait_held(process)`, do what must happen while it holds, `release()`."""
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until a reader has it open
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-        assert time.monotonic() < deadline and process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.2)
-    try:
-        before_release()
-    finally:
-        os.close(writer)
+    def __init__(self):
+        self._ready, self._ready_child = os.pipe()
+        self._release_child, self._release = os.pipe()
+
+    def env(self) -> dict:
+        return {HOLD_FDS: f"{self._ready_child},{self._release_child}"}
+
+    def pass_fds(self) -> tuple[int, int]:
+        return (self._ready_child, self._release_child)
+
+    def started(self) -> None:
+        """The child has its ends: closing ours lets its death end the wait."""
+        os.close(self._ready_child)
+        os.close(self._release_child)
+
+    def wait_held(self, process) -> None:
+        """Until `process` holds after its first checkpoint; fails (with its stderr) if it ended."""
+        held = os.read(self._ready, 1)
+        assert held, process.communicate()[1][-3000:]
+
+    def release(self) -> None:
+        os.close(self._release)
+        os.close(self._ready)
 
 
 #: `tlx` with the tiny test backbone registered, for `python -c LAUNCH ARGS...`: a worker
