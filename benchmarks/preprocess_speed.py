@@ -74,10 +74,8 @@ def step_times(clf, frame: np.ndarray, rounds: int) -> dict[str, float]:
     gap = imaging._reducing_gap(clf.preprocessing, frame, True)
     reduced = imaging._reduced_image(frame, size)
 
-    def resize():  # the model's version's resize (version 3: pass by pass, in tlx's order)
-        if clf.preprocessing >= 3:
-            return imaging._resize_in_order(reduced, (size[1], size[0]), gap)
-        return reduced.resize((size[1], size[0]), imaging.RESAMPLE, reducing_gap=gap)
+    def resize():  # as the model's version resizes
+        return imaging._resize(reduced, (size[1], size[0]), clf.preprocessing, gap)
     resized = resize()
     pixels = np.asarray(resized, dtype=np.uint8)
     scores = clf.run(pixels)

@@ -124,6 +124,39 @@ def json_nodes(raw: bytes) -> tuple[int, int]:
     return raw.count(b"{") + raw.count(b"["), raw.count(b",")
 
 
+class JsonFileError(Exception):
+    """Why a JSON file from elsewhere was not read (read_json_bounded): `kind` is "missing",
+    "unreadable", "too_large", "too_dense" or "not_json"; `detail` says more (the OS's reason,
+    the counts, the parser's message). Each caller words it for its own file."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(detail or kind)
+        self.kind, self.detail = kind, detail
+
+
+def read_json_bounded(path: str | os.PathLike, limit: int, max_nodes: tuple[int, int] | None = None,
+                      parse_constant=None) -> Any:
+    """A JSON file from elsewhere, parsed only when it holds at most `limit` bytes and, with
+    `max_nodes` (objects and lists, values: json_nodes), at most that many; JsonFileError
+    otherwise, never a traceback (a deeply nested document is "not_json" too)."""
+    try:
+        data = read_bounded(Path(path), limit)
+    except FileNotFoundError as exc:
+        raise JsonFileError("missing", exc.strerror or str(exc)) from None
+    except OSError as exc:
+        raise JsonFileError("unreadable", exc.strerror or str(exc)) from None
+    if data is None:
+        raise JsonFileError("too_large")
+    if max_nodes is not None:
+        containers, values = json_nodes(data)
+        if containers > max_nodes[0] or values > max_nodes[1]:
+            raise JsonFileError("too_dense", f"{containers} objects and lists and {values} values")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=parse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise JsonFileError("not_json", str(exc) or type(exc).__name__) from None
+
+
 def read_bounded(path: Path, limit: int) -> bytes | None:
     """A file's bytes, or None when it holds more than `limit` (never read past limit + 1,
     so a huge file from elsewhere costs no memory). OSError as open() raises it."""

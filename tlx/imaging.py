@@ -160,9 +160,7 @@ def load_image(source: ImageInput, size: int | tuple[int, int] | None,
         if target is not None:
             height, width = target
             if rgb.size != (width, height):
-                gap = _reducing_gap(version, source, reduced)
-                rgb = (_resize_in_order(rgb, (width, height), gap) if version >= 3
-                       else rgb.resize((width, height), RESAMPLE, reducing_gap=gap))
+                rgb = _resize(rgb, (width, height), version, _reducing_gap(version, source, reduced))
         pixels = np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
@@ -177,6 +175,13 @@ def _reducing_gap(version: int, source: ImageInput, reduced: bool) -> float | No
     if not reduced:
         return None
     return ARRAY_REDUCE_GAP if version >= 3 and isinstance(source, np.ndarray) else REDUCE_GAP
+
+
+def _resize(image: Image.Image, size: tuple[int, int], version: int, gap: float | None) -> Image.Image:
+    """The final resize to `size` (width, height) as `version` does it."""
+    if version >= 3:
+        return _resize_in_order(image, size, gap)
+    return image.resize(size, RESAMPLE, reducing_gap=gap)
 
 
 def _resize_in_order(image: Image.Image, size: tuple[int, int], gap: float | None) -> Image.Image:

@@ -535,27 +535,21 @@ MAX_BENCH_VALUES = 5_000_000
 def read_bench(path) -> tuple[dict, tuple[ModelRow, ...]]:
     """A bench.json read below MAX_BENCH_BYTES and parsed, and its rows through
     read_bench_rows; ResultError (a TlxError naming the file and what to do) otherwise."""
-    import json
-
     from tlx import files
 
     try:
-        data = files.read_bounded(path, MAX_BENCH_BYTES)
-    except OSError as exc:
-        raise ResultError(f"{path}: cannot read it ({exc.strerror or exc}). {_BENCH_AGAIN}") from None
-    if data is None:
-        raise ResultError(f"{path} is larger than {MAX_BENCH_BYTES >> 20} MB: no bench.json is. {_BENCH_AGAIN}")
-    containers, values = files.json_nodes(data)
-    if containers > MAX_BENCH_CONTAINERS or values > MAX_BENCH_VALUES:
-        raise ResultError(f"{path} holds {containers} objects and lists and {values} values; a bench.json "
-                          f"has at most {MAX_BENCH_CONTAINERS} and {MAX_BENCH_VALUES}. {_BENCH_AGAIN}")
-    try:
         # NaN is read (an older bench.json wrote a cold start that printed nothing so); the
         # row schema refuses it anywhere else.
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ResultError(f"{path} is not a bench.json: not JSON ({printable(str(exc))[:200]}). "
-                          f"{_BENCH_AGAIN}") from None
+        doc = files.read_json_bounded(path, MAX_BENCH_BYTES, (MAX_BENCH_CONTAINERS, MAX_BENCH_VALUES))
+    except files.JsonFileError as exc:
+        raise ResultError({
+            "missing": f"{path}: cannot read it ({exc.detail}). {_BENCH_AGAIN}",
+            "unreadable": f"{path}: cannot read it ({exc.detail}). {_BENCH_AGAIN}",
+            "too_large": f"{path} is larger than {MAX_BENCH_BYTES >> 20} MB: no bench.json is. {_BENCH_AGAIN}",
+            "too_dense": f"{path} holds {exc.detail}; a bench.json has at most {MAX_BENCH_CONTAINERS} and "
+                         f"{MAX_BENCH_VALUES}. {_BENCH_AGAIN}",
+            "not_json": f"{path} is not a bench.json: not JSON ({printable(exc.detail)[:200]}). {_BENCH_AGAIN}",
+        }[exc.kind]) from None
     return doc, read_bench_rows(doc, str(path))
 
 

@@ -153,17 +153,14 @@ def read_result(path: str | Path) -> DeviceResult:
     """A device result file, parsed and checked whole (ResultError, a TlxError, otherwise)."""
     path = Path(path)
     try:
-        data = files.read_bounded(path, MAX_RESULT_BYTES)
-    except FileNotFoundError:
-        raise ResultError(f"{path}: no such file. Pass the .json that `tlx bench BUNDLE` wrote.") from None
-    except OSError as exc:
-        raise ResultError(f"{path}: cannot read it ({exc.strerror or exc}). {_AGAIN}") from None
-    if data is None:
-        raise ResultError(f"{path} is larger than {MAX_RESULT_BYTES >> 20} MB: no device result is. {_AGAIN}")
-    try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ResultError(f"{path} is not a device result: not JSON ({_brief(exc)}). {_AGAIN}") from None
+        doc = files.read_json_bounded(path, MAX_RESULT_BYTES, parse_constant=_no_constant)
+    except files.JsonFileError as exc:
+        raise ResultError({
+            "missing": f"{path}: no such file. Pass the .json that `tlx bench BUNDLE` wrote.",
+            "unreadable": f"{path}: cannot read it ({exc.detail}). {_AGAIN}",
+            "too_large": f"{path} is larger than {MAX_RESULT_BYTES >> 20} MB: no device result is. {_AGAIN}",
+            "not_json": f"{path} is not a device result: not JSON ({_brief(exc)}). {_AGAIN}",
+        }[exc.kind]) from None
     return parse_result(doc, str(path))
 
 

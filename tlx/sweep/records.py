@@ -112,18 +112,16 @@ class _Bad(ValueError):
 
 
 def read_bounded_json(path: Path, limit: int, what: str):
+    """A file the sweep wrote, through the one bounded JSON reader; TlxError naming `what`."""
     try:
-        data = files.read_bounded(path, limit)
-    except FileNotFoundError:
-        raise TlxError(f"{path} is missing ({what}).") from None
-    except OSError as exc:
-        raise TlxError(f"Cannot read {path} ({exc.strerror or exc}).") from None
-    if data is None:
-        raise TlxError(f"{path} is larger than {limit:,} bytes: not a file tlx sweep wrote ({what}).")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise TlxError(f"{path} is not valid JSON ({exc}): the file is damaged ({what}).") from None
+        return files.read_json_bounded(path, limit)
+    except files.JsonFileError as exc:
+        raise TlxError({
+            "missing": f"{path} is missing ({what}).",
+            "unreadable": f"Cannot read {path} ({exc.detail}).",
+            "too_large": f"{path} is larger than {limit:,} bytes: not a file tlx sweep wrote ({what}).",
+            "not_json": f"{path} is not valid JSON ({exc.detail}): the file is damaged ({what}).",
+        }[exc.kind]) from None
 
 
 def _get(obj, key: str, kind, where: str, optional: bool = False):
