@@ -398,6 +398,10 @@ def test_oversized_and_non_json_files_are_refused(tmp_path):
     bad.write_bytes(b"\xff{")
     with pytest.raises(TlxError, match="not valid JSON"):
         records.read_candidate(bad)
+    deep = tmp_path / "deep.json"  # deeper than the parser's recursion: a message, not a traceback
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(TlxError, match="not valid JSON"):
+        records.read_candidate(deep)
 
 
 def test_a_candidate_another_process_holds_is_skipped_not_redone(data, tmp_path):
